@@ -1,0 +1,70 @@
+# slideserver: two commands on a fresh machine.
+#   make serve   virtual environment, viewer, sample slides, server at http://127.0.0.1:8000
+#   make test    what the tests need (Debian packages included), then ruff, mypy and pytest
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SAMPLES := sample_data/generated
+VIEWER_STAMP := slideserver/static/viewer/index.html
+APT_PACKAGES := redis-server chromium postgresql nginx-light wrk
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: serve test install viewer sample sample-large lint typecheck pytest bench system-deps clean
+
+serve: install viewer sample
+	$(BIN)/slideserver serve $(SAMPLES) --host $(HOST) --port $(PORT)
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+viewer: $(VIEWER_STAMP)
+
+$(VIEWER_STAMP): $(wildcard viewer/package.json viewer/package-lock.json viewer/index.html viewer/vite.config.* viewer/src/* viewer/src/*/*)
+	@if [ -f viewer/package.json ]; then \
+		cd viewer && npm ci --no-audit --no-fund --loglevel=error && npm run build; \
+	else echo "no viewer yet"; fi
+
+sample: install
+	$(BIN)/slideserver sample $(SAMPLES)
+
+sample-large: install
+	$(BIN)/slideserver sample --large $(SAMPLES)
+
+# Debian packages the tests run for real: Redis, Chromium, PostgreSQL, nginx and wrk (bench).
+system-deps:
+	@missing=""; \
+	for cmd in redis-server:redis-server chromium:chromium nginx:nginx-light wrk:wrk; do \
+		c=$${cmd%%:*}; p=$${cmd##*:}; command -v $$c >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+lint: install
+	$(BIN)/ruff check slideserver tests sample_data bench
+	$(BIN)/ruff format --check slideserver tests sample_data bench
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install viewer
+	$(BIN)/pytest -q
+
+test: system-deps install viewer lint typecheck pytest
+
+bench: system-deps install
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) viewer/node_modules slideserver/static/viewer $(SAMPLES) .mypy_cache .ruff_cache .pytest_cache

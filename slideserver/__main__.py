@@ -1,0 +1,5 @@
+"""Allow ``python -m slideserver``."""
+
+from slideserver.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""The application factory: settings in, ASGI app out. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from anyio.to_thread import run_sync
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from slideserver.api.errors import EXCEPTION_HANDLERS
+from slideserver.api.middleware import RequestContextMiddleware
+from slideserver.api.routes import deepzoom, health, iiif, slides
+from slideserver.api.state import AppState
+from slideserver.cache.base import TileCache
+from slideserver.cache.memory import MemoryCache
+from slideserver.catalog.base import Catalog
+from slideserver.catalog.memory import MemoryCatalog
+from slideserver.handles import HandlePool
+from slideserver.metrics import Metrics
+from slideserver.readers.registry import ReaderRegistry, default_registry
+from slideserver.services import SlideService
+from slideserver.settings import Settings
+
+log = logging.getLogger("slideserver")
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "viewer"
+
+CatalogFactory = Callable[[Settings, ReaderRegistry], Catalog]
+
+
+def default_catalog(settings: Settings, registry: ReaderRegistry) -> Catalog:
+    """Return the catalog the settings ask for."""
+    return MemoryCatalog(settings.roots, registry)
+
+
+def build_cache(settings: Settings) -> TileCache:
+    """Return the tile cache the settings ask for."""
+    return MemoryCache(settings.memory_cache_bytes)
+
+
+def viewer_routes() -> list[BaseRoute]:
+    """Return the viewer's page and asset routes, when the viewer module is present."""
+    try:
+        from slideserver.api.routes.viewer import viewer_routes as make
+    except ImportError:
+        return []
+    return list(make(STATIC_DIR))
+
+
+def create_app(
+    settings: Settings,
+    *,
+    catalog_factory: CatalogFactory = default_catalog,
+    registry: ReaderRegistry | None = None,
+) -> Starlette:
+    """Build the ASGI app for ``settings``; shared resources open in the lifespan."""
+    registry = registry or default_registry()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        catalog = catalog_factory(settings, registry)
+        count = await run_sync(catalog.refresh)
+        log.info("catalog ready: %d slides indexed or changed", count)
+        handles = HandlePool(registry, settings.roots, settings.handle_pool_size)
+        cache = build_cache(settings)
+        service = SlideService(settings, catalog, handles, cache)
+        app.state.slideserver = AppState(settings, catalog, handles, cache, service, metrics)
+        try:
+            yield
+        finally:
+            await cache.close()
+            handles.close()
+            catalog.close()
+
+    routes: list[BaseRoute] = [
+        *health.routes(),
+        *slides.routes(),
+        *deepzoom.routes(),
+        *iiif.routes(),
+        *viewer_routes(),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestContextMiddleware, metrics=metrics)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )

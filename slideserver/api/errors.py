@@ -1,0 +1,68 @@
+"""One table from exceptions to JSON error responses; a stack trace never reaches a client."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from slideserver.errors import SlideServerError
+
+log = logging.getLogger("slideserver.api")
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def error_response(status: int, code: str, detail: str) -> JSONResponse:
+    """Return the JSON error body every route uses."""
+    headers = {"Cache-Control": "no-store"}
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+async def handle_slideserver_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SlideServerError)
+    if exc.status >= 500:
+        log.warning(
+            "%s %s answered %s (%s)", request.method, request.url.path, exc.status, exc.code
+        )
+    return error_response(exc.status, exc.code, exc.detail)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_CODES.get(exc.status_code, "error")
+    detail = exc.detail if isinstance(exc.detail, str) else code
+    if exc.status_code == 404:
+        detail = f"no route for {request.url.path[:200]!r}"
+    response = error_response(exc.status_code, code, detail)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.error(
+        "unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc
+    )
+    return error_response(500, "internal_error", "the server could not complete this request")
+
+
+EXCEPTION_HANDLERS = {
+    SlideServerError: handle_slideserver_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

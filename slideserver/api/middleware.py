@@ -1,0 +1,73 @@
+"""Pure-ASGI middleware: request IDs, access log without query strings, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from slideserver.metrics import Metrics
+
+access_log = logging.getLogger("slideserver.access")
+
+
+def route_template(scope: Scope) -> str:
+    """Return the matched route's path template, never the concrete path (IDs stay out)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+class RequestContextMiddleware:
+    """Give every request an ID, time it, count it, and log it without PHI.
+
+    Query strings are never logged: they carry search terms such as patient identifiers.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            template = route_template(scope)
+            self.metrics.observe_request(scope["method"], template, status, elapsed)
+            access_log.info(
+                "%s %s %s %.1fms id=%s",
+                scope["method"],
+                template,
+                status,
+                elapsed * 1000,
+                request_id,
+            )
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if 0 < len(text) <= 64 and text.replace("-", "").isalnum():
+                return text
+    return None

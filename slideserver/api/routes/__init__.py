@@ -1,0 +1,1 @@
+"""Route lists, one module per part of the URL scheme (DESIGN section 3)."""

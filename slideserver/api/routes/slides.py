@@ -1,0 +1,121 @@
+"""Slide listing, metadata, thumbnails and associated images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from slideserver.api.params import parse_int
+from slideserver.api.responses import image_response
+from slideserver.api.state import service_of, state_of
+from slideserver.catalog.base import SlideQuery, SlideRecord
+from slideserver.models import SlideInfo
+
+SCAN_DATE_KEYS = ("dicom.AcquisitionDateTime", "dicom.ContentDate", "tiff.DateTime", "aperio.Date")
+
+
+def slide_summary(record: SlideRecord) -> dict[str, Any]:
+    """Return the JSON every listing uses for one slide."""
+    sid = record.id
+    summary: dict[str, Any] = {
+        "id": sid,
+        "name": record.name,
+        "path": record.relpath,
+        "format": record.format,
+        "vendor": record.vendor,
+        "width": record.width,
+        "height": record.height,
+        "mpp_x": record.mpp_x,
+        "mpp_y": record.mpp_y,
+        "objective_power": record.objective_power,
+        "status": record.status,
+        "links": {
+            "dzi": f"/dz/{sid}.dzi",
+            "thumbnail": f"/api/slides/{sid}/thumbnail",
+            "iiif": f"/iiif/3/{sid}/info.json",
+            "viewer": f"/view/{sid}",
+        },
+        "case": record.extra.get("case") if record.extra else None,
+    }
+    if record.error:
+        summary["error"] = record.error
+    return summary
+
+
+def slide_detail(record: SlideRecord, info: SlideInfo) -> dict[str, Any]:
+    """Return the full metadata of one slide."""
+    detail = slide_summary(record)
+    detail.update(
+        {
+            "format": info.format,
+            "vendor": info.vendor,
+            "width": info.width,
+            "height": info.height,
+            "mpp_x": info.mpp_x,
+            "mpp_y": info.mpp_y,
+            "objective_power": info.objective_power,
+            "levels": [
+                {
+                    "width": lv.width,
+                    "height": lv.height,
+                    "downsample": lv.downsample,
+                    "tile_width": lv.tile_width,
+                    "tile_height": lv.tile_height,
+                }
+                for lv in info.levels
+            ],
+            "associated": list(info.associated),
+            "properties": dict(info.properties),
+            "scan_date": next(
+                (info.properties[k] for k in SCAN_DATE_KEYS if info.properties.get(k)), None
+            ),
+        }
+    )
+    return detail
+
+
+async def list_slides(request: Request) -> Response:
+    state = state_of(request)
+    params = request.query_params
+    query = SlideQuery(
+        q=params.get("q", "")[:200],
+        format=params.get("format", "")[:40],
+        vendor=params.get("vendor", "")[:40],
+        status=params.get("status", "")[:20],
+        limit=parse_int("limit", params.get("limit"), 50, 1, 1000),
+        cursor=params.get("cursor", "")[:200],
+    )
+    page = state.catalog.search(query)
+    return JSONResponse({"items": [slide_summary(r) for r in page.items], "next": page.next})
+
+
+async def get_slide(request: Request) -> Response:
+    record, info = await service_of(request).info(request.path_params["slide_id"])
+    return JSONResponse(slide_detail(record, info))
+
+
+async def thumbnail(request: Request) -> Response:
+    service = service_of(request)
+    size = parse_int("max", request.query_params.get("max"), 512, 1, 1 << 30)
+    result = await service.thumbnail(request.path_params["slide_id"], size)
+    return image_response(request, result)
+
+
+async def associated(request: Request) -> Response:
+    service = service_of(request)
+    params = request.path_params
+    result = await service.associated(params["slide_id"], params["name"])
+    return image_response(request, result)
+
+
+def routes() -> list[Route]:
+    """Return the slide routes."""
+    return [
+        Route("/api/slides", list_slides, methods=["GET"]),
+        Route("/api/slides/{slide_id}", get_slide, methods=["GET"]),
+        Route("/api/slides/{slide_id}/thumbnail", thumbnail, methods=["GET", "HEAD"]),
+        Route("/api/slides/{slide_id}/associated/{name}", associated, methods=["GET", "HEAD"]),
+    ]

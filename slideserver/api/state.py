@@ -1,0 +1,37 @@
+"""Typed access to what the lifespan put in the app state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from slideserver.cache.base import TileCache
+from slideserver.catalog.base import Catalog
+from slideserver.handles import HandlePool
+from slideserver.metrics import Metrics
+from slideserver.services import SlideService
+from slideserver.settings import Settings
+
+
+@dataclass
+class AppState:
+    """The shared resources of one server process, closed on shutdown."""
+
+    settings: Settings
+    catalog: Catalog
+    handles: HandlePool
+    cache: TileCache
+    service: SlideService
+    metrics: Metrics
+
+
+def state_of(request: Request) -> AppState:
+    """Return the process's shared resources."""
+    state: AppState = request.app.state.slideserver
+    return state
+
+
+def service_of(request: Request) -> SlideService:
+    """Return the slide service."""
+    return state_of(request).service

@@ -1,0 +1,71 @@
+"""What the rest of the server needs from a catalog, whatever stores it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from slideserver.models import SlideSource
+
+
+@dataclass(frozen=True)
+class SlideRecord:
+    """One indexed slide: where its files are and what the scan found."""
+
+    id: str
+    name: str
+    """Display name: the file (or DICOM folder) name."""
+    relpath: str
+    """Path relative to its root, POSIX style; what clients see instead of absolute paths."""
+    root: Path
+    source: SlideSource
+    format: str | None = None
+    vendor: str | None = None
+    width: int | None = None
+    height: int | None = None
+    mpp_x: float | None = None
+    mpp_y: float | None = None
+    objective_power: float | None = None
+    status: str = "ok"
+    """``ok``, ``unreadable`` (see ``error``) or ``missing``."""
+    error: str | None = None
+    content_hash: str = ""
+    extra: dict[str, str | None] = field(default_factory=dict)
+    """Catalog-specific fields (case links...), already filtered for the caller's role."""
+
+
+@dataclass(frozen=True)
+class SlideQuery:
+    """A slide search; empty fields do not filter."""
+
+    q: str = ""
+    format: str = ""
+    vendor: str = ""
+    status: str = ""
+    limit: int = 50
+    cursor: str = ""
+
+
+@dataclass(frozen=True)
+class SlidePage:
+    """One page of search results and the cursor of the next, if any."""
+
+    items: list[SlideRecord]
+    next: str | None
+
+
+class Catalog(Protocol):
+    """The slide index, in memory or in a database."""
+
+    def get(self, slide_id: str) -> SlideRecord | None:
+        """Return the slide with that ID, or ``None``."""
+
+    def search(self, query: SlideQuery) -> SlidePage:
+        """Return one page of slides matching ``query``, in a stable order."""
+
+    def refresh(self) -> int:
+        """Scan the roots again; return how many slides were added or changed."""
+
+    def close(self) -> None:
+        """Release connections."""

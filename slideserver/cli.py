@@ -1,0 +1,194 @@
+"""The ``slideserver`` command: serve, index, info, sample."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from slideserver import __version__
+from slideserver.settings import ENV_PREFIX, Settings
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for f in fields(Settings):
+        value = getattr(args, f.name, None)
+        if value is not None and value != []:
+            overrides[f.name] = value
+    return Settings.from_env(**overrides)
+
+
+def _export_env(settings: Settings) -> None:
+    """Hand the settings to uvicorn's worker processes through the environment."""
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if f.name == "roots":
+            value = os.pathsep.join(str(Path(p).absolute()) for p in value)
+        elif isinstance(value, bool):
+            value = "1" if value else "0"
+        os.environ[ENV_PREFIX + f.name.upper()] = str(value)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings_from_args(args)
+    if not settings.roots:
+        print("slideserver serve: give at least one folder of slides", file=sys.stderr)
+        return 2
+    if settings.auth == "open":
+        print(
+            "slideserver: OPEN MODE - no authentication; every visitor sees every slide and all "
+            "patient data. For a local demo only.",
+            file=sys.stderr,
+        )
+    _export_env(settings)
+    uvicorn.run(
+        "slideserver.api.asgi:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers if settings.workers > 1 else None,
+        log_level=settings.log_level,
+        access_log=False,
+        ssl_certfile=getattr(args, "ssl_certfile", None),
+        ssl_keyfile=getattr(args, "ssl_keyfile", None),
+    )
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from slideserver.api.app import default_catalog
+    from slideserver.readers.registry import default_registry
+
+    settings = _settings_from_args(args)
+    catalog = default_catalog(settings, default_registry())
+    try:
+        changed = catalog.refresh()
+        print(f"indexed: {changed} slides added or changed")
+    finally:
+        catalog.close()
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from slideserver.catalog.discovery import discover
+    from slideserver.errors import SlideServerError
+    from slideserver.models import SlideSource
+    from slideserver.readers.registry import default_registry
+
+    path = Path(args.file)
+    if not path.exists():
+        print(f"slideserver info: {path} does not exist", file=sys.stderr)
+        return 2
+    registry = default_registry()
+    if path.is_dir():
+        sources = [f.source for f in discover([path]) if f.source.path == path]
+        source = sources[0] if sources else SlideSource(path)
+    else:
+        source = SlideSource(path)
+    try:
+        with registry.open(source) as reader:
+            info = reader.info
+            out = {
+                "reader": reader.name,
+                "format": info.format,
+                "vendor": info.vendor,
+                "width": info.width,
+                "height": info.height,
+                "levels": [
+                    {
+                        "width": lv.width,
+                        "height": lv.height,
+                        "downsample": round(lv.downsample, 4),
+                        "tile": [lv.tile_width, lv.tile_height],
+                    }
+                    for lv in info.levels
+                ],
+                "mpp": [info.mpp_x, info.mpp_y],
+                "objective_power": info.objective_power,
+                "associated": list(info.associated),
+                "properties": dict(info.properties),
+            }
+    except SlideServerError as exc:
+        print(f"slideserver info: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from slideserver.samples import write_samples
+
+    written = write_samples(Path(args.out), large=args.large)
+    for name, path in sorted(written.items()):
+        print(f"{name}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser; every option also has a SLIDESERVER_ variable."""
+    parser = argparse.ArgumentParser(prog="slideserver", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"slideserver {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("roots", nargs="*", type=Path, help="folders of slides ($SLIDESERVER_ROOTS)")
+        p.add_argument("--database-url", help="catalog: sqlite:///PATH or postgresql://...")
+        p.add_argument("--filename-pattern", help="regex with named groups for slide names")
+        p.add_argument("--log-level", help="debug, info, warning, error")
+
+    serve = sub.add_parser("serve", help="serve slides over HTTP")
+    common(serve)
+    serve.add_argument("--host", help="address to bind ($SLIDESERVER_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port ($SLIDESERVER_PORT, default 8000)")
+    serve.add_argument("--workers", type=int, help="server processes ($SLIDESERVER_WORKERS)")
+    serve.add_argument("--redis-url", help="shared tile cache ($SLIDESERVER_REDIS_URL)")
+    serve.add_argument("--memory-cache-bytes", type=int, help="in-process cache size")
+    serve.add_argument("--threads", type=int, help="threads for blocking reads")
+    serve.add_argument("--public-url", help="base URL used in links given to other systems")
+    serve.add_argument("--auth", help="open, tokens or oidc ($SLIDESERVER_AUTH)")
+    serve.add_argument("--watch", action="store_true", default=None, help="pick up new slides")
+    serve.add_argument("--ssl-certfile", help="TLS certificate (PEM)")
+    serve.add_argument("--ssl-keyfile", help="TLS private key (PEM)")
+    serve.set_defaults(func=cmd_serve)
+
+    index = sub.add_parser("index", help="build or refresh the catalog without serving")
+    common(index)
+    index.set_defaults(func=cmd_index)
+
+    info = sub.add_parser("info", help="show what the readers see in one slide")
+    info.add_argument("file", help="a slide file, or a folder of DICOM files")
+    info.set_defaults(func=cmd_info)
+
+    sample = sub.add_parser("sample", help="write the sample slides")
+    sample.add_argument("out", type=Path, help="output folder")
+    sample.add_argument("--large", action="store_true", help="also write the 40,000 px slide")
+    sample.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line."""
+    args = build_parser().parse_args(argv)
+    settings_level = getattr(args, "log_level", None) or os.environ.get(
+        ENV_PREFIX + "LOG_LEVEL", "info"
+    )
+    logging.basicConfig(
+        level=settings_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Backend libraries log absolute paths (which may name patients) with their tracebacks;
+    # readers translate those failures into our own errors, so keep only critical records.
+    for noisy in ("wsidicom", "tifffile", "pydicom"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    result: int = args.func(args)
+    return result

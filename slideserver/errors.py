@@ -1,0 +1,110 @@
+"""One exception tree for the whole server.
+
+Every error carries a stable machine-readable ``code`` and the HTTP ``status`` the API layer
+answers with; the API layer is the only place that turns them into responses. Messages name the
+inputs that caused them but never patient data or absolute file paths.
+"""
+
+from __future__ import annotations
+
+
+class SlideServerError(Exception):
+    """Base of every error slideserver raises on purpose."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(SlideServerError):
+    """The request is malformed (bad number, unknown parameter form)."""
+
+    code = "bad_request"
+    status = 400
+
+
+class InvalidIIIFParameter(BadRequest):
+    """A IIIF region, size, rotation, quality or format parameter is malformed."""
+
+    code = "invalid_iiif_parameter"
+
+
+class UnsupportedTileFormat(BadRequest):
+    """An image format we do not encode (only jpeg, png and webp are served)."""
+
+    code = "unsupported_format"
+
+
+class NotFound(SlideServerError):
+    """Something addressed by the URL does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class SlideNotFound(NotFound):
+    """No slide with that ID in the catalog."""
+
+    code = "slide_not_found"
+
+
+class TileNotFound(NotFound):
+    """Level, column or row outside the slide's pyramid."""
+
+    code = "tile_not_found"
+
+
+class AssociatedImageNotFound(NotFound):
+    """The slide has no associated image of that name."""
+
+    code = "associated_image_not_found"
+
+
+class SlideGone(NotFound):
+    """The slide's file was removed or replaced while it was being served."""
+
+    code = "slide_gone"
+
+
+class TooLarge(SlideServerError):
+    """The requested output exceeds the configured limits."""
+
+    code = "too_large"
+    status = 413
+
+
+class SlideUnreadable(SlideServerError):
+    """The file exists but no reader can make sense of it (corrupt, truncated, unsupported)."""
+
+    code = "slide_unreadable"
+    status = 422
+
+
+class TileUnreadable(SlideUnreadable):
+    """One region of an otherwise readable slide cannot be decoded."""
+
+    code = "tile_unreadable"
+
+
+class BackendUnavailable(SlideServerError):
+    """A backend (database, cache) needed for this request is down."""
+
+    code = "backend_unavailable"
+    status = 503
+
+
+class Unauthorized(SlideServerError):
+    """No valid credentials."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(SlideServerError):
+    """Valid credentials, but the role may not do this."""
+
+    code = "forbidden"
+    status = 403

@@ -1,0 +1,135 @@
+"""A bounded, thread-safe pool of open slide readers.
+
+Opening a slide costs milliseconds to seconds; reading a tile costs microseconds once it is open,
+so readers stay open between requests. A reader is closed only when it has been evicted *and* no
+request still holds it: closing an OpenSlide handle while another thread reads it is not safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slideserver.catalog.base import SlideRecord
+from slideserver.catalog.discovery import is_within, stat_fingerprint
+from slideserver.errors import SlideGone, SlideUnreadable
+from slideserver.readers.base import SlideReader
+from slideserver.readers.registry import ReaderRegistry
+
+
+@dataclass
+class _Entry:
+    reader: SlideReader
+    fingerprint: str
+    users: int = 0
+    evicted: bool = False
+
+
+@dataclass
+class _Opening:
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class HandlePool:
+    """Open readers keyed by slide ID, at most ``size`` kept when idle."""
+
+    def __init__(self, registry: ReaderRegistry, roots: Sequence[Path], size: int = 64) -> None:
+        self.registry = registry
+        self.roots = tuple(roots)
+        self.size = max(1, size)
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._opening: dict[str, _Opening] = {}
+
+    def fingerprint(self, record: SlideRecord) -> str:
+        """Return the slide's current on-disk fingerprint, checking it is still there and ours."""
+        for path in record.source.all_files:
+            if not is_within(path, self.roots):
+                raise SlideGone(f"slide {record.id!r} is no longer available")
+        try:
+            return stat_fingerprint(record.source)
+        except OSError as exc:
+            raise SlideGone(f"slide {record.id!r} is no longer available") from exc
+
+    @contextmanager
+    def borrow(self, record: SlideRecord, fingerprint: str | None = None) -> Iterator[SlideReader]:
+        """Lend the open reader of ``record``, opening (or reopening a replaced file) as needed."""
+        fingerprint = fingerprint or self.fingerprint(record)
+        entry = self._acquire(record, fingerprint)
+        try:
+            yield entry.reader
+        finally:
+            self._release(entry)
+
+    def _acquire(self, record: SlideRecord, fingerprint: str) -> _Entry:
+        key = record.id
+        while True:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and entry.fingerprint == fingerprint:
+                    entry.users += 1
+                    self._entries.move_to_end(key)
+                    return entry
+                if entry is not None:  # the file changed under the same ID
+                    self._evict_locked(key)
+                opening = self._opening.get(key)
+                if opening is None:
+                    opening = self._opening[key] = _Opening()
+                    leader = True
+                else:
+                    leader = False
+            if not leader:
+                opening.done.wait(timeout=60)
+                continue
+            try:
+                reader = self.registry.open(record.source)
+            except SlideUnreadable:
+                with self._lock:
+                    self._opening.pop(key, None)
+                opening.done.set()
+                raise
+            except OSError as exc:
+                with self._lock:
+                    self._opening.pop(key, None)
+                opening.done.set()
+                raise SlideGone(f"slide {record.id!r} is no longer available") from exc
+            with self._lock:
+                entry = _Entry(reader, fingerprint, users=1)
+                self._entries[key] = entry
+                self._opening.pop(key, None)
+                self._trim_locked()
+            opening.done.set()
+            return entry
+
+    def _release(self, entry: _Entry) -> None:
+        close = False
+        with self._lock:
+            entry.users -= 1
+            close = entry.evicted and entry.users == 0
+        if close:
+            entry.reader.close()
+
+    def _evict_locked(self, key: str) -> None:
+        entry = self._entries.pop(key)
+        entry.evicted = True
+        if entry.users == 0:
+            entry.reader.close()
+
+    def _trim_locked(self) -> None:
+        while len(self._entries) > self.size:
+            key = next(iter(self._entries))
+            self._evict_locked(key)
+
+    def close(self) -> None:
+        """Close every idle reader; busy ones close when their last user returns them."""
+        with self._lock:
+            for key in list(self._entries):
+                self._evict_locked(key)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

@@ -1,0 +1,144 @@
+"""What every LIS interface turns a message into, and what the catalog answers with.
+
+Parsers (JSON, FHIR R4, HL7 v2) build a :class:`CaseOrder`; the catalog applies it in one
+transaction through :class:`LinkStore`. Views come back as :class:`CaseView` for the JSON case
+API, FHIR ImagingStudy bundles and launch links. Patient fields are PHI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PatientIn:
+    """A patient as the LIS knows them. ``name`` and ``birth_date`` are PHI."""
+
+    identifier: str
+    """The MRN (HL7 PID-3, FHIR Patient.identifier)."""
+    issuer: str = ""
+    name: str | None = None
+    """``FAMILY^GIVEN`` as in HL7 v2 and DICOM."""
+    birth_date: str | None = None
+    """ISO date ``YYYY-MM-DD``."""
+    sex: str | None = None
+
+
+@dataclass(frozen=True)
+class SlideIn:
+    """A slide the LIS ordered: its barcode (container identifier) and stain."""
+
+    barcode: str
+    stain: str | None = None
+
+
+@dataclass(frozen=True)
+class BlockIn:
+    """A block (e.g. ``A1``) with its slides."""
+
+    id: str
+    slides: tuple[SlideIn, ...] = ()
+
+
+@dataclass(frozen=True)
+class SpecimenIn:
+    """A specimen / part (e.g. ``A``) with its blocks."""
+
+    id: str
+    description: str | None = None
+    blocks: tuple[BlockIn, ...] = ()
+
+
+@dataclass(frozen=True)
+class CaseOrder:
+    """One order message: a case with its patient, specimens, blocks and slide barcodes."""
+
+    accession: str
+    patient: PatientIn
+    accession_issuer: str = ""
+    specimens: tuple[SpecimenIn, ...] = ()
+    source: str = "json"
+    """``json``, ``fhir`` or ``hl7v2``."""
+    message_id: str | None = None
+    """The sender's message ID, for idempotency and the audit trail."""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What applying an order changed."""
+
+    created: bool
+    """The case did not exist before."""
+    changed: bool
+    """Anything at all changed (False for a repeated message)."""
+    linked_slides: tuple[str, ...] = ()
+    """Slide IDs linked to the case by this message."""
+    conflicts: tuple[str, ...] = ()
+    """Human-readable conflicts flagged for review instead of overwritten."""
+
+
+@dataclass(frozen=True)
+class SlideView:
+    """A slide of a case, with where to see it."""
+
+    id: str
+    name: str
+    specimen: str | None
+    block: str | None
+    stain: str | None
+    barcode: str | None
+    status: str
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    mpp_x: float | None = None
+
+
+@dataclass(frozen=True)
+class BlockView:
+    id: str
+    slides: tuple[SlideView, ...] = ()
+
+
+@dataclass(frozen=True)
+class SpecimenView:
+    id: str
+    description: str | None = None
+    blocks: tuple[BlockView, ...] = ()
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """A case as the catalog knows it now: patient (PHI), specimens, blocks, slides."""
+
+    accession: str
+    accession_issuer: str
+    patient: PatientIn | None
+    specimens: tuple[SpecimenView, ...] = ()
+    slides: tuple[SlideView, ...] = ()
+    """Every slide of the case, linked to a block or not."""
+    expected_barcodes: tuple[str, ...] = field(default_factory=tuple)
+    """Barcodes the LIS ordered that no scanned slide carries yet."""
+
+
+class LinkStore(Protocol):
+    """The catalog's side of the LIS interfaces; every call is one transaction."""
+
+    def apply_order(self, order: CaseOrder) -> ApplyResult:
+        """Create or update the case, patient, specimens, blocks and expected slides."""
+
+    def update_patient(self, patient: PatientIn) -> bool:
+        """Update demographics (ADT^A08); return whether the patient exists."""
+
+    def merge_patients(self, surviving: PatientIn, merged_identifier: str) -> bool:
+        """Move every case of ``merged_identifier`` to ``surviving`` (ADT^A40)."""
+
+    def get_case(self, accession: str) -> CaseView | None:
+        """Return the case with that accession number."""
+
+    def cases_of_patient(self, identifier: str) -> list[CaseView]:
+        """Return every case of the patient with that MRN."""
+
+    def record_message(self, source: str, raw: str, status: str, detail: str = "") -> None:
+        """Keep the raw inbound message with how it was answered."""

@@ -1,0 +1,53 @@
+"""Process-local counters in Prometheus text format; no PHI in labels."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+
+class Metrics:
+    """Request counters by route and status, and tile counters by source."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.tiles: Counter[str] = Counter()
+        self.seconds: dict[str, float] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self.requests[(method, route, status)] += 1
+            self.seconds[route] = self.seconds.get(route, 0.0) + seconds
+
+    def observe_tile(self, source: str) -> None:
+        with self._lock:
+            self.tiles[source] += 1
+
+    def render(self, extra: dict[str, float] | None = None) -> str:
+        """Return the Prometheus exposition text."""
+        lines = [
+            "# HELP slideserver_requests_total HTTP requests by route template and status.",
+            "# TYPE slideserver_requests_total counter",
+        ]
+        with self._lock:
+            for (method, route, status), count in sorted(self.requests.items()):
+                lines.append(
+                    f'slideserver_requests_total{{method="{method}",route="{route}",'
+                    f'status="{status}"}} {count}'
+                )
+            lines += [
+                "# HELP slideserver_request_seconds_total Time spent answering, by route.",
+                "# TYPE slideserver_request_seconds_total counter",
+            ]
+            for route, secs in sorted(self.seconds.items()):
+                lines.append(f'slideserver_request_seconds_total{{route="{route}"}} {secs:.6f}')
+            lines += [
+                "# HELP slideserver_tiles_total Images served, by where they came from.",
+                "# TYPE slideserver_tiles_total counter",
+            ]
+            for source, count in sorted(self.tiles.items()):
+                lines.append(f'slideserver_tiles_total{{source="{source}"}} {count}')
+        for name, value in sorted((extra or {}).items()):
+            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,67 @@
+"""Value objects shared by every layer; no I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Level:
+    """One stored pyramid level, as the reader sees it."""
+
+    width: int
+    height: int
+    downsample: float
+    tile_width: int | None = None
+    """Native tile width of this level, ``None`` when the level is not stored as tiles."""
+    tile_height: int | None = None
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    """What a reader knows about a slide: geometry, optics, vendor and raw properties."""
+
+    format: str
+    """Reader-specific format name: ``aperio``, ``generic-tiff``, ``ome-tiff``, ``dicom``..."""
+    vendor: str | None
+    levels: tuple[Level, ...]
+    mpp_x: float | None = None
+    mpp_y: float | None = None
+    objective_power: float | None = None
+    associated: tuple[str, ...] = ()
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def width(self) -> int:
+        return self.levels[0].width
+
+    @property
+    def height(self) -> int:
+        return self.levels[0].height
+
+
+@dataclass(frozen=True)
+class SlideSource:
+    """The file(s) one slide is made of: one file, or the .dcm files of one DICOM series."""
+
+    path: Path
+    """The file, or for a multi-file slide its folder."""
+    files: tuple[Path, ...] = ()
+    """Every file of a multi-file slide (DICOM); empty for single-file slides."""
+    format_hint: str | None = None
+
+    @property
+    def all_files(self) -> tuple[Path, ...]:
+        return self.files or (self.path,)
+
+
+@dataclass(frozen=True)
+class EncodedTile:
+    """Image bytes ready to send."""
+
+    data: bytes
+    media_type: str
+    width: int = 0
+    height: int = 0

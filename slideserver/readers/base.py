@@ -1,0 +1,76 @@
+"""The reader interface every backend implements.
+
+To add a format, subclass :class:`SlideReader`, implement ``detect``, ``info``, ``read_region``
+and ``associated`` (and ``read_encoded_tile`` when stored tiles can be sent as they are), then add
+the class to :func:`slideserver.readers.registry.default_registry`.
+
+Readers translate their backend's exceptions into :mod:`slideserver.errors` at this boundary
+(``raise SlideUnreadable(...) from exc``); nothing above them sees openslide, tifffile or wsidicom
+exceptions. Readers must be safe to call from several threads at once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from PIL import Image
+
+from slideserver.models import EncodedTile, SlideInfo, SlideSource
+
+
+class SlideReader(ABC):
+    """An open slide."""
+
+    name: ClassVar[str]
+    """Short backend name: ``openslide``, ``tiff``, ``dicom``."""
+    priority: ClassVar[int] = 100
+    """Lower is tried first."""
+
+    def __init__(self, source: SlideSource) -> None:
+        self.source = source
+
+    @classmethod
+    @abstractmethod
+    def detect(cls, source: SlideSource) -> str | None:
+        """Return the format name if this reader can open ``source``, else ``None``; never raise."""
+
+    @property
+    @abstractmethod
+    def info(self) -> SlideInfo:
+        """Geometry, optics, vendor, associated image names and raw properties."""
+
+    @abstractmethod
+    def read_region(
+        self, l0_x: int, l0_y: int, level: int, l_width: int, l_height: int
+    ) -> Image.Image:
+        """Read an RGB region of ``level``; the origin is given in level-0 pixels.
+
+        Parts outside the slide, and transparent or empty areas, are white.
+        """
+
+    def read_encoded_tile(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
+        """Return the stored bytes of one native tile when they can be sent as they are.
+
+        The result decodes to exactly the native tile (``tile_width`` x ``tile_height``, padding
+        included at the right and bottom edges). ``None`` means "no fast path here": the caller
+        falls back to :meth:`read_region`.
+        """
+        return None
+
+    @abstractmethod
+    def associated(self, name: str) -> Image.Image:
+        """Return an associated image (``label``, ``macro``, ``thumbnail``) as RGB.
+
+        Raises :class:`slideserver.errors.AssociatedImageNotFound` for an unknown name.
+        """
+
+    def close(self) -> None:
+        """Release the backend's handles. Called once, when no request uses the reader."""
+        return None
+
+    def __enter__(self) -> SlideReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

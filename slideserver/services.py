@@ -1,0 +1,249 @@
+"""Cache -> handles -> tiling -> render: what the routes call. No HTTP types here."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+from anyio.to_thread import run_sync
+
+from slideserver.cache.base import TileCache
+from slideserver.catalog.base import Catalog, SlideRecord
+from slideserver.errors import (
+    AssociatedImageNotFound,
+    BadRequest,
+    SlideNotFound,
+    SlideUnreadable,
+)
+from slideserver.handles import HandlePool
+from slideserver.models import SlideInfo
+from slideserver.readers.base import SlideReader
+from slideserver.regions import read_scaled_region
+from slideserver.render import MEDIA_TYPES, encode_image, normalize_format
+from slideserver.settings import Settings
+from slideserver.tiling.deepzoom import DeepZoomGrid
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """Encoded image bytes with what HTTP caching needs."""
+
+    data: bytes
+    media_type: str
+    etag: str
+    source: str = "render"
+    """``passthrough``, ``cache`` or ``render``: for metrics and tests."""
+
+
+class SingleFlight:
+    """Concurrent callers of one key share one computation."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, asyncio.Future[Any]] = {}
+
+    async def run(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
+        running = self._running.get(key)
+        if running is not None:
+            return await asyncio.shield(running)  # type: ignore[no-any-return]
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            result = await compute()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._running[key]
+
+
+def etag_for(key: str) -> str:
+    """Return a strong ETag derived from a cache key."""
+    return '"' + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + '"'
+
+
+class SlideService:
+    """Everything about slides, from catalog lookups to encoded tiles."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        handles: HandlePool,
+        cache: TileCache,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.handles = handles
+        self.cache = cache
+        self.limiter = anyio.CapacityLimiter(settings.thread_count)
+        self.flights = SingleFlight()
+        self._grids: dict[tuple[str, str], tuple[DeepZoomGrid, SlideInfo]] = {}
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def record(self, slide_id: str) -> SlideRecord:
+        """Return the catalog record, or raise a 404 for an unknown or malformed ID."""
+        if not slide_id or len(slide_id) > 64 or not slide_id.replace("-", "").isalnum():
+            raise SlideNotFound(f"no slide with id {slide_id[:64]!r}")
+        record = self.catalog.get(slide_id)
+        if record is None:
+            raise SlideNotFound(f"no slide with id {slide_id!r}")
+        if record.status == "unreadable":
+            raise SlideUnreadable(f"slide {slide_id!r} cannot be read: {record.error}")
+        return record
+
+    async def _in_thread(self, func: Callable[[], T]) -> T:
+        return await run_sync(func, limiter=self.limiter)
+
+    async def _with_reader(
+        self, record: SlideRecord, fingerprint: str, func: Callable[[SlideReader], T]
+    ) -> T:
+        def call() -> T:
+            with self.handles.borrow(record, fingerprint) as reader:
+                return func(reader)
+
+        return await self._in_thread(call)
+
+    async def fingerprint(self, record: SlideRecord) -> str:
+        """Return the current on-disk fingerprint (raises SlideGone when the file went away)."""
+        return await self._in_thread(lambda: self.handles.fingerprint(record))
+
+    async def grid(self, slide_id: str) -> tuple[SlideRecord, str, DeepZoomGrid, SlideInfo]:
+        """Return the record, fingerprint, Deep Zoom grid and reader info of a slide."""
+        record = self.record(slide_id)
+        fingerprint = await self.fingerprint(record)
+        cached = self._grids.get((slide_id, fingerprint))
+        if cached is None:
+            info = await self._with_reader(record, fingerprint, lambda r: r.info)
+            cached = (DeepZoomGrid.for_slide(info), info)
+            if len(self._grids) > 4096:
+                self._grids.clear()
+            self._grids[(slide_id, fingerprint)] = cached
+        return record, fingerprint, cached[0], cached[1]
+
+    async def info(self, slide_id: str) -> tuple[SlideRecord, SlideInfo]:
+        """Return the record and what its reader reports."""
+        record, _, _, info = await self.grid(slide_id)
+        return record, info
+
+    # -- cached images -------------------------------------------------------------------------
+
+    async def _cached_image(
+        self, key: str, media_type: str, make: Callable[[], Awaitable[tuple[bytes, str]]]
+    ) -> ImageResult:
+        cached = await self.cache.get(key)
+        if cached is not None:
+            return ImageResult(cached, media_type, etag_for(key), "cache")
+
+        async def compute() -> ImageResult:
+            data, source = await make()
+            if source != "passthrough":
+                await self.cache.set(key, data)
+            return ImageResult(data, media_type, etag_for(key), source)
+
+        return await self.flights.run(key, compute)
+
+    async def dzi(self, slide_id: str, fmt: str = "jpeg") -> str:
+        """Return the Deep Zoom descriptor."""
+        _, _, grid, _ = await self.grid(slide_id)
+        return grid.dzi_xml(normalize_format(fmt))
+
+    async def deepzoom_tile(
+        self, slide_id: str, z_level: int, t_col: int, t_row: int, fmt: str
+    ) -> ImageResult:
+        """Return one Deep Zoom tile: the stored bytes where possible, else rendered."""
+        fmt = normalize_format(fmt)
+        record, fingerprint, grid, info = await self.grid(slide_id)
+        geometry = grid.geometry(z_level, t_col, t_row)
+        quality = self.settings.jpeg_quality
+        key = (
+            f"dz:{record.id}:{record.content_hash}:{fingerprint}:"
+            f"{z_level}:{t_col}:{t_row}:{fmt}:{quality}"
+        )
+        stored = geometry.stored_level
+        if stored is not None:
+            level = info.levels[stored]
+            if (t_col + 1) * grid.tile_size > level.width or (
+                t_row + 1
+            ) * grid.tile_size > level.height:
+                stored = None
+
+        def make(reader: SlideReader) -> tuple[bytes, str]:
+            if stored is not None and fmt == "jpeg":
+                encoded = reader.read_encoded_tile(stored, t_col, t_row)
+                if encoded is not None and encoded.media_type == "image/jpeg":
+                    return encoded.data, "passthrough"
+            image = read_scaled_region(
+                reader,
+                geometry.l0_x,
+                geometry.l0_y,
+                geometry.l0_width,
+                geometry.l0_height,
+                geometry.z_width,
+                geometry.z_height,
+            )
+            return encode_image(image, fmt, quality), "render"
+
+        async def compute() -> tuple[bytes, str]:
+            return await self._with_reader(record, fingerprint, make)
+
+        return await self._cached_image(key, MEDIA_TYPES[fmt], compute)
+
+    async def thumbnail(self, slide_id: str, max_size: int) -> ImageResult:
+        """Return a JPEG of the whole slide fitting in ``max_size`` x ``max_size``."""
+        if not 1 <= max_size <= self.settings.thumbnail_max:
+            raise BadRequest(f"max must be between 1 and {self.settings.thumbnail_max}")
+        record, fingerprint, _, info = await self.grid(slide_id)
+        scale = max(info.width, info.height) / max_size
+        z_w = max(1, round(info.width / scale))
+        z_h = max(1, round(info.height / scale))
+        quality = self.settings.jpeg_quality
+        key = f"thumb:{record.id}:{record.content_hash}:{fingerprint}:{max_size}:{quality}"
+
+        def make(reader: SlideReader) -> tuple[bytes, str]:
+            image = read_scaled_region(reader, 0, 0, info.width, info.height, z_w, z_h)
+            return encode_image(image, "jpeg", quality), "render"
+
+        async def compute() -> tuple[bytes, str]:
+            return await self._with_reader(record, fingerprint, make)
+
+        return await self._cached_image(key, "image/jpeg", compute)
+
+    async def associated(self, slide_id: str, name: str) -> ImageResult:
+        """Return an associated image (label, macro, ...) as JPEG."""
+        record, fingerprint, _, info = await self.grid(slide_id)
+        if name not in info.associated:
+            raise AssociatedImageNotFound(
+                f"slide {slide_id!r} has no associated image {name[:40]!r}"
+            )
+        quality = self.settings.jpeg_quality
+        key = f"assoc:{record.id}:{record.content_hash}:{fingerprint}:{name}:{quality}"
+
+        def make(reader: SlideReader) -> tuple[bytes, str]:
+            return encode_image(reader.associated(name), "jpeg", quality), "render"
+
+        async def compute() -> tuple[bytes, str]:
+            return await self._with_reader(record, fingerprint, make)
+
+        return await self._cached_image(key, "image/jpeg", compute)
+
+    async def run_with_reader(self, slide_id: str, func: Callable[[SlideReader], T]) -> T:
+        """Run ``func`` with the slide's reader in the worker pool (IIIF and other renderers)."""
+        record, fingerprint, _, _ = await self.grid(slide_id)
+        return await self._with_reader(record, fingerprint, func)
+
+    async def cached(
+        self, key: str, media_type: str, make: Callable[[], Awaitable[tuple[bytes, str]]]
+    ) -> ImageResult:
+        """Serve ``make``'s bytes through the cache and single flight under ``key``."""
+        return await self._cached_image(key, media_type, make)

@@ -1,0 +1,105 @@
+"""Typed, frozen server settings; read once by the CLI or ``create_app`` and passed down.
+
+Every field can be set from the environment as ``SLIDESERVER_<FIELD>`` (upper case); lists are
+separated by the OS path separator (``:``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "SLIDESERVER_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server can be told."""
+
+    roots: tuple[Path, ...] = ()
+    """Folders of slides. Nothing outside them is ever opened."""
+    host: str = "127.0.0.1"
+    """Address to bind."""
+    port: int = 8000
+    """Port to bind."""
+    workers: int = 1
+    """Server processes (uvicorn workers)."""
+    database_url: str = ""
+    """Catalog database: ``sqlite:///PATH`` or ``postgresql://...``; default ``.slideserver.db``
+    in the first root (or the working folder when no root is writable)."""
+    redis_url: str = ""
+    """Shared tile cache, e.g. ``redis://127.0.0.1:6379/0``; empty means in-process only."""
+    redis_timeout: float = 0.25
+    """Seconds a Redis operation may take before the cache is bypassed for that request."""
+    redis_ttl: int = 7 * 24 * 3600
+    """Seconds a tile stays in Redis."""
+    memory_cache_bytes: int = 256 * 1024 * 1024
+    """Size of the in-process tile cache, in bytes."""
+    handle_pool_size: int = 64
+    """How many slides stay open at once."""
+    threads: int = 0
+    """Threads for blocking reads; 0 means two per core."""
+    jpeg_quality: int = 85
+    """Quality of JPEG and WebP tiles we encode ourselves."""
+    iiif_max_width: int = 10000
+    """Largest IIIF output width."""
+    iiif_max_height: int = 10000
+    """Largest IIIF output height."""
+    iiif_max_area: int = 40_000_000
+    """Largest IIIF output area (width x height)."""
+    thumbnail_max: int = 2048
+    """Largest thumbnail edge a client may ask for."""
+    public_url: str = ""
+    """Base URL that links handed to other systems use (FHIR, launch links); empty: from request."""
+    watch: bool = False
+    """Pick up new and changed slides while serving."""
+    filename_pattern: str = ""
+    """Regex with named groups (accession, part, block, stain) read from slide file names; empty
+    means the built-in default."""
+    auth: str = "open"
+    """``open`` (local demo only), ``tokens`` or ``oidc``."""
+    log_level: str = "info"
+    """Application log level."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``SLIDESERVER_*`` variables, then apply explicit overrides."""
+        environ = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(hints[f.name], raw)
+        settings = cls(**values)
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        if "roots" in clean:
+            clean["roots"] = tuple(Path(p) for p in clean["roots"])
+        return replace(settings, **clean)
+
+    @property
+    def thread_count(self) -> int:
+        return self.threads or 2 * (os.cpu_count() or 1)
+
+
+def _parse(kind: Any, raw: str) -> Any:
+    if kind is bool:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if kind is int:
+        return int(raw)
+    if kind is float:
+        return float(raw)
+    if kind == tuple[Path, ...]:
+        return tuple(Path(p) for p in raw.split(os.pathsep) if p)
+    return raw
+
+
+def field_docs() -> dict[str, str]:
+    """Return each field's environment variable name with its default, for the CLI's help."""
+    return {f.name: ENV_PREFIX + f.name.upper() for f in fields(Settings)}
+
+
+__all__ = ["ENV_PREFIX", "Settings", "field", "field_docs"]

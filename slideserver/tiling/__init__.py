@@ -1,0 +1,1 @@
+"""Pure tile geometry: Deep Zoom and IIIF grids, no I/O."""

@@ -1,0 +1,256 @@
+// The slide browser at "/": search by name, patient or accession; results grouped
+// patient -> case -> slides with thumbnails; keyboard navigation; pick 2-4 slides to compare.
+import { ApiError, listSlides, type SlideSummary, thumbnailUrl } from "./api";
+import { debounce, h, isTyping, lazyImage } from "./util";
+import { appHeader, ctx, rememberContext, showHelp, viewerHref } from "./shell";
+
+const NO_PATIENT = "\u0000";
+const NO_CASE = "\u0000";
+
+export function renderBrowser(root: HTMLElement): void {
+  const params = new URLSearchParams(location.search);
+  const q = h("input", { type: "search", name: "q", placeholder: "Slide name or text", value: params.get("q") ?? "", "aria-label": "Slide name", autocomplete: "off" });
+  const patient = h("input", { type: "search", name: "patient", placeholder: "Patient ID or name", value: params.get("patient") ?? "", "aria-label": "Patient", autocomplete: "off" });
+  const accession = h("input", { type: "search", name: "accession", placeholder: "Accession", value: params.get("accession") ?? "", "aria-label": "Accession", autocomplete: "off" });
+  const showLabels = h("input", { type: "checkbox", id: "show-labels" });
+  showLabels.checked = sessionStorage.getItem("slideserver.labels") === "1";
+  const compareBtn = h("button.primary", { type: "button", disabled: true, title: "Open the selected slides side by side (c)" }, "Compare");
+  const status = h("div.status", { role: "status", "aria-live": "polite" });
+  const results = h("div.results", { id: "results" });
+  const more = h("button", { type: "button", hidden: true }, "Load more");
+  const form = h(
+    "form.search",
+    { role: "search" },
+    q,
+    patient,
+    accession,
+    h("button.primary", { type: "submit" }, "Search"),
+    h("label.check", { for: "show-labels", title: "Show slide label images (if your role allows)" }, showLabels, "Labels"),
+    compareBtn,
+  );
+
+  root.replaceChildren(
+    appHeader("Slides"),
+    h("main.browser", {}, form, status, results, h("div.more", {}, more)),
+  );
+
+  let next: string | null = null;
+  let items: SlideSummary[] = [];
+  let generation = 0;
+  const selected = new Set<string>();
+
+  const query = () => ({ q: q.value.trim(), patient: patient.value.trim(), accession: accession.value.trim() });
+
+  async function search(append: boolean): Promise<void> {
+    const gen = ++generation;
+    const qp = query();
+    if (!append) {
+      const usp = new URLSearchParams();
+      for (const [k, v] of Object.entries(qp)) if (v) usp.set(k, v);
+      history.replaceState(null, "", usp.toString() ? "/?" + usp.toString() : "/");
+    }
+    status.textContent = "Searching…";
+    try {
+      const page = await listSlides({ ...qp, limit: 100, cursor: append && next ? next : undefined });
+      if (gen !== generation) return;
+      items = append ? items.concat(page.items) : page.items;
+      next = page.next;
+      more.hidden = !next;
+      status.textContent = items.length
+        ? `${items.length} slide${items.length === 1 ? "" : "s"}${next ? " (more available)" : ""}`
+        : "No slides match.";
+      draw();
+    } catch (err) {
+      if (gen !== generation) return;
+      status.textContent = err instanceof ApiError ? `Search failed: ${err.message} (${err.code})` : "Search failed.";
+      status.classList.add("error");
+      return;
+    }
+    status.classList.remove("error");
+  }
+
+  function draw(): void {
+    const byPatient = new Map<string, Map<string, SlideSummary[]>>();
+    for (const s of items) {
+      const pk = s.case?.patient?.id ?? s.case?.patient?.name ?? NO_PATIENT;
+      const ck = s.case?.accession ?? NO_CASE;
+      if (!byPatient.has(pk)) byPatient.set(pk, new Map());
+      const cases = byPatient.get(pk)!;
+      if (!cases.has(ck)) cases.set(ck, []);
+      cases.get(ck)!.push(s);
+    }
+    const frag = document.createDocumentFragment();
+    const patientKeys = [...byPatient.keys()].sort((a, b) => (a === NO_PATIENT ? 1 : b === NO_PATIENT ? -1 : a.localeCompare(b)));
+    for (const pk of patientKeys) {
+      const cases = byPatient.get(pk)!;
+      const first = cases.values().next().value![0];
+      const p = first.case?.patient ?? null;
+      const title =
+        pk === NO_PATIENT
+          ? h("h2", {}, "No patient linked")
+          : h("h2", {}, p?.name ?? "Patient", p?.id ? h("span.muted", {}, " · ID " + p.id) : null, p?.birth_date ? h("span.muted", {}, " · born " + p.birth_date) : null);
+      const section = h("section.patient", { "aria-label": pk === NO_PATIENT ? "No patient" : "Patient " + (p?.name ?? p?.id ?? "") }, title);
+      const caseKeys = [...cases.keys()].sort((a, b) => (a === NO_CASE ? 1 : b === NO_CASE ? -1 : a.localeCompare(b)));
+      for (const ck of caseKeys) {
+        const slides = cases.get(ck)!;
+        const header =
+          ck === NO_CASE
+            ? h("h3", {}, pk === NO_PATIENT ? "Slides not linked to a case" : "No accession")
+            : h("h3", {}, h("a", { href: "/case/" + encodeURIComponent(ck), class: "case-link" }, "Case " + ck), h("span.muted", {}, ` · ${slides.length} slide${slides.length === 1 ? "" : "s"}`));
+        const grid = h("div.cards", { role: "list" });
+        for (const s of slides) grid.append(card(s));
+        section.append(h("div.case", { "data-accession": ck === NO_CASE ? "" : ck }, header, grid));
+      }
+      frag.append(section);
+    }
+    results.replaceChildren(frag);
+  }
+
+  function card(s: SlideSummary): HTMLElement {
+    const c = s.case;
+    const box = h("input", { type: "checkbox", tabindex: "-1", "aria-label": "Select for comparison" });
+    box.checked = selected.has(s.id);
+    box.addEventListener("click", (e) => {
+      e.stopPropagation();
+      toggle(s.id, box.checked);
+    });
+    const thumb = h("div.thumb", {}, lazyImage(thumbnailUrl(s, 256), "Thumbnail of " + s.name, "thumbnail"));
+    if (showLabels.checked) {
+      const lbl = lazyImage("/api/slides/" + encodeURIComponent(s.id) + "/associated/label", "Label", "label-img");
+      lbl.addEventListener("missing", () => lbl.remove());
+      thumb.append(lbl);
+    }
+    const meta = [c?.stain, c?.specimen && c?.block ? `${c.specimen}${c.block}` : null, s.format, s.width && s.height ? `${s.width}×${s.height}` : null]
+      .filter(Boolean)
+      .join(" · ");
+    const a = h(
+      "a.card",
+      { href: viewerHref([s.id]), role: "listitem", "data-id": s.id, title: s.path ?? s.name },
+      thumb,
+      h("div.name", {}, s.name),
+      h("div.meta", {}, meta),
+    );
+    a.prepend(h("label.sel", { title: "Select for comparison (space)" }, box));
+    a.addEventListener("click", (e) => {
+      if ((e.target as HTMLElement).closest("label.sel")) {
+        e.preventDefault();
+        box.checked = !box.checked;
+        toggle(s.id, box.checked);
+        return;
+      }
+      rememberContext(items.map(ctx), query());
+    });
+    if (selected.has(s.id)) a.classList.add("selected");
+    return a;
+  }
+
+  function toggle(id: string, on: boolean): void {
+    if (on && selected.size >= 4) {
+      status.textContent = "At most 4 slides side by side.";
+      const el = results.querySelector<HTMLInputElement>(`a.card[data-id="${CSS.escape(id)}"] input`);
+      if (el) el.checked = false;
+      return;
+    }
+    if (on) selected.add(id);
+    else selected.delete(id);
+    results.querySelector(`a.card[data-id="${CSS.escape(id)}"]`)?.classList.toggle("selected", on);
+    compareBtn.disabled = selected.size < 2;
+    compareBtn.textContent = selected.size >= 2 ? `Compare ${selected.size}` : "Compare";
+  }
+
+  function compare(): void {
+    if (selected.size < 2) return;
+    rememberContext(items.map(ctx), query());
+    location.href = viewerHref([...selected]);
+  }
+
+  const live = debounce(() => void search(false), 250);
+  for (const inp of [q, patient, accession]) inp.addEventListener("input", live);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    void search(false);
+  });
+  more.addEventListener("click", () => void search(true));
+  compareBtn.addEventListener("click", compare);
+  showLabels.addEventListener("change", () => {
+    sessionStorage.setItem("slideserver.labels", showLabels.checked ? "1" : "0");
+    draw();
+  });
+
+  // Keyboard: "/" search, arrows move between slides, Enter opens, Space selects, "c" compares.
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    if (isTyping(e)) {
+      if (e.key === "ArrowDown" || (e.key === "Enter" && e.target !== q && e.target !== patient && e.target !== accession)) {
+        const firstCard = results.querySelector<HTMLElement>("a.card");
+        if (e.key === "ArrowDown" && firstCard) {
+          e.preventDefault();
+          firstCard.focus();
+        }
+      } else if (e.key === "Escape") (e.target as HTMLElement).blur();
+      return;
+    }
+    const cards = [...results.querySelectorAll<HTMLElement>("a.card")];
+    const i = cards.indexOf(document.activeElement as HTMLElement);
+    const move = (j: number) => {
+      const t = cards[Math.max(0, Math.min(cards.length - 1, j))];
+      if (t) {
+        t.focus();
+        t.scrollIntoView({ block: "nearest" });
+      }
+    };
+    switch (e.key) {
+      case "/":
+        e.preventDefault();
+        q.focus();
+        q.select();
+        break;
+      case "ArrowRight":
+        e.preventDefault();
+        move(i + 1);
+        break;
+      case "ArrowLeft":
+        e.preventDefault();
+        move(i < 0 ? 0 : i - 1);
+        break;
+      case "ArrowDown":
+      case "ArrowUp": {
+        e.preventDefault();
+        if (i < 0) return move(0);
+        const cur = cards[i].getBoundingClientRect();
+        const down = e.key === "ArrowDown";
+        // the nearest card in the next row below (or above), by horizontal distance
+        let best = -1;
+        let bestScore = Infinity;
+        cards.forEach((c, j) => {
+          const r = c.getBoundingClientRect();
+          const dy = down ? r.top - cur.bottom : cur.top - r.bottom;
+          if (dy < -2) return;
+          const score = dy * 10 + Math.abs(r.left - cur.left);
+          if (j !== i && score < bestScore) {
+            bestScore = score;
+            best = j;
+          }
+        });
+        if (best >= 0) move(best);
+        break;
+      }
+      case " ":
+        if (i >= 0) {
+          e.preventDefault();
+          const box = cards[i].querySelector<HTMLInputElement>("input")!;
+          box.checked = !box.checked;
+          toggle(cards[i].dataset.id!, box.checked);
+        }
+        break;
+      case "c":
+        compare();
+        break;
+      case "?":
+        showHelp("browser");
+        break;
+    }
+  });
+
+  void search(false);
+}
