@@ -71,10 +71,32 @@ def cmd_index(args: argparse.Namespace) -> int:
     from slideserver.readers.registry import default_registry
 
     settings = _settings_from_args(args)
+    if not settings.roots:
+        print("slideserver index: give at least one folder of slides", file=sys.stderr)
+        return 2
     catalog = default_catalog(settings, default_registry())
     try:
-        changed = catalog.refresh()
-        print(f"indexed: {changed} slides added or changed")
+        scan = getattr(catalog, "scan", None)
+        if scan is None:
+            changed = catalog.refresh()
+            print(f"indexed: {changed} slides added or changed")
+            return 0
+        from tqdm import tqdm
+
+        with tqdm(desc="indexing", unit="slide", disable=None) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            report = scan(progress)
+        print(
+            f"indexed: {report.found} slides found, {report.added} added, {report.changed} "
+            f"changed, {report.moved} moved, {report.missing} missing, {report.unreadable} "
+            f"unreadable, {report.linked} linked, {len(report.conflicts)} conflicts "
+            f"in {report.seconds:.1f} s"
+        )
     finally:
         catalog.close()
     return 0
@@ -158,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-url", help="base URL used in links given to other systems")
     serve.add_argument("--auth", help="open, tokens or oidc ($SLIDESERVER_AUTH)")
     serve.add_argument("--watch", action="store_true", default=None, help="pick up new slides")
+    serve.add_argument("--mllp-port", type=int, help="HL7 v2 MLLP listener port (0: none)")
     serve.add_argument("--ssl-certfile", help="TLS certificate (PEM)")
     serve.add_argument("--ssl-keyfile", help="TLS private key (PEM)")
     serve.set_defaults(func=cmd_serve)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ import anyio
 from anyio.to_thread import run_sync
 
 from slideserver.cache.base import TileCache
+from slideserver.cache.tiered import TieredCache
 from slideserver.catalog.base import Catalog, SlideRecord
 from slideserver.errors import (
     AssociatedImageNotFound,
@@ -85,6 +87,9 @@ class SlideService:
         self.catalog = catalog
         self.handles = handles
         self.cache = cache
+        # Stored tiles sent as they are only ever go to the in-process tier (see deepzoom_tile).
+        self.local_cache: TileCache = cache.local if isinstance(cache, TieredCache) else cache
+        self._fingerprints: dict[str, tuple[float, str]] = {}
         self.limiter = anyio.CapacityLimiter(settings.thread_count)
         self.flights = SingleFlight()
         self._grids: dict[tuple[str, str], tuple[DeepZoomGrid, SlideInfo]] = {}
@@ -115,8 +120,23 @@ class SlideService:
         return await self._in_thread(call)
 
     async def fingerprint(self, record: SlideRecord) -> str:
-        """Return the current on-disk fingerprint (raises SlideGone when the file went away)."""
-        return await self._in_thread(lambda: self.handles.fingerprint(record))
+        """Return the on-disk fingerprint (raises SlideGone when the file went away).
+
+        A stat costs a thread hop, as much as serving a stored tile; so it is taken again only
+        after ``fingerprint_ttl`` seconds.
+        """
+        ttl = self.settings.fingerprint_ttl
+        now = time.monotonic()
+        if ttl > 0:
+            known = self._fingerprints.get(record.id)
+            if known is not None and now - known[0] < ttl:
+                return known[1]
+        fingerprint = await self._in_thread(lambda: self.handles.fingerprint(record))
+        if ttl > 0:
+            if len(self._fingerprints) > 4096:
+                self._fingerprints.clear()
+            self._fingerprints[record.id] = (now, fingerprint)
+        return fingerprint
 
     async def grid(self, slide_id: str) -> tuple[SlideRecord, str, DeepZoomGrid, SlideInfo]:
         """Return the record, fingerprint, Deep Zoom grid and reader info of a slide."""
@@ -139,15 +159,29 @@ class SlideService:
     # -- cached images -------------------------------------------------------------------------
 
     async def _cached_image(
-        self, key: str, media_type: str, make: Callable[[], Awaitable[tuple[bytes, str]]]
+        self,
+        key: str,
+        media_type: str,
+        make: Callable[[], Awaitable[tuple[bytes, str]]],
+        *,
+        shared: bool = True,
     ) -> ImageResult:
-        cached = await self.cache.get(key)
+        """Serve from the cache, else compute once (single flight) and store.
+
+        ``shared=False`` keeps the bytes out of Redis: for stored tiles sent as they are, a pread
+        of a page-cached file is cheaper than a network round trip, and Redis memory is better
+        spent on what is costly to make.
+        """
+        cache = self.cache if shared else self.local_cache
+        cached = await cache.get(key)
         if cached is not None:
             return ImageResult(cached, media_type, etag_for(key), "cache")
 
         async def compute() -> ImageResult:
             data, source = await make()
-            if source != "passthrough":
+            if source == "passthrough":
+                await self.local_cache.set(key, data)
+            else:
                 await self.cache.set(key, data)
             return ImageResult(data, media_type, etag_for(key), source)
 
@@ -197,7 +231,8 @@ class SlideService:
         async def compute() -> tuple[bytes, str]:
             return await self._with_reader(record, fingerprint, make)
 
-        return await self._cached_image(key, MEDIA_TYPES[fmt], compute)
+        shared = not (stored is not None and fmt == "jpeg")
+        return await self._cached_image(key, MEDIA_TYPES[fmt], compute, shared=shared)
 
     async def thumbnail(self, slide_id: str, max_size: int) -> ImageResult:
         """Return a JPEG of the whole slide fitting in ``max_size`` x ``max_size``."""

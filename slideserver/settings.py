@@ -38,6 +38,9 @@ class Settings:
     """Seconds a tile stays in Redis."""
     memory_cache_bytes: int = 256 * 1024 * 1024
     """Size of the in-process tile cache, in bytes."""
+    fingerprint_ttl: float = 1.0
+    """Seconds a slide's on-disk fingerprint (a stat) is trusted before it is taken again; a file
+    replaced under the same name is noticed within this time. 0 stats on every request."""
     handle_pool_size: int = 64
     """How many slides stay open at once."""
     threads: int = 0
@@ -59,6 +62,8 @@ class Settings:
     filename_pattern: str = ""
     """Regex with named groups (accession, part, block, stain) read from slide file names; empty
     means the built-in default."""
+    mllp_port: int = 0
+    """Port of the HL7 v2 MLLP listener (on ``host``) for LIS orders and ADT; 0 means no listener."""
     auth: str = "open"
     """``open`` (local demo only), ``tokens`` or ``oidc``."""
     log_level: str = "info"

@@ -12,11 +12,11 @@ import pytest
 
 @pytest.fixture(scope="session")
 def samples_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Write every small sample slide once per session; return name -> path."""
+    """Write every small sample slide once per session; return file name -> path."""
     from slideserver.samples import write_samples
 
     out = tmp_path_factory.mktemp("samples")
-    return write_samples(out)
+    return {path.name: path for path in write_samples(out).values()}
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +39,130 @@ def client(samples_root: Path) -> Iterator[object]:
     app = create_app(Settings(roots=(samples_root,)))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+# --- redis ---
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real redis-server on 127.0.0.1 (free port, temp folder), always stopped afterwards."""
+    import shutil
+
+    from tests.redis_server import RedisServer
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --- databases ---
+# The catalog suites run twice: against SQLite and against a real PostgreSQL started here.
+
+import itertools  # noqa: E402
+
+_database_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A temporary PostgreSQL server on a unix socket, stopped at the end of the session."""
+    from tests.postgres import find_bin_dir, temp_postgres
+
+    if find_bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (no initdb); `make system-deps` installs it")
+    with temp_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty catalog database, once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    server = request.getfixturevalue("postgres_server")
+    return str(server.create_database(f"catalog_{next(_database_numbers)}"))
+
+
+@pytest.fixture
+def tiny_slides(tmp_path: Path) -> object:
+    """A factory of tiny real slide files: ``make(relpath, tag, barcode=None, root=None)``.
+
+    Each file is a 512 x 512 tiled JPEG TIFF whose description carries ``tag`` (so its content
+    hash is unique); with a barcode it is written as an Aperio SVS that OpenSlide reads.
+    """
+    import numpy as np
+    import tifffile
+
+    pixels = np.full((512, 512, 3), 200, np.uint8)
+    root = tmp_path / "slides"
+    root.mkdir(exist_ok=True)
+
+    def make(relpath: str, tag: str = "", barcode: str | None = None) -> Path:
+        path = root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tag = tag or relpath
+        if barcode is None:
+            description = f"slide {tag}"
+        else:
+            description = (
+                "Aperio Image Library v12.0.5\r\n512x512 [0,0 512x512] (256x256) JPEG/RGB Q=70"
+                f"|AppMag = 20|MPP = 0.5|Date = 01/05/24|Barcode = {barcode}|Tag = {tag}"
+            )
+        tifffile.imwrite(
+            path,
+            pixels,
+            tile=(256, 256),
+            compression="jpeg",
+            metadata=None,
+            description=description,
+        )
+        return path
+
+    make.root = root  # type: ignore[attr-defined]
+    return make
+
+
+@pytest.fixture
+def tiny_dicom(tiny_slides: object) -> object:
+    """A factory of tiny DICOM WSI folders: ``make(relpath, patient_id, accession, ...)``."""
+    import numpy as np
+
+    from slideserver.samples.dicom import write_dicom_wsi
+
+    class _Flat:
+        width = 256
+        height = 256
+
+        def region(self, x: int, y: int, w: int, h: int, downsample: int = 1) -> object:
+            return np.full((h, w, 3), 180, np.uint8)
+
+    def make(
+        relpath: str,
+        *,
+        patient_id: str,
+        accession: str,
+        container_id: str,
+        stain: str = "HE",
+        patient_name: str = "DOE^JANE",
+    ) -> Path:
+        folder: Path = tiny_slides.root / relpath  # type: ignore[attr-defined]
+        write_dicom_wsi(
+            folder,
+            _Flat(),
+            tile_size=128,
+            level_count=1,
+            patient_id=patient_id,
+            patient_name=patient_name,
+            accession=accession,
+            container_id=container_id,
+            stain=stain,
+        )
+        return folder
+
+    return make

@@ -107,7 +107,7 @@ def test_tiles_match_the_reference_for_the_same_grid(
     tile, overlap, width, height = dzi(client, sid)
     assert overlap == 0
     top = math.ceil(math.log2(max(width, height)))
-    z = {"top": top, "top-1": top - 1, "top-3": top - 3, "edge": top - 1, "tiny": 2}[which]
+    z = {"top": top, "top-1": top - 1, "top-3": top - 3, "edge": top - 1, "tiny": 6}[which]
     down = 2 ** (top - z)
     cols = math.ceil(math.ceil(width / down) / tile)
     rows = math.ceil(math.ceil(height / down) / tile)

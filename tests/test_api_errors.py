@@ -118,8 +118,8 @@ def damaged_root(tmp_path: Path, samples_dir: dict[str, Path]) -> Path:
     return root
 
 
-def _client(root: Path) -> Iterator[TestClient]:
-    app = create_app(Settings(roots=(root,)))
+def _client(root: Path, **settings: Any) -> Iterator[TestClient]:
+    app = create_app(Settings(roots=(root,), **settings))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -138,7 +138,8 @@ def test_truncated_file_answers_422_and_others_keep_serving(damaged_root: Path) 
 
 
 def test_file_deleted_while_served_answers_404_gone(damaged_root: Path) -> None:
-    for test_client in _client(damaged_root):
+    # The server re-checks files every fingerprint_ttl seconds; 0 checks on every request.
+    for test_client in _client(damaged_root, fingerprint_ttl=0):
         sid = slide_id(test_client, GENERIC_TIFF)
         assert test_client.get(f"/dz/{sid}_files/10/0_0.jpeg").status_code == 200
         (damaged_root / GENERIC_TIFF).unlink()

@@ -14,12 +14,11 @@ from starlette.routing import BaseRoute
 
 from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RequestContextMiddleware
-from slideserver.api.routes import deepzoom, health, iiif, slides
+from slideserver.api.routes import cases, deepzoom, health, iiif, lis, slides
 from slideserver.api.state import AppState
 from slideserver.cache.base import TileCache
 from slideserver.cache.memory import MemoryCache
 from slideserver.catalog.base import Catalog
-from slideserver.catalog.memory import MemoryCatalog
 from slideserver.handles import HandlePool
 from slideserver.metrics import Metrics
 from slideserver.readers.registry import ReaderRegistry, default_registry
@@ -34,13 +33,22 @@ CatalogFactory = Callable[[Settings, ReaderRegistry], Catalog]
 
 
 def default_catalog(settings: Settings, registry: ReaderRegistry) -> Catalog:
-    """Return the catalog the settings ask for."""
-    return MemoryCatalog(settings.roots, registry)
+    """Return the SQL catalog the settings ask for (SQLite in the first root by default)."""
+    from slideserver.catalog.sql import open_catalog
+
+    return open_catalog(settings, registry)
 
 
 def build_cache(settings: Settings) -> TileCache:
-    """Return the tile cache the settings ask for."""
-    return MemoryCache(settings.memory_cache_bytes)
+    """Return the tile cache the settings ask for: memory only, or memory in front of Redis."""
+    local = MemoryCache(settings.memory_cache_bytes)
+    if not settings.redis_url:
+        return local
+    from slideserver.cache.redis import RedisCache
+    from slideserver.cache.tiered import TieredCache
+
+    remote = RedisCache(settings.redis_url, timeout=settings.redis_timeout, ttl=settings.redis_ttl)
+    return TieredCache(local, remote)
 
 
 def viewer_routes() -> list[BaseRoute]:
@@ -71,9 +79,12 @@ def create_app(
         cache = build_cache(settings)
         service = SlideService(settings, catalog, handles, cache)
         app.state.slideserver = AppState(settings, catalog, handles, cache, service, metrics)
+        mllp = await lis.start_mllp(settings, catalog) if settings.mllp_port else None
         try:
             yield
         finally:
+            if mllp is not None:
+                await mllp.stop()
             await cache.close()
             handles.close()
             catalog.close()
@@ -83,6 +94,8 @@ def create_app(
         *slides.routes(),
         *deepzoom.routes(),
         *iiif.routes(),
+        *cases.routes(),
+        *lis.routes(),
         *viewer_routes(),
     ]
     return Starlette(

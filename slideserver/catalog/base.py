@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from slideserver.models import SlideSource
 
@@ -31,8 +31,13 @@ class SlideRecord:
     """``ok``, ``unreadable`` (see ``error``) or ``missing``."""
     error: str | None = None
     content_hash: str = ""
-    extra: dict[str, str | None] = field(default_factory=dict)
-    """Catalog-specific fields (case links...), already filtered for the caller's role."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Catalog-specific fields (case links...), already filtered for the caller's role.
+
+    The SQL catalog puts the case links in ``extra["case"]``: ``accession``, ``specimen``,
+    ``block``, ``stain``, ``barcode``, ``linked`` and ``patient`` (PHI: ``id``, ``name``,
+    ``birth_date``; drop that one key to de-identify).
+    """
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,18 @@ class SlideQuery:
     status: str = ""
     limit: int = 50
     cursor: str = ""
+    patient: str = ""
+    """The patient's MRN."""
+    accession: str = ""
+    specimen: str = ""
+    """The specimen (part) label, e.g. ``A``."""
+    stain: str = ""
+    scanned_from: str = ""
+    """ISO date or date-time: scanned at or after."""
+    scanned_to: str = ""
+    """ISO date or date-time: scanned at or before (a bare date includes the whole day)."""
+    sort: str = ""
+    """``path`` (default), ``name``, ``scanned`` or ``indexed``; ``-`` prefix reverses."""
 
 
 @dataclass(frozen=True)

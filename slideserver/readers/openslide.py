@@ -182,6 +182,7 @@ class OpenSlideReader(SlideReader):
 
     def _adopt(self, failed: _Handle, fresh: openslide.OpenSlide) -> None:
         """Make ``fresh`` the shared handle if ``failed`` still is; else close ``fresh``."""
+        close_failed = False
         with self._lock:
             adopt = not self._closed and self._handle is failed
             if adopt:
@@ -241,6 +242,8 @@ class OpenSlideReader(SlideReader):
     def _stored_tiles(self) -> StoredTiles | None:
         """Open the passthrough path on first use, for the levels whose tile grid is OpenSlide's."""
         with self._lock:
+            if self._closed:
+                raise SlideUnreadable(f"{self.source.path.name!r} is closed")
             if self._stored_ready:
                 return self._stored
             self._stored_ready = True

@@ -640,6 +640,7 @@ class TiffReader(SlideReader):
             raise
         except Exception as exc:
             raise SlideUnreadable(f"{path.name!r} is not a readable TIFF: {exc}") from exc
+        _check_complete(path, self._structure.levels)
         self._file = _SegmentFile(path)
         base = self._structure.levels[0]
         self._info = SlideInfo(
@@ -695,3 +696,18 @@ class TiffReader(SlideReader):
 
     def close(self) -> None:
         self._file.close()
+
+
+def _check_complete(path: Path, layouts: Sequence[_Layout]) -> None:
+    """Refuse a truncated file at open: every level's data must lie inside the file.
+
+    tifffile opens a truncated pyramid happily (it drops the IFDs it cannot reach), which would
+    serve a slide missing its lower levels and failing on most tiles.
+    """
+    size = path.stat().st_size
+    for index, layout in enumerate(layouts):
+        ends = [o + b for o, b in zip(layout.offsets, layout.bytecounts, strict=False) if b]
+        if ends and max(ends) > size:
+            raise SlideUnreadable(
+                f"{path.name!r} is truncated: level {index} runs past the end of the file"
+            )

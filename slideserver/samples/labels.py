@@ -106,7 +106,7 @@ def make_macro(tissue: _Thumbnailer, label: Image.Image) -> Image.Image:
     image = Image.fromarray(stage)
     draw = ImageDraw.Draw(image)
     glass = (10, 8, width - 10, height - 8)
-    draw.rounded_rectangle(glass, radius=10, fill=(226, 228, 232))
+    draw.rounded_rectangle(glass, radius=10, fill=(236, 237, 240))
     label_box = (18, 16, 18 + (height - 32) * LABEL_SIZE[0] // LABEL_SIZE[1], height - 16)
     label_small = label.resize(
         (label_box[2] - label_box[0], label_box[3] - label_box[1]), Image.Resampling.LANCZOS

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +36,7 @@ from PIL import Image
 
 __all__ = [
     "GENERATOR_TAG",
+    "AperioInfo",
     "aperio_description",
     "encode_jpeg",
     "pyramid_sizes",
@@ -88,7 +90,7 @@ def encode_jpeg(pixels: Pixels, *, quality: int = 80, rgb: bool = False) -> byte
 
 
 def _segments(stream: bytes) -> Iterator[tuple[int, int, int]]:
-    """Yield ``(marker, start, end)`` of each header segment, then the scan (``_SOS``) to the end."""
+    """Yield ``(marker, start, end)`` per header segment, then the scan (``_SOS``) to the end."""
     if not stream.startswith(_SOI):
         raise ValueError("not a JPEG stream: no SOI marker")
     pos = 2
@@ -386,6 +388,7 @@ def write_ome_tiff(
     pixels_per_cm = 1e4 / mpp
     metadata = {
         "axes": "YXS",
+        "UUID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"slideserver-sample:{name}")),
         "Name": name,
         "PhysicalSizeX": mpp,
         "PhysicalSizeXUnit": "µm",

@@ -21,6 +21,7 @@ the level-0 pixels up to the soft tissue edge.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TypeVar
@@ -77,7 +78,7 @@ def _stained_source(stain: str) -> ByteArray:
     from skimage import data
     from skimage.color import rgb2hed
 
-    rgb = data.immunohistochemistry()
+    rgb: npt.NDArray[np.uint8] = data.immunohistochemistry()  # type: ignore[no-untyped-call]
     if stain == "KI67":
         out = rgb
     else:
@@ -119,6 +120,42 @@ def _bspline_weights(coords: Coords, size: int) -> tuple[FloatArray, int]:
     return weights, first
 
 
+class _Axis:
+    """The level-0 positions of a run of level pixels along one axis, with derived weights.
+
+    Tiles in a row share their ``y`` run and tiles in a column their ``x`` run, so the B-spline
+    and cell weights are computed once per run (see :func:`_axis`) rather than once per tile.
+    """
+
+    def __init__(self, start: int, count: int, downsample: int) -> None:
+        self.coords: Coords = (np.arange(start, start + count, dtype=np.float64) + 0.5) * downsample
+        self._memo: dict[tuple[str, float, int], object] = {}
+
+    def spline(self, cell: float, size: int) -> tuple[FloatArray, int]:
+        key = ("spline", cell, size)
+        if key not in self._memo:
+            self._memo[key] = _bspline_weights(self.coords / cell + 2.0, size)
+        return self._memo[key]  # type: ignore[return-value]
+
+    def cells(self) -> list[tuple[int, int, int, FloatArray]]:
+        key = ("cells", 0.0, 0)
+        if key not in self._memo:
+            self._memo[key] = _cell_weights(self.coords)
+        return self._memo[key]  # type: ignore[return-value]
+
+    def envelope(self, size: int) -> FloatArray:
+        """Squared distance from the slide's centre line, in half-sizes."""
+        key = ("envelope", 0.0, size)
+        if key not in self._memo:
+            self._memo[key] = (((self.coords - size / 2) / (0.5 * size)) ** 2).astype(np.float32)
+        return self._memo[key]  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=2048)
+def _axis(start: int, count: int, downsample: int) -> _Axis:
+    return _Axis(start, count, downsample)
+
+
 @dataclass(frozen=True)
 class _Field:
     """A smooth random field: cubic B-spline over a random grid with ``cell`` px spacing."""
@@ -132,13 +169,12 @@ class _Field:
         cols = int(np.ceil(width / cell)) + 5
         return cls(rng.standard_normal((rows, cols)).astype(np.float32), cell)
 
-    def sample(self, ys: Coords, xs: Coords) -> FloatArray:
-        """Evaluate at level-0 positions ``ys`` x ``xs`` (outer product grid)."""
-        wy, y0 = _bspline_weights(ys / self.cell + 2.0, self.grid.shape[0])
-        wx, x0 = _bspline_weights(xs / self.cell + 2.0, self.grid.shape[1])
+    def sample(self, ys: _Axis, xs: _Axis) -> FloatArray:
+        """Evaluate at the level-0 positions of ``ys`` x ``xs`` (outer product grid)."""
+        wy, y0 = ys.spline(self.cell, self.grid.shape[0])
+        wx, x0 = xs.spline(self.cell, self.grid.shape[1])
         sub = self.grid[y0 : y0 + wy.shape[1], x0 : x0 + wx.shape[1]]
-        result: FloatArray = wy @ sub @ wx.T
-        return result
+        return (wy @ sub @ wx.T).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -221,96 +257,109 @@ class TissueImage:
         self._threshold = 0.0
         self._threshold = self._pick_threshold()
         self._levels: dict[int, _Level] = {}
+        self._thumbnails: dict[int, ByteArray] = {}
         self._lock = threading.Lock()
 
     def region(self, x: int, y: int, w: int, h: int, downsample: int = 1) -> ByteArray:
-        """(h, w, 3) uint8 RGB of the image seen at `downsample` (x, y, w, h in that level's pixels).
+        """(h, w, 3) uint8 RGB of the image seen at `downsample`.
 
-        Pixels outside the image are glass, so padded edge tiles are well defined.
+        x, y, w, h are in that level's pixels. Pixels outside the image are glass, so padded
+        edge tiles are well defined.
         """
         if w <= 0 or h <= 0:
             raise ValueError(f"region size must be positive, got {w}x{h}")
         if downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {downsample}")
-        ys, xs = self._centres(x, y, w, h, downsample)
+        ys, xs = _axis(y, h, downsample), _axis(x, w, downsample)
         mask = self._mask(ys, xs)
         if not mask.any():
             return _periodic(self._glass, x, y, w, h).copy()
-        texture = self._texture(self._level(downsample), ys, xs, x, y, w, h, downsample)
         # tissue = 255 - (255 - texture) * strength; out = glass + mask * (tissue - glass),
-        # regrouped so that only four operations touch all three channels.
-        scale = mask * (1.0 + 0.12 * np.tanh(self._strength.sample(ys, xs)))
-        clear = 1.0 - mask
-        noise = _periodic(self._noise, x, y, w, h)[..., 0]
-        offset = clear * noise + 255.0 * (mask - scale) + 0.5
-        out = clear[..., None] * _GLASS
-        out += offset[..., None]
-        out += scale[..., None] * texture
-        np.clip(out, 0.0, 255.0, out=out)
+        # regrouped as out = offset + scale * texture so few operations touch all three channels.
+        # strength <= 1 keeps every pixel a convex mix of values in [0, 255]: no clipping needed.
+        scale = mask * (0.89 + 0.11 * np.tanh(self._strength.sample(ys, xs)))
+        offset = 255.0 * (mask - scale) + 0.5
+        if mask.min() >= 1.0:
+            out = np.empty((h, w, 3), dtype=np.float32)
+            out[:] = offset[..., None]
+        else:
+            clear = 1.0 - mask
+            offset += clear * _periodic(self._noise, x, y, w, h)[..., 0]
+            out = clear[..., None] * _GLASS
+            out += offset[..., None]
+        for y_slice, x_slice, weight, window in self._texture(
+            self._level(downsample), ys, xs, x, y, w, h, downsample
+        ):
+            factor = scale[y_slice, x_slice]
+            if weight is not None:
+                factor = factor * weight
+            out[y_slice, x_slice] += factor[..., None] * window
         return out.astype(np.uint8)
 
     def thumbnail(self, max_size: int) -> ByteArray:
         """Whole image at the largest power-of-two downsample that keeps it >= ``max_size``."""
-        downsample = 1
-        while max(self.width, self.height) // (downsample * 2) >= max_size:
-            downsample *= 2
-        width = max(1, -(-self.width // downsample))
-        height = max(1, -(-self.height // downsample))
-        return self.region(0, 0, width, height, downsample)
+        cached = self._thumbnails.get(max_size)
+        if cached is None:
+            downsample = 1
+            while max(self.width, self.height) // (downsample * 2) >= max_size:
+                downsample *= 2
+            width = max(1, -(-self.width // downsample))
+            height = max(1, -(-self.height // downsample))
+            cached = self._thumbnails[max_size] = self.region(0, 0, width, height, downsample)
+            cached.flags.writeable = False  # shared between callers
+        return cached
 
     def tissue_fraction(self, x: int, y: int, w: int, h: int, downsample: int = 1) -> float:
         """Fraction of the region covered by tissue (cheap: no texture work)."""
-        ys, xs = self._centres(x, y, w, h, downsample)
-        return float(self._mask(ys, xs).mean())
+        return float(self._mask(_axis(y, h, downsample), _axis(x, w, downsample)).mean())
 
     def __repr__(self) -> str:
         return f"TissueImage({self.width}, {self.height}, seed={self.seed}, stain={self.stain!r})"
 
-    @staticmethod
-    def _centres(x: int, y: int, w: int, h: int, downsample: int) -> tuple[Coords, Coords]:
-        """Level-0 positions of the centres of a level's pixels."""
-        ys = (np.arange(y, y + h, dtype=np.float64) + 0.5) * downsample
-        xs = (np.arange(x, x + w, dtype=np.float64) + 0.5) * downsample
-        return ys, xs
-
     def _pick_threshold(self) -> float:
         """Choose the tissue threshold on a coarse preview so coverage is about ``_COVERAGE``."""
-        ys = np.linspace(0, self.height, 96, dtype=np.float64)
-        xs = np.linspace(0, self.width, 128, dtype=np.float64)
+        down_y, down_x = max(1, self.height // 96), max(1, self.width // 128)
+        ys, xs = _Axis(0, self.height // down_y, down_y), _Axis(0, self.width // down_x, down_x)
         return float(np.quantile(self._outline(ys, xs), 1.0 - _COVERAGE))
 
-    def _outline(self, ys: Coords, xs: Coords) -> FloatArray:
+    def _outline(self, ys: _Axis, xs: _Axis) -> FloatArray:
         """The tissue outline field: blobs, ragged edges, pushed down towards the border."""
         field = self._shape.sample(ys, xs) + 0.25 * self._ragged.sample(ys, xs)
-        ey = ((ys - self.height / 2) / (0.5 * self.height)) ** 2
-        ex = ((xs - self.width / 2) / (0.5 * self.width)) ** 2
-        envelope = np.clip(ey[:, None] + ex[None, :] - 0.45, 0.0, None).astype(np.float32)
+        ey, ex = ys.envelope(self.height), xs.envelope(self.width)
+        envelope = np.clip(ey[:, None] + ex[None, :] - 0.45, 0.0, None)
         result: FloatArray = field - 3.0 * envelope
         return result
 
-    def _mask(self, ys: Coords, xs: Coords) -> FloatArray:
+    def _mask(self, ys: _Axis, xs: _Axis) -> FloatArray:
         mask: FloatArray = np.clip(
             (self._outline(ys, xs) - self._threshold) / _EDGE + 0.5, 0.0, 1.0
         )
         return mask
 
     def _texture(
-        self, level: _Level, ys: Coords, xs: Coords, x: int, y: int, w: int, h: int, ds: int
-    ) -> ByteArray | FloatArray:
-        """Blend the texture cells under the region (a cell = an oriented, shifted window)."""
-        rows, columns = _cell_weights(ys), _cell_weights(xs)
-        if len(rows) == 1 and len(columns) == 1:  # inside one cell: no blending, no copy
-            (row, *_), (col, *_) = rows[0], columns[0]
-            return self._window(level, row, col, x, y, w, h, ds)
-        result = np.zeros((h, w, 3), dtype=np.float32)
+        self, level: _Level, ys: _Axis, xs: _Axis, x: int, y: int, w: int, h: int, ds: int
+    ) -> Iterator[tuple[slice, slice, FloatArray | None, ByteArray]]:
+        """The texture cells under the region: ``(rows, columns, weight or None, window)``.
+
+        A cell is an oriented, shifted window of the source; neighbours overlap on the seams,
+        where their weights sum to 1. ``None`` means weight 1 everywhere (the usual case).
+        """
+        rows, columns = ys.cells(), xs.cells()
+        single = len(rows) == 1 and len(columns) == 1
         for row, y_start, y_stop, y_weight in rows:
             for col, x_start, x_stop, x_weight in columns:
                 window = self._window(
-                    level, row, col, x + x_start, y + y_start, x_stop - x_start, y_stop - y_start, ds
+                    level,
+                    row,
+                    col,
+                    x + x_start,
+                    y + y_start,
+                    x_stop - x_start,
+                    y_stop - y_start,
+                    ds,
                 )
-                weight = y_weight[:, None, None] * x_weight[None, :, None]
-                result[y_start:y_stop, x_start:x_stop] += weight * window
-        return result
+                weight = None if single else y_weight[:, None] * x_weight[None, :]
+                yield slice(y_start, y_stop), slice(x_start, x_stop), weight, window
 
     def _window(
         self, level: _Level, row: int, col: int, x: int, y: int, w: int, h: int, ds: int
@@ -349,10 +398,7 @@ class TissueImage:
             texture = np.asarray(image, dtype=np.uint8)
         transposed = texture.transpose(1, 0, 2)
         orientations = tuple(
-            view[::fy, ::fx]
-            for view in (texture, transposed)
-            for fy in (1, -1)
-            for fx in (1, -1)
+            view[::fy, ::fx] for view in (texture, transposed) for fy in (1, -1) for fx in (1, -1)
         )
         return _Level(orientations, texture.shape[0])
 
@@ -365,7 +411,3 @@ def _periodic(texture: npt.NDArray[_T], x: int, y: int, w: int, h: int) -> npt.N
         return texture[sy : sy + h, sx : sx + w]
     reps = ((sy + h + th - 1) // th, (sx + w + tw - 1) // tw) + (1,) * (texture.ndim - 2)
     return np.tile(texture, reps)[sy : sy + h, sx : sx + w]
-
-
-def _to_bytes(pixels: npt.NDArray[np.float32]) -> ByteArray:
-    return np.clip(pixels + 0.5, 0, 255).astype(np.uint8)

@@ -35,7 +35,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-VIEWER_INDEX = Path(__file__).resolve().parents[2] / "slideserver" / "static" / "viewer" / "index.html"
+REPO = Path(__file__).resolve().parents[2]
+VIEWER_INDEX = REPO / "slideserver" / "static" / "viewer" / "index.html"
 STARTUP_TIMEOUT_S = 60.0
 VIEWPORT = {"width": 1280, "height": 800}
 
@@ -49,9 +50,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reason = f"viewer not built: {VIEWER_INDEX} is missing (run make viewer)"
     if reason is None:
         return
-    here = Path(__file__).parent
     for item in items:
-        if here in Path(str(item.fspath)).parents:
+        if item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
@@ -108,9 +108,7 @@ def browser_slides_root(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(
-    browser_slides_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
+def server(browser_slides_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Start `python -m slideserver serve` on a free loopback port; kill it at the end."""
     workdir = tmp_path_factory.mktemp("browser-server")
     port = _free_port()

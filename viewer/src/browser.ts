@@ -1,7 +1,7 @@
 // The slide browser at "/": search by name, patient or accession; results grouped
 // patient -> case -> slides with thumbnails; keyboard navigation; pick 2-4 slides to compare.
-import { ApiError, listSlides, type SlideSummary, thumbnailUrl } from "./api";
-import { debounce, h, isTyping, lazyImage } from "./util";
+import { ApiError, listSlides, type Patient, type SlideSummary, thumbnailUrl } from "./api";
+import { debounce, h, isTyping, lazyImage, personName } from "./util";
 import { appHeader, ctx, rememberContext, showHelp, viewerHref } from "./shell";
 
 const NO_PATIENT = "\u0000";
@@ -70,26 +70,32 @@ export function renderBrowser(root: HTMLElement): void {
   }
 
   function draw(): void {
-    const byPatient = new Map<string, Map<string, SlideSummary[]>>();
+    // cases first (a case's patient is the one any of its slides names), then cases by patient
+    const byCase = new Map<string, SlideSummary[]>();
     for (const s of items) {
-      const pk = s.case?.patient?.id ?? s.case?.patient?.name ?? NO_PATIENT;
       const ck = s.case?.accession ?? NO_CASE;
+      if (!byCase.has(ck)) byCase.set(ck, []);
+      byCase.get(ck)!.push(s);
+    }
+    const byPatient = new Map<string, Map<string, SlideSummary[]>>();
+    const patientOf = new Map<string, Patient | null>();
+    for (const [ck, slides] of byCase) {
+      const p = slides.find((s) => s.case?.patient)?.case?.patient ?? null;
+      const pk = ck === NO_CASE ? NO_PATIENT : (p?.id ?? p?.name ?? NO_PATIENT);
       if (!byPatient.has(pk)) byPatient.set(pk, new Map());
-      const cases = byPatient.get(pk)!;
-      if (!cases.has(ck)) cases.set(ck, []);
-      cases.get(ck)!.push(s);
+      byPatient.get(pk)!.set(ck, slides);
+      if (p) patientOf.set(pk, p);
     }
     const frag = document.createDocumentFragment();
     const patientKeys = [...byPatient.keys()].sort((a, b) => (a === NO_PATIENT ? 1 : b === NO_PATIENT ? -1 : a.localeCompare(b)));
     for (const pk of patientKeys) {
       const cases = byPatient.get(pk)!;
-      const first = cases.values().next().value![0];
-      const p = first.case?.patient ?? null;
+      const p = patientOf.get(pk) ?? null;
       const title =
         pk === NO_PATIENT
           ? h("h2", {}, "No patient linked")
-          : h("h2", {}, p?.name ?? "Patient", p?.id ? h("span.muted", {}, " · ID " + p.id) : null, p?.birth_date ? h("span.muted", {}, " · born " + p.birth_date) : null);
-      const section = h("section.patient", { "aria-label": pk === NO_PATIENT ? "No patient" : "Patient " + (p?.name ?? p?.id ?? "") }, title);
+          : h("h2", {}, personName(p?.name) ?? "Patient", p?.id ? h("span.muted", {}, " · ID " + p.id) : null, p?.birth_date ? h("span.muted", {}, " · born " + p.birth_date) : null);
+      const section = h("section.patient", { "aria-label": pk === NO_PATIENT ? "No patient" : "Patient " + (personName(p?.name) ?? p?.id ?? "") }, title);
       const caseKeys = [...cases.keys()].sort((a, b) => (a === NO_CASE ? 1 : b === NO_CASE ? -1 : a.localeCompare(b)));
       for (const ck of caseKeys) {
         const slides = cases.get(ck)!;
@@ -120,7 +126,7 @@ export function renderBrowser(root: HTMLElement): void {
       lbl.addEventListener("missing", () => lbl.remove());
       thumb.append(lbl);
     }
-    const meta = [c?.stain, c?.specimen && c?.block ? `${c.specimen}${c.block}` : null, s.format, s.width && s.height ? `${s.width}×${s.height}` : null]
+    const meta = [c?.stain, c?.block ? "block " + c.block : c?.specimen ? "specimen " + c.specimen : null, s.format, s.width && s.height ? `${s.width}×${s.height}` : null]
       .filter(Boolean)
       .join(" · ");
     const a = h(

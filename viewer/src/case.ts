@@ -2,7 +2,7 @@
 // specimen and block, with thumbnails; open one, or compare 2-4 side by side.
 import { ApiError, type CaseDetail, getCaseOrSearch, type SlideSummary, thumbnailUrl } from "./api";
 import { appHeader, ctx, rememberContext, setHelpPage, showHelp, viewerHref } from "./shell";
-import { h, isTyping, lazyImage } from "./util";
+import { h, isTyping, lazyImage, personName } from "./util";
 
 export function caseSlides(c: CaseDetail): SlideSummary[] {
   const fromSpecimens = c.specimens.flatMap((sp) => sp.blocks.flatMap((b) => b.slides));
@@ -38,7 +38,7 @@ export async function renderCase(root: HTMLElement, accession: string): Promise<
   const p = c.patient;
   if (p) {
     body.append(
-      h("section.patient-card", { "aria-label": "Patient" }, h("h2", {}, p.name ?? "Patient"), h("div.muted", {}, [p.id ? "ID " + p.id : null, p.birth_date ? "born " + p.birth_date : null].filter(Boolean).join(" · "))),
+      h("section.patient-card", { "aria-label": "Patient" }, h("h2", {}, personName(p.name) ?? "Patient"), h("div.muted", {}, [p.id ? "ID " + p.id : null, p.birth_date ? "born " + p.birth_date : null].filter(Boolean).join(" · "))),
     );
   }
 
@@ -47,7 +47,7 @@ export async function renderCase(root: HTMLElement, accession: string): Promise<
   for (const s of slides) {
     const sp = s.case?.specimen ?? "";
     const bl = s.case?.block ?? "";
-    const key = sp || bl ? `Specimen ${sp || "?"}${bl ? " · block " + bl : ""}` : "Slides";
+    const key = sp || bl ? [sp ? "Specimen " + sp : null, bl ? "block " + bl : null].filter(Boolean).join(" · ") : "Slides";
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key)!.push(s);
   }

@@ -101,7 +101,29 @@ export function debounce<A extends unknown[]>(fn: (...a: A) => void, ms: number)
   };
 }
 
+const TEXT_INPUTS = new Set(["text", "search", "number", "email", "password", "url", "tel", "date"]);
+
+/** True when a key press goes to a text field, not to the page's shortcuts. */
 export function isTyping(e: KeyboardEvent): boolean {
   const t = e.target as HTMLElement | null;
-  return !!t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable);
+  if (!t) return false;
+  if (t.tagName === "INPUT") return TEXT_INPUTS.has((t as HTMLInputElement).type);
+  return t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable;
+}
+
+/** A person's name for display; DICOM's "FAMILY^GIVEN^MIDDLE" becomes "FAMILY, GIVEN MIDDLE". */
+export function personName(name: string | null | undefined): string | null {
+  if (!name) return null;
+  if (!name.includes("^")) return name;
+  const [family, given, middle, prefix, suffix] = name.split("^");
+  const rest = [prefix, given, middle, suffix].filter(Boolean).join(" ");
+  return rest ? `${family}, ${rest}` : family;
+}
+
+/** A date for display: ISO strings as they are, DICOM's "YYYYMMDD[HHMMSS]" made readable. */
+export function formatDate(value: string | null | undefined): string | null {
+  if (!value) return null;
+  const m = /^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?)?/.exec(value);
+  if (m && !value.includes("-")) return `${m[1]}-${m[2]}-${m[3]}` + (m[4] ? ` ${m[4]}:${m[5]}` : "");
+  return value.replace("T", " ").replace(/(:\d{2})(\.\d+)?(Z|[+-]\d{2}:?\d{2})?$/, "$1");
 }

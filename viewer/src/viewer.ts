@@ -10,7 +10,7 @@ import { getCaseOrSearch, type SlideDetail, type SlideSummary, thumbnailUrl } fr
 import { caseSlides } from "./case";
 import { type Adjustments, MAGNIFICATIONS, NEUTRAL, Pane, perfLog } from "./pane";
 import { appHeader, caseHref, type ContextSlide, ctx, recallContext, setHelpPage, showHelp, viewerHref } from "./shell";
-import { debounce, fillImage, formatLength, h, isTyping, lazyImage } from "./util";
+import { debounce, fillImage, formatDate, formatLength, h, isTyping, lazyImage, personName } from "./util";
 
 interface Offset {
   um_dx: number;
@@ -30,7 +30,8 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
   setHelpPage("viewer");
   const params = new URLSearchParams(location.search);
   const panesEl = h("div.panes", { "data-count": String(ids.length) });
-  const strip = h("nav.strip", { "aria-label": "Slides of the case" });
+  // hidden until it has slides to show: the panes must not change size while they open
+  const strip = h("nav.strip", { "aria-label": "Slides of the case", hidden: true });
   const panel = h("aside.panel", { "aria-label": "Slide information" });
   const caseLink = h("a.case-link", { href: "/" });
   const magButtons = MAGNIFICATIONS.map((m) =>
@@ -61,6 +62,11 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
     ),
   );
 
+  // The layout is final before the panes exist: OpenSeadragon must not be resized while it opens.
+  let panelOpen = ids.length === 1 && window.innerWidth >= 1200;
+  panel.hidden = !panelOpen;
+  infoBtn.setAttribute("aria-pressed", String(panelOpen));
+
   const panes: Pane[] = [];
   let active: Pane;
   let locked = params.get("lock") !== "0";
@@ -78,8 +84,9 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
     updateToolbar();
   };
 
+  let ready = false; // views are set up: from now on the active pane leads the others
   const onChange = (p: Pane) => {
-    if (p === active) {
+    if (ready && p === active) {
       if (locked && panes.length > 1) syncFrom(p);
       updateToolbar();
       saveUrl();
@@ -205,10 +212,8 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
       }
     }
     stripSlides = list;
-    if (!list.length) {
-      strip.hidden = true;
-      return;
-    }
+    if (list.length < 2) return;
+    strip.hidden = false;
     strip.replaceChildren(
       h("h2", {}, heading),
       ...list.map((s) =>
@@ -246,7 +251,7 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
     for (const b of magButtons) {
       const m = Number(b.dataset.mag);
       b.disabled = !max || m > max * 1.001;
-      b.classList.toggle("current", !!mag && Math.abs(mag - m) / m < 0.04);
+      b.classList.toggle("current", !!mag && Math.abs(mag - m) / m < 0.03);
     }
   }
   magButtons.forEach((b) => b.addEventListener("click", () => active.setMagnification(Number(b.dataset.mag))));
@@ -277,13 +282,11 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
     if (on) adjust.show(active.adjustments);
   }
 
-  let panelOpen = ids.length === 1 && window.innerWidth >= 1200;
   function togglePanel(on = !panelOpen): void {
     panelOpen = on;
     panel.hidden = !on;
     infoBtn.setAttribute("aria-pressed", String(on));
   }
-  togglePanel(panelOpen);
 
   function toggleFullScreen(): void {
     if (document.fullscreenElement) void document.exitFullscreen();
@@ -331,12 +334,12 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
     const rows: [string, Node | string | null][] = [
       ["Name", s.name],
       ["Case", c?.accession ? h("a", { href: caseHref(c.accession) }, c.accession) : null],
-      ["Specimen", c?.specimen ? `${c.specimen}${c.block ? " · block " + c.block : ""}` : null],
+      ["Specimen", c?.specimen || c?.block ? [c.specimen, c.block ? "block " + c.block : null].filter(Boolean).join(" · ") : null],
       ["Stain", c?.stain ?? null],
-      ["Patient", c?.patient ? [c.patient.name, c.patient.id ? "ID " + c.patient.id : null, c.patient.birth_date ? "born " + c.patient.birth_date : null].filter(Boolean).join(" · ") : null],
+      ["Patient", c?.patient ? [personName(c.patient.name), c.patient.id ? "ID " + c.patient.id : null, c.patient.birth_date ? "born " + c.patient.birth_date : null].filter(Boolean).join(" · ") : null],
       ["Vendor", s.vendor ?? null],
       ["Format", s.format ?? null],
-      ["Scan date", s.scan_date ?? null],
+      ["Scan date", formatDate(s.scan_date)],
       ["MPP", s.mpp_x ? `${s.mpp_x.toFixed(4)} × ${(s.mpp_y ?? s.mpp_x).toFixed(4)} µm/px` : "unknown"],
       ["Objective", s.objective_power ? `${s.objective_power}×` : null],
       ["Size", `${s.width.toLocaleString()} × ${s.height.toLocaleString()} px` + (s.mpp_x ? ` (${formatLength(s.width * s.mpp_x)} × ${formatLength(s.height * (s.mpp_y ?? s.mpp_x))})` : "")],
@@ -413,13 +416,18 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
     document.title = "Slide not found · slideserver";
     return;
   }
+  await nextFrames(2); // let OpenSeadragon settle its size before views are set
+  if (panes.length > 1 && !params.has("x")) {
+    // one physical scale for every pane, the one at which the largest slide fits its pane
+    for (const p of panes) if (p.slide) p.osd.viewport.goHome(true);
+    const homes = panes.filter((p) => p.slide).map((p) => p.physicalView(false));
+    const v = panes[0].physicalView(false);
+    panes[0].setPhysicalView({ ...v, um_per_px: Math.max(...homes.map((x) => x.um_per_px)) }, true);
+  }
   captureOffsets();
   applyUrlView();
-  if (panes.length > 1) {
-    // same scale in every pane, each centred where it was (its own slide's centre)
-    captureOffsets();
-    if (locked) syncFrom(panes[0]);
-  }
+  if (panes.length > 1 && locked) syncFrom(panes[0]);
+  ready = true;
   document.title = (panes[0].slide?.name ?? "Viewer") + " · slideserver";
   updateToolbar();
   void renderPanel();
@@ -442,4 +450,11 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
     },
   });
   root.dataset.ready = "true";
+}
+
+function nextFrames(n: number): Promise<void> {
+  return new Promise((resolve) => {
+    const step = () => (--n <= 0 ? resolve() : requestAnimationFrame(step));
+    requestAnimationFrame(step);
+  });
 }

@@ -1,0 +1,421 @@
+"""``python -m bench.run``: slideserver against a reference Python server and nginx, in one run.
+
+Generates (once, cached) two 50,000 x 40,000 slides: Aperio SVS with levels stepping by 4 and a
+generic TIFF with levels stepping by 2. Pre-extracts the tiles the workloads ask for so nginx can
+serve them as files (the ceiling). Then, with ``wrk`` on loopback, measures cold, warm and pan at
+16 and 64 connections for: the reference server (Starlette + DeepZoomGenerator, one core),
+nginx (one core, all cores) and slideserver (one worker pinned to one core; one worker per core),
+slideserver and the reference restarted (and Redis flushed) before every run so nothing is
+carried over. Prints the table and ratios and writes ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import servers, workloads
+from bench.slides import bench_slides
+
+BENCH_DIR = Path(__file__).resolve().parent
+WRK_SCRIPT = BENCH_DIR / "wrk.lua"
+CONNECTIONS = (16, 64)
+WORKLOADS = ("cold", "warm", "pan")
+SLIDES = ("svs", "tiff")
+COLD_LIMIT = 12_000
+PAN_LIMIT = 24_000
+
+
+@dataclass
+class Result:
+    slide: str
+    workload: str
+    connections: int
+    server: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+@dataclass
+class Target:
+    slide: str
+    name: str
+    prefix: str
+    lists: dict[str, Path]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def wrk(base: str, target: Target, workload: str, connections: int, duration: float,
+        cpu: int | None) -> Result | None:  # fmt: skip
+    """Run wrk once; return its figures (None when wrk failed)."""
+    mode = "loop" if workload == "warm" else "once"
+    threads = 2
+    command = servers.pinned(
+        [
+            "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s",
+            "-s", str(WRK_SCRIPT), base,
+            "--", str(target.lists[workload]), target.prefix, mode, str(threads),
+        ],
+        cpu,
+    )  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH "):
+            data = json.loads(line[6:])
+            seconds = max(data["duration_us"], 1) / 1e6
+            return Result(
+                target.slide,
+                workload,
+                connections,
+                "",
+                data["requests"] / seconds,
+                data["p50_us"] / 1000,
+                data["p99_us"] / 1000,
+                data["requests"],
+                data["errors"] + data["status_errors"],
+            )
+    log(f"wrk failed: {done.stdout[-500:]} {done.stderr[-500:]}")
+    return None
+
+
+def write_lists(slides: dict[str, Path], folder: Path) -> dict[str, dict[str, Path]]:
+    """Write the cold, warm and pan URL lists of each slide; return slide -> workload -> file."""
+    from slideserver.models import SlideSource
+    from slideserver.readers.registry import default_registry
+    from slideserver.tiling.deepzoom import DeepZoomGrid
+
+    registry = default_registry()
+    out: dict[str, dict[str, Path]] = {}
+    for kind, path in slides.items():
+        with registry.open(SlideSource(path)) as reader:
+            grid = DeepZoomGrid.for_slide(reader.info)
+        lists = {
+            "cold": workloads.cold(grid, COLD_LIMIT),
+            "warm": workloads.warm(grid),
+            "pan": workloads.pan(grid, PAN_LIMIT),
+        }
+        out[kind] = {}
+        for workload, urls in lists.items():
+            file = folder / f"{kind}-{workload}.txt"
+            file.write_text("\n".join(urls) + "\n")
+            out[kind][workload] = file
+    return out
+
+
+async def _fetch_all(base: str, jobs: list[tuple[str, Path]]) -> None:
+    import httpx
+
+    queue: asyncio.Queue[tuple[str, Path]] = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            url, file = queue.get_nowait()
+            response = await client.get(base + url)
+            response.raise_for_status()
+            file.parent.mkdir(parents=True, exist_ok=True)
+            partial = file.with_suffix(".partial")
+            partial.write_bytes(response.content)
+            partial.replace(file)
+
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        await asyncio.gather(*(worker(client) for _ in range(32)))
+
+
+def extract_tiles(
+    slides: dict[str, Path], lists: dict[str, dict[str, Path]], tiles: Path, workdir: Path
+) -> None:
+    """Write every tile the workloads ask for as a file, as slideserver serves it (for nginx)."""
+    missing: dict[str, list[str]] = {}
+    for kind, path in slides.items():
+        urls = set()
+        for file in lists[kind].values():
+            urls.update(file.read_text().split())
+        todo = [u for u in sorted(urls) if not (tiles / path.stem / u).exists()]
+        if todo:
+            missing[kind] = todo
+    if not missing:
+        return
+    log(f"extracting {sum(map(len, missing.values()))} tiles for nginx (once; cached)")
+    process, base = servers.slideserver(
+        slides["svs"].parent, workdir, workers=servers.cores(), cpu=None, redis_url=""
+    )
+    with servers.started(process):
+        ids = slide_ids(base)
+        jobs = [
+            (f"/dz/{ids[slides[kind].name]}_files/{url}", tiles / slides[kind].stem / url)
+            for kind, urls in missing.items()
+            for url in urls
+        ]
+        asyncio.run(_fetch_all(base, jobs))
+
+
+def slide_ids(base: str) -> dict[str, str]:
+    import httpx
+
+    body = httpx.get(f"{base}/api/slides", params={"limit": 100}, timeout=30).json()
+    return {item["relpath"].rsplit("/", 1)[-1] if "relpath" in item else item["name"]: item["id"]
+            for item in body["items"]} | {item["name"]: item["id"] for item in body["items"]}  # fmt: skip
+
+
+def versions() -> dict[str, str]:
+    import openslide
+    import PIL
+    import starlette
+    import uvicorn
+
+    import slideserver
+
+    def tool(*command: str) -> str:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+        except OSError:
+            return "missing"
+        text = (done.stdout + done.stderr).strip().splitlines()
+        return text[0] if text else "?"
+
+    cpu = "?"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "machine": f"{cpu}, {servers.cores()} cores, {platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "slideserver": slideserver.__version__,
+        "OpenSlide": f"{openslide.__library_version__} (openslide-python {openslide.__version__})",
+        "Starlette / uvicorn": f"{starlette.__version__} / {uvicorn.__version__}",
+        "Pillow": PIL.__version__,
+        "nginx": tool("nginx", "-v"),
+        "wrk": tool("wrk", "-v"),
+        "redis": tool("redis-server", "--version"),
+    }
+
+
+def ratio(results: list[Result], slide: str, workload: str, conns: int, a: str, b: str) -> float:
+    def rps(server: str) -> float:
+        for r in results:
+            if (r.slide, r.workload, r.connections, r.server) == (slide, workload, conns, server):
+                return r.rps
+        return float("nan")
+
+    return rps(a) / rps(b) if rps(b) else float("nan")
+
+
+REF, NGX1, NGXN, SS1, SSN = (
+    "reference, 1 core",
+    "nginx, 1 core",
+    "nginx, all cores",
+    "slideserver, 1 core",
+    "slideserver, all cores",
+)
+
+
+def targets(results: list[Result]) -> list[tuple[str, str, bool]]:
+    """The issue's targets, each with the measured figures and whether it is met."""
+    out: list[tuple[str, str, bool]] = []
+
+    def check(name: str, values: list[float], minimum: float) -> None:
+        text = ", ".join(f"{v:.1f}" for v in values)
+        out.append((name, text, all(v >= minimum for v in values)))
+
+    check("generic TIFF cold >= 30x reference (1 core; 16, 64 conns)",
+          [ratio(results, "tiff", "cold", c, SS1, REF) for c in CONNECTIONS], 30)  # fmt: skip
+    check("SVS cold >= 10x reference (1 core; 16, 64 conns)",
+          [ratio(results, "svs", "cold", c, SS1, REF) for c in CONNECTIONS], 10)  # fmt: skip
+    check("SVS pan >= 10x reference (1 core; 16, 64 conns)",
+          [ratio(results, "svs", "pan", c, SS1, REF) for c in CONNECTIONS], 10)  # fmt: skip
+    warm = [
+        ratio(results, slide, "warm", c, ss, ngx)
+        for slide in SLIDES
+        for c in CONNECTIONS
+        for ss, ngx in ((SS1, NGX1), (SSN, NGXN))
+    ]
+    check("warm >= 0.5x nginx (same cores; svs, tiff; 16, 64 conns)", warm, 0.5)
+    p99 = [
+        r.p99_ms
+        for r in results
+        if r.connections == 64
+        and r.server in (SS1, SSN)
+        and (r.workload == "warm" or (r.slide, r.workload) == ("tiff", "cold"))
+    ]
+    out.append((
+        "p99 <= 25 ms at 64 conns (slideserver; warm, passthrough cold)",
+        ", ".join(f"{v:.1f}" for v in p99),
+        bool(p99) and max(p99) <= 25,
+    ))  # fmt: skip
+    return out
+
+
+def markdown(results: list[Result], info: dict[str, str], duration: float) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`python -m bench.run`, {datetime.date.today().isoformat()}. Two generated 50,000 x "
+        "40,000 slides (Aperio SVS, levels by 4; generic TIFF, levels by 2), Deep Zoom JPEG "
+        f"tiles of 256 px, `wrk` on loopback, {duration:g} s per run at most. cold: distinct "
+        "tiles of the three finest levels, each once; warm: 200 tiles repeated; pan: viewer "
+        "sessions (zoom in, then pan). One-core servers and wrk are pinned to different cores; "
+        "slideserver runs with Redis (flushed, and the server restarted, before each run).",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in info.items()),
+        "",
+        "| slide | workload | conns | server | req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.slide} | {r.workload} | {r.connections} | {r.server} | {r.rps:,.0f} | "
+            f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} |"
+        )
+    lines += [
+        "",
+        "| slide | workload | conns | 1 core / reference | all cores / reference | "
+        "1 core / nginx 1 core | all cores / nginx all cores |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for slide in SLIDES:
+        for workload in WORKLOADS:
+            for c in CONNECTIONS:
+                lines.append(
+                    f"| {slide} | {workload} | {c} | "
+                    f"{ratio(results, slide, workload, c, SS1, REF):.1f}x | "
+                    f"{ratio(results, slide, workload, c, SSN, REF):.1f}x | "
+                    f"{ratio(results, slide, workload, c, SS1, NGX1):.2f} | "
+                    f"{ratio(results, slide, workload, c, SSN, NGXN):.2f} |"
+                )
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    for name, values, met in targets(results):
+        lines.append(f"| {name} | {values} | {'yes' if met else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run (max)")
+    parser.add_argument("--data", type=Path,
+                        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                        / "slideserver-bench", help="where slides and tiles are cached")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
+    parser.add_argument("--only", nargs="*", default=[], help="servers to run (substring)")
+    parser.add_argument("--slides", nargs="*", default=list(SLIDES), choices=SLIDES)
+    parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=WORKLOADS)
+    args = parser.parse_args(argv)
+    for tool in ("wrk", "nginx", "redis-server"):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} is missing (Debian packages wrk, nginx-light, redis-server)")
+            return 2
+    started = time.monotonic()
+    log("preparing slides (generated once, then cached)")
+    slides = bench_slides(args.data / "slides")
+    info = versions()
+    n = servers.cores()
+    one, load_cpu = (0, 1) if n >= 2 else (None, None)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="slideserver-bench-") as tmp:
+        workdir = Path(tmp)
+        lists = write_lists(slides, workdir)
+        tiles = args.data / "tiles"
+        extract_tiles(slides, lists, tiles, workdir)
+        redis, redis_url = servers.redis(workdir)
+        with servers.started(redis):
+            names = {kind: path.name for kind, path in slides.items()}
+
+            def start_slideserver(workers: int, cpu: int | None) -> Callable[[], tuple[servers.Process, str, dict[str, str]]]:  # noqa: E501
+                def start() -> tuple[servers.Process, str, dict[str, str]]:
+                    servers.flush_redis(redis_url)
+                    process, base = servers.slideserver(
+                        slides["svs"].parent, workdir, workers=workers, cpu=cpu,
+                        redis_url=redis_url,
+                    )  # fmt: skip
+                    ids = slide_ids(base)
+                    return process, base, {k: f"/dz/{ids[v]}_files/" for k, v in names.items()}
+
+                return start
+
+            def start_reference() -> tuple[servers.Process, str, dict[str, str]]:
+                process, base = servers.reference(slides, workdir, cpu=one)
+                return process, base, {k: f"/ref/{k}_files/" for k in slides}
+
+            def start_nginx(workers: int, cpu: int | None) -> Callable[[], tuple[servers.Process, str, dict[str, str]]]:  # noqa: E501
+                def start() -> tuple[servers.Process, str, dict[str, str]]:
+                    process, base = servers.nginx(tiles, workdir, workers=workers, cpu=cpu)
+                    return process, base, {k: f"/tiles/{p.stem}/" for k, p in slides.items()}
+
+                return start
+
+            configs = [
+                # name, start, restart before each run, wrk core
+                (REF, start_reference, True, load_cpu),
+                (NGX1, start_nginx(1, one), False, load_cpu),
+                (NGXN, start_nginx(n, None), False, None),
+                (SS1, start_slideserver(1, one), True, load_cpu),
+                (SSN, start_slideserver(n, None), True, None),
+            ]
+            for name, start, restart, wrk_cpu in configs:
+                if args.only and not any(o in name for o in args.only):
+                    continue
+                current: tuple[servers.Process, str, dict[str, str]] | None = None
+                try:
+                    for kind in args.slides:
+                        for workload in args.workloads:
+                            for conns in CONNECTIONS:
+                                if current is None or restart:
+                                    if current is not None:
+                                        current[0].stop()
+                                    current = start()
+                                process, base, prefixes = current
+                                target = Target(kind, slides[kind].name, prefixes[kind],
+                                                lists[kind])  # fmt: skip
+                                if workload == "warm":  # one pass to fill the caches
+                                    wrk(base, Target(kind, "", prefixes[kind],
+                                        {"warm": lists[kind]["warm"]}), "cold", 16, 5, wrk_cpu)  # fmt: skip
+                                    target.lists = {"warm": lists[kind]["warm"]}
+                                result = wrk(base, target, workload, conns, args.duration, wrk_cpu)
+                                if result is None:
+                                    continue
+                                result.server = name
+                                results.append(result)
+                                log(
+                                    f"{kind:4} {workload:4} c={conns:<3} {name:24} "
+                                    f"{result.rps:9,.0f} req/s  p50 {result.p50_ms:6.1f} ms  "
+                                    f"p99 {result.p99_ms:6.1f} ms  errors {result.errors}"
+                                )
+                finally:
+                    if current is not None:
+                        current[0].stop()
+    text = markdown(results, info, args.duration)
+    print()
+    print(text)
+    if not args.only and args.slides == list(SLIDES) and args.workloads == list(WORKLOADS):
+        args.out.write_text(text)
+        log(f"wrote {args.out}")
+    log(f"done in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""The LIS/EMR interfaces over HTTP: JSON and HL7 v2 orders in, FHIR R4 in and out.
+
+- ``POST /api/lis/cases``: a JSON order (:mod:`slideserver.lis.json_orders`); 201 when the case is
+  new, 200 otherwise, with what changed; 400 for a body that is not JSON, 422 for an invalid order.
+- ``POST /api/lis/hl7v2``: one ER7 message; the ACK comes back as ``application/hl7-v2`` with 200
+  (AA), 400 (AR), 422 (AE) or 503 (AE: the store failed, retry later).
+- ``POST /fhir``: a transaction Bundle -> a transaction-response Bundle.
+- ``GET /fhir/Patient/{id}``, ``GET /fhir/Specimen?container-id=``,
+  ``GET /fhir/ImagingStudy?identifier=`` or ``?patient=``, ``GET /fhir/Endpoint/{id}``.
+  FHIR errors are OperationOutcomes with the matching status.
+
+Every inbound message is kept raw by the store with how it was answered. All answers carry
+``Cache-Control: no-store``: they hold PHI. When the catalog keeps no links (the in-memory one),
+every route answers 503 ``backend_unavailable``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from anyio.to_thread import run_sync
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from slideserver.api.errors import error_response
+from slideserver.api.state import state_of
+from slideserver.catalog.base import SlideQuery
+from slideserver.errors import BackendUnavailable
+from slideserver.lis import fhir
+from slideserver.lis.hl7v2 import ACCEPT, REJECT, handle_message, summarize
+from slideserver.lis.json_orders import OrderError, parse_case_order
+from slideserver.lis.mllp import MllpServer, decode, store_handler
+from slideserver.lis.model import ApplyResult, CaseOrder, CaseView, LinkStore
+from slideserver.settings import Settings
+
+log = logging.getLogger("slideserver.lis")
+
+MAX_BODY = 4 * 1024 * 1024
+"""Largest inbound LIS message, in bytes."""
+MAX_PARAM = 200
+HL7_MEDIA_TYPE = "application/hl7-v2"
+NO_STORE = {"Cache-Control": "no-store"}
+LINK_STORE_METHODS = (
+    "apply_order",
+    "update_patient",
+    "merge_patients",
+    "get_case",
+    "cases_of_patient",
+    "record_message",
+)
+
+
+def as_link_store(catalog: object) -> LinkStore | None:
+    """Return ``catalog`` when it implements :class:`LinkStore`, else ``None``."""
+    if all(callable(getattr(catalog, m, None)) for m in LINK_STORE_METHODS):
+        return catalog  # type: ignore[return-value]
+    return None
+
+
+def link_store(request: Request) -> LinkStore:
+    """Return the app's LinkStore; 503 ``backend_unavailable`` when the catalog is not one."""
+    store = as_link_store(state_of(request).catalog)
+    if store is None:
+        raise BackendUnavailable("this server's catalog keeps no case links (no database)")
+    return store
+
+
+async def start_mllp(settings: Settings, catalog: object) -> MllpServer:
+    """Start the MLLP listener of ``settings.mllp_port`` on ``settings.host`` (app lifespan)."""
+    server = MllpServer(store_handler(as_link_store(catalog)), settings.host, settings.mllp_port)
+    await server.start()
+    return server
+
+
+class BodyTooLarge(Exception):
+    """The request body is over :data:`MAX_BODY`."""
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """Read the body, refusing more than ``limit`` bytes without reading them all."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _record(store: LinkStore, source: str, raw: str, status: str, detail: str) -> None:
+    """Keep the raw message; a failure to record is logged, never answered."""
+    try:
+        await run_sync(store.record_message, source, raw, status, detail)
+    except Exception as exc:
+        log.warning("%s message not recorded: %s", source, type(exc).__name__)
+
+
+def apply_result_json(order: CaseOrder, result: ApplyResult) -> dict[str, Any]:
+    """The JSON answer to an order."""
+    return {
+        "accession": order.accession,
+        "created": result.created,
+        "changed": result.changed,
+        "linked_slides": list(result.linked_slides),
+        "conflicts": list(result.conflicts),
+        "links": {"case": f"/api/cases/{order.accession}"},
+    }
+
+
+# --- JSON ---
+
+
+async def post_case(request: Request) -> Response:
+    """Create or update a case from a JSON order (idempotent)."""
+    store = link_store(request)
+    try:
+        body = await read_body(request)
+    except BodyTooLarge:
+        return error_response(413, "too_large", f"the order is larger than {MAX_BODY} bytes")
+    raw = decode(body)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        detail = f"the body is not JSON: {getattr(exc, 'msg', 'undecodable')}"
+        await _record(store, "json", raw, "rejected", detail)
+        return error_response(400, "bad_request", detail)
+    try:
+        order = parse_case_order(data)
+    except OrderError as exc:
+        await _record(store, "json", raw, "rejected", str(exc))
+        response = error_response(422, "invalid_order", str(exc))
+        return response
+    result = await run_sync(store.apply_order, order)
+    await _record(store, "json", raw, "accepted", summarize(result))
+    return JSONResponse(
+        apply_result_json(order, result),
+        status_code=201 if result.created else 200,
+        headers=NO_STORE,
+    )
+
+
+# --- HL7 v2 ---
+
+
+async def post_hl7v2(request: Request) -> Response:
+    """Apply one ER7 message; answer its ACK (the store keeps the message raw)."""
+    store = link_store(request)
+    try:
+        body = await read_body(request)
+    except BodyTooLarge:
+        return error_response(413, "too_large", f"the message is larger than {MAX_BODY} bytes")
+    reply = await run_sync(handle_message, decode(body), store)
+    if reply.code == ACCEPT:
+        status = 200
+    elif reply.internal:
+        status = 503
+    else:
+        status = 400 if reply.code == REJECT else 422
+    return Response(
+        reply.ack.encode("utf-8"),
+        status_code=status,
+        media_type=f"{HL7_MEDIA_TYPE}; charset=utf-8",
+        headers=NO_STORE,
+    )
+
+
+# --- FHIR ---
+
+
+def fhir_response(resource: Any, status: int = 200) -> Response:
+    """A FHIR JSON answer."""
+    return Response(
+        fhir.to_json(resource), status_code=status, media_type=fhir.MEDIA_TYPE, headers=NO_STORE
+    )
+
+
+def fhir_error(
+    status: int, issue: str, diagnostics: str, expression: str | None = None
+) -> Response:
+    """An OperationOutcome answer."""
+    return fhir_response(fhir.outcome(issue, diagnostics, expression=expression), status)
+
+
+def base_url(request: Request) -> str:
+    """Where links handed to other systems point: ``public_url``, else this request's base."""
+    public = state_of(request).settings.public_url
+    return (public or str(request.base_url)).rstrip("/")
+
+
+async def post_fhir(request: Request) -> Response:
+    """Apply a transaction Bundle of Patient, ServiceRequest and Specimens."""
+    store = link_store(request)
+    try:
+        body = await read_body(request)
+    except BodyTooLarge:
+        return fhir_error(413, "too-costly", f"the Bundle is larger than {MAX_BODY} bytes")
+    raw = decode(body)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        await _record(store, "fhir", raw, "rejected", "not JSON")
+        return fhir_error(400, "structure", "the body is not JSON")
+    try:
+        transaction = fhir.parse_transaction(data)
+    except fhir.FhirError as exc:
+        await _record(store, "fhir", raw, "rejected", exc.diagnostics)
+        return fhir_error(exc.status, exc.issue, exc.diagnostics, exc.expression)
+    result = await run_sync(store.apply_order, transaction.order)
+    await _record(store, "fhir", raw, "accepted", summarize(result))
+    return fhir_response(fhir.transaction_response(transaction, result))
+
+
+async def get_patient(request: Request) -> Response:
+    """Read one Patient by ID (the MRN, or its ``x-`` encoded form)."""
+    store = link_store(request)
+    mrn = fhir.value_of_fhir_id(request.path_params["id"])
+    if mrn is None:
+        return fhir_error(404, "not-found", "no Patient with that id")
+    cases = await run_sync(store.cases_of_patient, mrn)
+    patient = next(
+        (c.patient for c in cases if c.patient is not None and c.patient.identifier == mrn), None
+    )
+    if patient is None:
+        return fhir_error(404, "not-found", "no Patient with that id")
+    return fhir_response(fhir.patient_resource(patient))
+
+
+def _param(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_PARAM:
+        raise fhir.FhirError(400, "invalid", f"{name} must be 1 to {MAX_PARAM} characters", name)
+    return value
+
+
+def _token_value(token: str) -> str:
+    """``system|value`` or ``value`` -> value."""
+    return token.rsplit("|", 1)[-1]
+
+
+async def _case_of_container(
+    request: Request, store: LinkStore, container_id: str
+) -> CaseView | None:
+    """Find the case holding a block or slide with that container identifier.
+
+    LinkStore has no container lookup: a store may offer ``accession_of_container``; otherwise the
+    scanned slides whose name or path mention the identifier are searched for their case link.
+    """
+    lookup = getattr(store, "accession_of_container", None)
+    accessions: list[str] = []
+    if callable(lookup):
+        found = await run_sync(lookup, container_id)
+        if isinstance(found, str) and found:
+            accessions.append(found)
+    else:
+        catalog = state_of(request).catalog
+        page = await run_sync(catalog.search, SlideQuery(q=container_id, limit=20))
+        for record in page.items:
+            link = (record.extra or {}).get("case")
+            accession = link.get("accession") if isinstance(link, dict) else None
+            if isinstance(accession, str) and accession and accession not in accessions:
+                accessions.append(accession)
+    for accession in accessions:
+        case = await run_sync(store.get_case, accession)
+        if case is not None and fhir.specimens_with_container(case, container_id):
+            return case
+    return None
+
+
+async def search_specimen(request: Request) -> Response:
+    """``GET /fhir/Specimen?container-id=``: the block or slide with that container ID."""
+    store = link_store(request)
+    try:
+        container_id = _param(request, "container-id")
+    except fhir.FhirError as exc:
+        return fhir_error(exc.status, exc.issue, exc.diagnostics, exc.expression)
+    if container_id is None:
+        return fhir_error(400, "required", "container-id is required", "container-id")
+    container_id = _token_value(container_id)
+    case = await _case_of_container(request, store, container_id)
+    matches = fhir.specimens_with_container(case, container_id) if case is not None else []
+    return fhir_response(fhir.searchset(matches, base_url(request), str(request.url)))
+
+
+async def search_imaging_study(request: Request) -> Response:
+    """``GET /fhir/ImagingStudy?identifier=ACC`` or ``?patient=MRN``: one study per case."""
+    store = link_store(request)
+    try:
+        identifier = _param(request, "identifier")
+        patient = _param(request, "patient")
+    except fhir.FhirError as exc:
+        return fhir_error(exc.status, exc.issue, exc.diagnostics, exc.expression)
+    if identifier is None and patient is None:
+        return fhir_error(400, "required", "identifier or patient is required")
+    cases: list[CaseView] = []
+    if patient is not None:
+        mrn = fhir.value_of_fhir_id(patient.removeprefix("Patient/")) or patient
+        cases = await run_sync(store.cases_of_patient, mrn)
+        if identifier is not None:
+            accession = _token_value(identifier)
+            cases = [c for c in cases if c.accession == accession]
+    elif identifier is not None:
+        case = await run_sync(store.get_case, _token_value(identifier))
+        cases = [case] if case is not None else []
+    return fhir_response(fhir.imaging_study_searchset(cases, base_url(request), str(request.url)))
+
+
+async def get_endpoint(request: Request) -> Response:
+    """Read one Endpoint: a slide's viewer or IIIF service, or a case's launch link."""
+    store = link_store(request)
+    parsed = fhir.parse_endpoint_id(request.path_params["id"])
+    if parsed is None:
+        return fhir_error(404, "not-found", "no Endpoint with that id")
+    kind, key = parsed
+    base = base_url(request)
+    if kind == "case":
+        case = await run_sync(store.get_case, key)
+        if case is None:
+            return fhir_error(404, "not-found", "no Endpoint with that id")
+        return fhir_response(fhir.case_endpoint(case.accession, base))
+    record = await run_sync(state_of(request).catalog.get, key)
+    if record is None:
+        return fhir_error(404, "not-found", "no Endpoint with that id")
+    viewer, iiif = fhir.slide_endpoints(record.id, base, record.status)
+    return fhir_response(viewer if kind == "viewer" else iiif)
+
+
+def _fhir_guard(endpoint: Any) -> Any:
+    """Answer unexpected failures of a FHIR route as an OperationOutcome, not a stack trace."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            response: Response = await endpoint(request)
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            log.error("FHIR %s failed: %s", request.url.path[:40], type(exc).__name__)
+            return fhir_error(500, "exception", "the server could not complete this request")
+        return response
+
+    guarded.__name__ = endpoint.__name__
+    guarded.__doc__ = endpoint.__doc__
+    return guarded
+
+
+def routes() -> list[Route]:
+    """The LIS/EMR routes."""
+    return [
+        Route("/api/lis/cases", post_case, methods=["POST"]),
+        Route("/api/lis/hl7v2", post_hl7v2, methods=["POST"]),
+        Route("/fhir", _fhir_guard(post_fhir), methods=["POST"]),
+        Route("/fhir/Patient/{id}", _fhir_guard(get_patient), methods=["GET"]),
+        Route("/fhir/Specimen", _fhir_guard(search_specimen), methods=["GET"]),
+        Route("/fhir/ImagingStudy", _fhir_guard(search_imaging_study), methods=["GET"]),
+        Route("/fhir/Endpoint/{id}", _fhir_guard(get_endpoint), methods=["GET"]),
+    ]
+
+
+__all__ = ["as_link_store", "link_store", "read_body", "routes", "start_mllp"]

@@ -1,0 +1,219 @@
+"""The SQL catalog: SQLite by default, PostgreSQL when the URL says so, same code for both.
+
+:class:`SqlCatalog` is a :class:`~slideserver.catalog.base.Catalog` (slides, search, scans) and a
+:class:`~slideserver.lis.model.LinkStore` (the LIS side: orders, patients, case views). Every
+method is one transaction; the object is safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select, text
+
+from slideserver.catalog.base import SlidePage, SlideQuery, SlideRecord
+from slideserver.catalog.migrations import upgrade
+from slideserver.catalog.rules import FilenameRules
+from slideserver.catalog.scanner import Progress, Scanner, ScanReport
+from slideserver.catalog.schema import conflicts, link_events
+from slideserver.catalog.store import links, slides
+from slideserver.catalog.store.engine import default_database_url, make_engine, writer
+from slideserver.errors import BackendUnavailable
+from slideserver.lis.model import ApplyResult, CaseOrder, CaseView, PatientIn
+from slideserver.readers.registry import ReaderRegistry
+from slideserver.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Conflict", "LinkEvent", "SqlCatalog", "open_catalog"]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A disagreement flagged for review (``GET /api/reconcile``). No PHI."""
+
+    id: int
+    at: datetime
+    kind: str
+    subject: str
+    detail: str
+    status: str
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    """One entry of the link history."""
+
+    id: int
+    at: datetime
+    action: str
+    source: str
+    slide_id: str | None
+    case_id: int | None
+    previous_case_id: int | None
+    detail: str | None
+
+
+class SqlCatalog:
+    """Slides and their case links in a SQL database."""
+
+    def __init__(
+        self,
+        url: str,
+        roots: Sequence[Path],
+        registry: ReaderRegistry,
+        *,
+        rules: FilenameRules | None = None,
+        scan_threads: int = 0,
+    ) -> None:
+        self.url = url
+        self.roots = tuple(Path(r).absolute() for r in roots)
+        self._root_names = [str(r) for r in self.roots]
+        self.engine: Engine = make_engine(url)
+        self.writer: Engine = writer(self.engine)
+        self.rules = rules or FilenameRules()
+        self.scanner = Scanner(self.writer, self.roots, registry, self.rules, scan_threads)
+        self._scan_lock = threading.Lock()
+        self._watcher: Any = None
+        upgrade(self.writer)
+
+    # -- Catalog --
+
+    def get(self, slide_id: str) -> SlideRecord | None:
+        """Return the slide with that ID, or ``None``."""
+        with self.engine.connect() as conn:
+            return slides.get(conn, self.roots, slide_id)
+
+    def get_many(self, slide_ids: Sequence[str]) -> list[SlideRecord]:
+        """Return the slides with these IDs, in path order; unknown IDs are left out."""
+        with self.engine.connect() as conn:
+            return slides.get_many(conn, self.roots, slide_ids)
+
+    def search(self, query: SlideQuery) -> SlidePage:
+        """Return one page of slides matching ``query`` (keyset pagination, stable order)."""
+        with self.engine.connect() as conn:
+            return slides.search(conn, self.roots, query)
+
+    def refresh(self) -> int:
+        """Scan the roots incrementally; return how many slides were added, changed or lost."""
+        return self.scan().touched
+
+    def scan(self, progress: Progress | None = None) -> ScanReport:
+        """Scan the roots incrementally and report what was found and done.
+
+        Scans within one process run one at a time; scans in other processes may overlap.
+        """
+        with self._scan_lock:
+            return self.scanner.scan(progress)
+
+    def ping(self) -> None:
+        """Raise :class:`BackendUnavailable` when the database does not answer."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise BackendUnavailable("the catalog database does not answer") from exc
+
+    def watch(self, debounce_ms: int = 500) -> None:
+        """Start re-scanning in a background thread whenever files under the roots change."""
+        from slideserver.catalog.watch import RootWatcher
+
+        if self._watcher is None:
+            self._watcher = RootWatcher(self.roots, self.refresh, debounce_ms=debounce_ms)
+            self._watcher.start()
+
+    def close(self) -> None:
+        """Stop the watcher and release connections."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        self.engine.dispose()
+
+    # -- LinkStore --
+
+    def apply_order(self, order: CaseOrder) -> ApplyResult:
+        """Create or update the case, patient, specimens, blocks and expected slides."""
+        with self.writer.begin() as conn:
+            return links.apply_order(conn, order)
+
+    def update_patient(self, patient: PatientIn) -> bool:
+        """Update demographics (ADT^A08); return whether the patient exists."""
+        with self.writer.begin() as conn:
+            return links.update_patient(conn, patient)
+
+    def merge_patients(self, surviving: PatientIn, merged_identifier: str) -> bool:
+        """Move every case of ``merged_identifier`` to ``surviving`` (ADT^A40)."""
+        with self.writer.begin() as conn:
+            return links.merge_patients(conn, surviving, merged_identifier)
+
+    def get_case(self, accession: str) -> CaseView | None:
+        """Return the case with that accession number (LIS case, else file evidence)."""
+        with self.engine.connect() as conn:
+            return links.get_case(conn, self._root_names, accession)
+
+    def has_case(self, accession: str) -> bool:
+        """Tell whether the LIS sent a case with that accession number."""
+        with self.engine.connect() as conn:
+            return links.has_case(conn, accession)
+
+    def cases_of_patient(self, identifier: str) -> list[CaseView]:
+        """Return every case of the patient with that MRN."""
+        with self.engine.connect() as conn:
+            return links.cases_of_patient(conn, self._root_names, identifier)
+
+    def record_message(self, source: str, raw: str, status: str, detail: str = "") -> None:
+        """Keep the raw inbound message with how it was answered."""
+        with self.writer.begin() as conn:
+            links.record_message(conn, source, raw, status, detail)
+
+    # -- review --
+
+    def conflicts(self, status: str = "open", limit: int = 100, after: int = 0) -> list[Conflict]:
+        """Return flagged conflicts (``status`` empty: all), oldest first, IDs above ``after``."""
+        query = select(conflicts).where(conflicts.c.id > after).order_by(conflicts.c.id)
+        if status:
+            query = query.where(conflicts.c.status == status)
+        with self.engine.connect() as conn:
+            return [
+                Conflict(r.id, r.at, r.kind, r.subject, r.detail, r.status)
+                for r in conn.execute(query.limit(limit))
+            ]
+
+    def link_history(self, slide_id: str | None = None, limit: int = 100) -> list[LinkEvent]:
+        """Return the link history, newest first (of one slide when ``slide_id`` is given)."""
+        query = select(link_events).order_by(link_events.c.id.desc()).limit(limit)
+        if slide_id:
+            query = query.where(link_events.c.slide_id == slide_id)
+        with self.engine.connect() as conn:
+            return [
+                LinkEvent(
+                    r.id,
+                    r.at,
+                    r.action,
+                    r.source,
+                    r.slide_id,
+                    r.case_id,
+                    r.previous_case_id,
+                    r.detail,
+                )
+                for r in conn.execute(query)
+            ]
+
+
+def open_catalog(settings: Settings, registry: ReaderRegistry) -> SqlCatalog:
+    """Open the SQL catalog the settings ask for (and start watching if they say so)."""
+    catalog = SqlCatalog(
+        default_database_url(settings),
+        settings.roots,
+        registry,
+        rules=FilenameRules.from_setting(settings.filename_pattern),
+    )
+    if settings.watch:
+        catalog.watch()
+    return catalog

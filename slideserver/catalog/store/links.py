@@ -1,0 +1,485 @@
+"""The catalog's side of the LIS interfaces: apply orders, update and merge patients, case views.
+
+Each function runs inside the caller's transaction (one per message). The LIS is the authority
+on cases and demographics; where it contradicts what the catalog already holds about *which*
+case or patient something belongs to, the disagreement is flagged and the old link kept.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, or_, select, update
+
+from slideserver.catalog.linking import flag_conflict, link_scans, record_event
+from slideserver.catalog.schema import (
+    blocks,
+    cases,
+    glass_slides,
+    inbound_messages,
+    patients,
+    scans,
+    specimens,
+)
+from slideserver.catalog.store.engine import now
+from slideserver.catalog.store.upsert import get_or_create
+from slideserver.lis.model import (
+    ApplyResult,
+    BlockView,
+    CaseOrder,
+    CaseView,
+    PatientIn,
+    SlideView,
+    SpecimenView,
+)
+
+
+def apply_order(conn: Connection, order: CaseOrder) -> ApplyResult:
+    """Create or update the case of ``order`` and link the scans waiting for it."""
+    changed = False
+    problems: list[str] = []
+    accession = order.accession.strip().upper()
+    patient_id, patient_changed = _upsert_patient(conn, order.patient)
+    changed |= patient_changed
+    stamp = now()
+    case_id, created = get_or_create(
+        conn,
+        cases,
+        {"accession": accession, "issuer": order.accession_issuer},
+        {
+            "patient_id": patient_id,
+            "source": order.source,
+            "created_at": stamp,
+            "updated_at": stamp,
+        },
+    )
+    changed |= created
+    if created:
+        record_event(conn, "case_created", order.source, case_id=case_id)
+    else:
+        current = conn.execute(select(cases.c.patient_id).where(cases.c.id == case_id)).scalar()
+        if current is None:
+            conn.execute(
+                update(cases)
+                .where(cases.c.id == case_id)
+                .values(patient_id=patient_id, updated_at=stamp)
+            )
+            changed = True
+        elif current != patient_id and not _merged_into(conn, patient_id, current):
+            problems.append(
+                flag_conflict(
+                    conn,
+                    "case_patient_changed",
+                    accession,
+                    f"a {order.source} order names another patient for this case; kept the first",
+                )
+            )
+    barcodes: list[str] = []
+    for specimen in order.specimens:
+        specimen_id, new = get_or_create(
+            conn,
+            specimens,
+            {"case_id": case_id, "label": specimen.id},
+            {"description": specimen.description},
+        )
+        changed |= new
+        if not new and specimen.description:
+            result = conn.execute(
+                update(specimens)
+                .where(
+                    specimens.c.id == specimen_id,
+                    or_(
+                        specimens.c.description.is_(None),
+                        specimens.c.description != specimen.description,
+                    ),
+                )
+                .values(description=specimen.description)
+            )
+            changed |= bool(result.rowcount)
+        for block in specimen.blocks:
+            block_id, new = get_or_create(
+                conn, blocks, {"specimen_id": specimen_id, "label": block.id}
+            )
+            changed |= new
+            for slide in block.slides:
+                barcodes.append(slide.barcode)
+                slide_changed, conflict = _upsert_ordered_slide(
+                    conn, case_id, specimen_id, block_id, slide.barcode, slide.stain, accession
+                )
+                changed |= slide_changed
+                if conflict:
+                    problems.append(conflict)
+    waiting = scans.c.ev_accession == accession
+    if barcodes:
+        waiting = or_(waiting, scans.c.ev_barcode.in_(barcodes))
+    outcome = link_scans(conn, waiting, source=order.source)
+    problems.extend(outcome.conflicts)
+    changed |= bool(outcome.linked)
+    if changed and not created:
+        conn.execute(update(cases).where(cases.c.id == case_id).values(updated_at=stamp))
+    return ApplyResult(
+        created=created,
+        changed=changed,
+        linked_slides=outcome.linked,
+        conflicts=tuple(dict.fromkeys(problems)),
+    )
+
+
+def _upsert_ordered_slide(
+    conn: Connection,
+    case_id: int,
+    specimen_id: int,
+    block_id: int,
+    barcode: str,
+    stain: str | None,
+    accession: str,
+) -> tuple[bool, str | None]:
+    """Record one ordered barcode; a barcode already in another case is flagged, not moved."""
+    values = {
+        "barcode": barcode,
+        "stain": stain,
+        "case_id": case_id,
+        "specimen_id": specimen_id,
+        "block_id": block_id,
+        "ordered": True,
+    }
+    glass_id, created = get_or_create(conn, glass_slides, {"key": f"barcode:{barcode}"}, values)
+    if created:
+        return True, None
+    row = conn.execute(select(glass_slides).where(glass_slides.c.id == glass_id)).one()
+    if row.case_id != case_id:
+        other = conn.execute(select(cases.c.accession).where(cases.c.id == row.case_id)).scalar()
+        return False, flag_conflict(
+            conn,
+            "barcode_claimed",
+            barcode,
+            f"case {accession} claims a slide barcode that belongs to case {other}; kept there",
+        )
+    wanted = {
+        "specimen_id": specimen_id,
+        "block_id": block_id,
+        "ordered": True,
+        "stain": stain or row.stain,
+    }
+    if all(getattr(row, k) == v for k, v in wanted.items()):
+        return False, None
+    conn.execute(update(glass_slides).where(glass_slides.c.id == glass_id).values(**wanted))
+    if row.block_id is not None and row.block_id != block_id:
+        record_event(
+            conn,
+            "reassign_block",
+            "lis",
+            glass_slide_id=glass_id,
+            case_id=case_id,
+            previous_case_id=case_id,
+            detail=f"slide moved from block #{row.block_id} to block #{block_id}",
+        )
+    return True, None
+
+
+def _upsert_patient(conn: Connection, patient: PatientIn) -> tuple[int, bool]:
+    stamp = now()
+    demographics = {"name": patient.name, "birth_date": patient.birth_date, "sex": patient.sex}
+    patient_id, created = get_or_create(
+        conn,
+        patients,
+        {"identifier": patient.identifier, "issuer": patient.issuer},
+        {**demographics, "created_at": stamp, "updated_at": stamp},
+    )
+    if created:
+        return patient_id, True
+    return patient_id, _update_demographics(conn, patient_id, demographics)
+
+
+def _update_demographics(conn: Connection, patient_id: int, values: dict[str, Any]) -> bool:
+    """Apply the non-empty demographic fields; say whether any differed."""
+    row = conn.execute(select(patients).where(patients.c.id == patient_id)).one()
+    changes = {k: v for k, v in values.items() if v is not None and getattr(row, k) != v}
+    if not changes:
+        return False
+    conn.execute(
+        update(patients).where(patients.c.id == patient_id).values(**changes, updated_at=now())
+    )
+    return True
+
+
+def _merged_into(conn: Connection, patient_id: int, into: int) -> bool:
+    merged = conn.execute(select(patients.c.merged_into).where(patients.c.id == patient_id))
+    return merged.scalar() == into
+
+
+def update_patient(conn: Connection, patient: PatientIn) -> bool:
+    """Apply an ADT^A08 demographics update; return whether the patient exists."""
+    found = conn.execute(
+        select(patients.c.id).where(
+            patients.c.identifier == patient.identifier, patients.c.issuer == patient.issuer
+        )
+    ).scalar()
+    if found is None:
+        return False
+    _update_demographics(
+        conn,
+        int(found),
+        {"name": patient.name, "birth_date": patient.birth_date, "sex": patient.sex},
+    )
+    return True
+
+
+def merge_patients(conn: Connection, surviving: PatientIn, merged_identifier: str) -> bool:
+    """Apply an ADT^A40 merge: the merged patient's cases move to the survivor."""
+    merged_id = conn.execute(
+        select(patients.c.id).where(
+            patients.c.identifier == merged_identifier, patients.c.issuer == surviving.issuer
+        )
+    ).scalar()
+    if merged_id is None:
+        return False
+    survivor_id, _ = _upsert_patient(conn, surviving)
+    if survivor_id == merged_id:
+        return True
+    moved = conn.execute(select(cases.c.id).where(cases.c.patient_id == merged_id)).scalars().all()
+    conn.execute(
+        update(cases).where(cases.c.patient_id == merged_id).values(patient_id=survivor_id)
+    )
+    conn.execute(
+        update(patients)
+        .where(or_(patients.c.id == merged_id, patients.c.merged_into == merged_id))
+        .values(merged_into=survivor_id, updated_at=now())
+    )
+    for case_id in moved:
+        record_event(conn, "patient_merge", "hl7v2", case_id=case_id, detail="ADT^A40 merge")
+    return True
+
+
+def record_message(conn: Connection, source: str, raw: str, status: str, detail: str) -> None:
+    """Keep one raw inbound message."""
+    conn.execute(
+        inbound_messages.insert().values(
+            received_at=now(), source=source, raw=raw, status=status, detail=detail
+        )
+    )
+
+
+def _patient_in(row: Any) -> PatientIn:
+    return PatientIn(
+        identifier=row.identifier,
+        issuer=row.issuer,
+        name=row.name,
+        birth_date=row.birth_date,
+        sex=row.sex,
+    )
+
+
+_SLIDE_COLUMNS = (
+    scans.c.slide_id,
+    scans.c.name,
+    scans.c.status,
+    scans.c.format,
+    scans.c.width,
+    scans.c.height,
+    scans.c.mpp_x,
+    scans.c.relpath,
+)
+
+
+def get_case(conn: Connection, roots: list[str], accession: str) -> CaseView | None:
+    """Return the case as the LIS sent it with its scans; else as the files alone describe it."""
+    accession = accession.strip().upper()
+    case = conn.execute(
+        select(cases).where(cases.c.accession == accession).order_by(cases.c.id)
+    ).first()
+    if case is None:
+        return _evidence_case(conn, roots, accession)
+    return _case_view(conn, roots, case)
+
+
+def has_case(conn: Connection, accession: str) -> bool:
+    """Tell whether a case row (sent by the LIS) exists for ``accession``."""
+    query = select(cases.c.id).where(cases.c.accession == accession.strip().upper()).limit(1)
+    return conn.execute(query).first() is not None
+
+
+def _case_view(conn: Connection, roots: list[str], case: Row[Any]) -> CaseView:
+    patient = None
+    if case.patient_id is not None:
+        prow = conn.execute(select(patients).where(patients.c.id == case.patient_id)).one()
+        patient = _patient_in(prow)
+    specimen_rows = conn.execute(
+        select(specimens).where(specimens.c.case_id == case.id).order_by(specimens.c.label)
+    ).all()
+    block_rows = conn.execute(
+        select(blocks)
+        .where(blocks.c.specimen_id.in_([s.id for s in specimen_rows]))
+        .order_by(blocks.c.label)
+    ).all()
+    rows = conn.execute(
+        select(
+            *_SLIDE_COLUMNS,
+            glass_slides.c.id.label("glass_id"),
+            glass_slides.c.barcode,
+            glass_slides.c.stain,
+            glass_slides.c.specimen_id,
+            glass_slides.c.block_id,
+        )
+        .select_from(glass_slides.outerjoin(scans, scans.c.glass_slide_id == glass_slides.c.id))
+        .where(glass_slides.c.case_id == case.id)
+        .where(or_(scans.c.id.is_(None), scans.c.root.in_(roots)))
+        .order_by(scans.c.relpath, glass_slides.c.barcode)
+    ).all()
+    labels = {s.id: s.label for s in specimen_rows}
+    block_labels = {b.id: b.label for b in block_rows}
+    by_block: dict[int, list[SlideView]] = defaultdict(list)
+    slides: list[SlideView] = []
+    expected: list[str] = []
+    for row in rows:
+        if row.slide_id is None:
+            if row.barcode:
+                expected.append(row.barcode)
+            continue
+        view = SlideView(
+            id=row.slide_id,
+            name=row.name,
+            specimen=labels.get(row.specimen_id),
+            block=block_labels.get(row.block_id),
+            stain=row.stain,
+            barcode=row.barcode,
+            status=row.status,
+            format=row.format,
+            width=row.width,
+            height=row.height,
+            mpp_x=row.mpp_x,
+        )
+        slides.append(view)
+        if row.block_id is not None:
+            by_block[row.block_id].append(view)
+    specimen_views = tuple(
+        SpecimenView(
+            id=s.label,
+            description=s.description,
+            blocks=tuple(
+                BlockView(b.label, tuple(by_block[b.id]))
+                for b in block_rows
+                if b.specimen_id == s.id
+            ),
+        )
+        for s in specimen_rows
+    )
+    return CaseView(
+        accession=case.accession,
+        accession_issuer=case.issuer,
+        patient=patient,
+        specimens=specimen_views,
+        slides=tuple(slides),
+        expected_barcodes=tuple(sorted(expected)),
+    )
+
+
+def _evidence_case(conn: Connection, roots: list[str], accession: str) -> CaseView | None:
+    """Build a provisional case from the scans whose own evidence names ``accession``."""
+    rows = conn.execute(
+        select(
+            *_SLIDE_COLUMNS,
+            scans.c.ev_specimen,
+            scans.c.ev_block,
+            scans.c.ev_stain,
+            scans.c.ev_barcode,
+            scans.c.ev_patient_id,
+            scans.c.ev_patient_name,
+            scans.c.ev_patient_birth_date,
+        )
+        .where(
+            and_(
+                scans.c.ev_accession == accession,
+                scans.c.glass_slide_id.is_(None),
+                scans.c.root.in_(roots),
+            )
+        )
+        .order_by(scans.c.relpath)
+    ).all()
+    if not rows:
+        return None
+    patient = next(
+        (
+            PatientIn(r.ev_patient_id, name=r.ev_patient_name, birth_date=r.ev_patient_birth_date)
+            for r in rows
+            if r.ev_patient_id
+        ),
+        None,
+    )
+    tree: dict[str, dict[str, list[SlideView]]] = defaultdict(lambda: defaultdict(list))
+    slides: list[SlideView] = []
+    for r in rows:
+        specimen = r.ev_specimen or (r.ev_block[:1] if r.ev_block else None)
+        view = SlideView(
+            id=r.slide_id,
+            name=r.name,
+            specimen=specimen,
+            block=r.ev_block,
+            stain=r.ev_stain,
+            barcode=r.ev_barcode,
+            status=r.status,
+            format=r.format,
+            width=r.width,
+            height=r.height,
+            mpp_x=r.mpp_x,
+        )
+        slides.append(view)
+        if specimen:
+            blocks_of = tree[specimen]
+            if r.ev_block:
+                blocks_of[r.ev_block].append(view)
+    specimen_views = tuple(
+        SpecimenView(
+            id=label,
+            blocks=tuple(BlockView(b, tuple(v)) for b, v in sorted(tree[label].items())),
+        )
+        for label in sorted(tree)
+    )
+    return CaseView(accession, "", patient, specimen_views, tuple(slides))
+
+
+def cases_of_patient(conn: Connection, roots: list[str], identifier: str) -> list[CaseView]:
+    """Return the patient's cases: the LIS's, then any that only scans name."""
+    patient_ids = (
+        conn.execute(
+            select(patients.c.id).where(
+                or_(
+                    patients.c.identifier == identifier,
+                    patients.c.merged_into.in_(
+                        select(patients.c.id).where(patients.c.identifier == identifier)
+                    ),
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    views: list[CaseView] = []
+    if patient_ids:
+        case_rows = conn.execute(
+            select(cases).where(cases.c.patient_id.in_(patient_ids)).order_by(cases.c.accession)
+        ).all()
+        views.extend(_case_view(conn, roots, c) for c in case_rows)
+    known = {v.accession for v in views}
+    loose = (
+        conn.execute(
+            select(scans.c.ev_accession)
+            .where(
+                scans.c.ev_patient_id == identifier,
+                scans.c.glass_slide_id.is_(None),
+                scans.c.ev_accession.is_not(None),
+                scans.c.root.in_(roots),
+            )
+            .distinct()
+            .order_by(scans.c.ev_accession)
+        )
+        .scalars()
+        .all()
+    )
+    for accession in loose:
+        if accession not in known:
+            view = _evidence_case(conn, roots, accession)
+            if view is not None:
+                views.append(view)
+    return views

@@ -1,0 +1,602 @@
+"""HL7 v2 (ER7) in, ACK out: OML^O21 and ORM^O01 orders, ADT^A08 updates, ADT^A40 merges.
+
+Parsing uses python-hl7; this module only decides which field means what.
+
+Orders (``OML^O21``, ``ORM^O01``) become a :class:`CaseOrder`:
+
+- Patient: PID-3 (the repetition whose identifier type, CX.5, is ``MR``, else the first one;
+  the issuer is CX.4, the assigning authority), PID-5 (``FAMILY^GIVEN``: XPN.1 and XPN.2 of the
+  first repetition), PID-7 (birth date, ``YYYYMMDD``), PID-8 (sex).
+- Accession, first non-empty of: ORC-3, OBR-3 (filler order number: the laboratory assigns the
+  accession, so its number wins), then ORC-2, OBR-2 (placer order number, for new orders the LIS
+  has not numbered yet). The issuer is EI.2 (namespace ID) of the field used. The first ORC and the
+  first OBR of the message are read.
+- Specimens from SPM segments, one per part, block or slide, linked by SPM-3 (parent specimen
+  ID): an SPM without parent is a part (specimen), one whose parent is a part is a block, one whose
+  parent is a block is a slide. SPM-2 is the specimen ID (EIP: the placer ID, else the filler ID);
+  SPM-14 the part's description; SPM-6 (additives) the slide's stain (CWE.1, else CWE.2). A slide's
+  barcode is the container identifier SAC-3 of the first SAC segment after its SPM, else its
+  SPM-2. ORM^O01 has no SPM in the standard; SPM segments are read there too when a sender adds
+them.
+
+``ADT^A08`` (and ``ADT^A31``) update demographics from PID; ``ADT^A40`` merges MRG-1 (prior patient
+identifier) into the PID-3 patient.
+
+Every message is answered with an ACK (original mode): ``AA`` when applied, ``AE`` when the
+message is understood but wrong (a required field missing, a bad date, duplicate barcodes) or the
+store failed, ``AR`` when it is not an HL7 v2 message we accept (garbage, unsupported type or
+version). MSA-2 echoes MSH-10; an ERR segment carries the HL7 table 0357 code, the location and
+the reason. :func:`handle_message` never raises.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import hl7
+
+from slideserver.lis.json_orders import (
+    OrderError,
+    check_identifier,
+    check_order,
+    check_text,
+    normalize_birth_date,
+    normalize_name,
+    normalize_sex,
+)
+from slideserver.lis.model import (
+    ApplyResult,
+    BlockIn,
+    CaseOrder,
+    LinkStore,
+    PatientIn,
+    SlideIn,
+    SpecimenIn,
+)
+
+log = logging.getLogger("slideserver.lis.hl7v2")
+
+ACCEPT = "AA"
+ERROR = "AE"
+REJECT = "AR"
+
+ORDER_TYPES = frozenset({("OML", "O21"), ("ORM", "O01")})
+UPDATE_TYPES = frozenset({("ADT", "A08"), ("ADT", "A31")})
+MERGE_TYPES = frozenset({("ADT", "A40")})
+
+ERROR_TEXT = {
+    100: "Segment sequence error",
+    101: "Required field missing",
+    102: "Data type error",
+    103: "Table value not found",
+    200: "Unsupported message type",
+    201: "Unsupported event code",
+    203: "Unsupported version id",
+    204: "Unknown key identifier",
+    205: "Duplicate key identifier",
+    207: "Application internal error",
+}
+"""HL7 table 0357, the codes we answer with."""
+
+SENDER = "SLIDESERVER"
+"""MSH-3 of our ACKs when the message named no receiving application."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """What an ACK needs from the MSH of the message it answers."""
+
+    sending_application: str = ""
+    sending_facility: str = ""
+    receiving_application: str = ""
+    receiving_facility: str = ""
+    message_code: str = ""
+    trigger: str = ""
+    control_id: str = ""
+    processing_id: str = ""
+    version: str = ""
+
+    @property
+    def message_type(self) -> str:
+        """``OML^O21`` style."""
+        return f"{self.message_code}^{self.trigger}" if self.trigger else self.message_code
+
+
+@dataclass(frozen=True)
+class PatientMerge:
+    """ADT^A40: every case of ``merged_identifier`` moves to ``surviving``."""
+
+    surviving: PatientIn
+    merged_identifier: str
+
+
+@dataclass(frozen=True)
+class Hl7Message:
+    """A parsed, checked message: its header and what it asks for."""
+
+    header: Header
+    content: CaseOrder | PatientIn | PatientMerge
+
+
+class Hl7Error(Exception):
+    """A message we answer with AE or AR; ``code`` is from HL7 table 0357."""
+
+    def __init__(self, ack_code: str, reason: str, *, code: int = 207, location: str = "") -> None:
+        super().__init__(reason)
+        self.ack_code = ack_code
+        self.reason = reason
+        self.code = code
+        self.location = location
+        """``SEG^sequence^field`` (HL7 ERL), e.g. ``PID^1^3``; empty when not one field."""
+
+
+@dataclass(frozen=True)
+class Hl7Reply:
+    """How a message was answered."""
+
+    code: str
+    """``AA``, ``AE`` or ``AR``."""
+    ack: str
+    """The ACK message, segments separated by carriage returns."""
+    detail: str
+    """The reason (AE/AR) or a short summary (AA); no PHI."""
+    internal: bool = False
+    """The store failed: the sender may retry later (HTTP 503, not 422)."""
+    result: ApplyResult | None = None
+
+
+# --- parsing ---
+
+
+def normalize(raw: str) -> str:
+    """Return ``raw`` without MLLP bytes or blank lines, segments separated by ``\\r``."""
+    text = raw.strip().strip("\x0b\x1c").strip()
+    return "\r".join(line for line in re.split(r"\r\n|\r|\n", text) if line.strip())
+
+
+def read_header(raw: str) -> Header | None:
+    """Return the MSH of ``raw`` even when the rest is garbage, for the ACK; ``None`` if none."""
+    text = normalize(raw)
+    if not text.startswith("MSH") or len(text) < 8:
+        return None
+    first = text.split("\r", 1)[0]
+    sep = first[3]
+    fields = first.split(sep)
+    # fields[1] is MSH-2 (encoding characters); MSH-n is fields[n - 1].
+    comp = fields[1][0] if fields[1:] and fields[1] else "^"
+
+    def get(n: int, c: int = 1) -> str:
+        if len(fields) < n:
+            return ""
+        parts = fields[n - 1].split("~")[0].split(comp)
+        return parts[c - 1].strip()[:50] if len(parts) >= c else ""
+
+    return Header(
+        sending_application=get(3),
+        sending_facility=get(4),
+        receiving_application=get(5),
+        receiving_facility=get(6),
+        message_code=get(9, 1).upper(),
+        trigger=get(9, 2).upper(),
+        control_id=get(10)[:50],
+        processing_id=get(11),
+        version=get(12),
+    )
+
+
+def parse_message(raw: str) -> Hl7Message:
+    """Parse one ER7 message into what it asks for; raise :class:`Hl7Error` when we cannot."""
+    text = normalize(raw)
+    if not text:
+        raise Hl7Error(REJECT, "empty message", code=100)
+    if not text.startswith("MSH") or len(text) < 8:
+        raise Hl7Error(REJECT, "the message does not start with an MSH segment", code=100)
+    header = read_header(text)
+    assert header is not None
+    try:
+        message = hl7.parse(text)
+    except Exception as exc:  # python-hl7 raises plain exceptions on broken structure
+        raise Hl7Error(
+            REJECT, f"not a parsable HL7 v2 message ({type(exc).__name__})", code=102
+        ) from None
+    if not header.control_id:
+        raise Hl7Error(
+            REJECT, "MSH-10 message control ID is required", code=101, location="MSH^1^10"
+        )
+    if header.version and not header.version.startswith("2."):
+        raise Hl7Error(
+            REJECT,
+            f"unsupported HL7 version {header.version[:10]!r}",
+            code=203,
+            location="MSH^1^12",
+        )
+    kind = (header.message_code, header.trigger)
+    try:
+        if kind in ORDER_TYPES:
+            return Hl7Message(header, _order(message, header))
+        if kind in UPDATE_TYPES:
+            return Hl7Message(header, _patient(_one(message, "PID")))
+        if kind in MERGE_TYPES:
+            return Hl7Message(header, _merge(message))
+    except OrderError as exc:
+        code = 101 if exc.reason.startswith(("is required", "must not be blank")) else 102
+        raise Hl7Error(
+            ERROR, f"{exc.field} {exc.reason}", code=code, location=_erl(exc.field)
+        ) from None
+    if header.message_code in {"OML", "ORM", "ADT"}:
+        raise Hl7Error(
+            REJECT, f"unsupported event {header.message_type[:20]!r}", code=201, location="MSH^1^9"
+        )
+    raise Hl7Error(
+        REJECT,
+        f"unsupported message type {header.message_type[:20]!r}",
+        code=200,
+        location="MSH^1^9",
+    )
+
+
+def _order(message: hl7.Message, header: Header) -> CaseOrder:
+    """OML^O21 / ORM^O01 -> CaseOrder (see the module docstring for the fields)."""
+    patient = _patient(_one(message, "PID"))
+    orc = _first(message, "ORC")
+    obr = _first(message, "OBR")
+    accession, issuer = "", ""
+    for seg, name, num in ((orc, "ORC", 3), (obr, "OBR", 3), (orc, "ORC", 2), (obr, "OBR", 2)):
+        if seg is not None and _value(seg, num):
+            accession = check_identifier(_value(seg, num), f"{name}-{num}")
+            issuer = check_identifier(_value(seg, num, comp=2), f"{name}-{num}.2", required=False)
+            break
+    if not accession:
+        raise OrderError("ORC-3", "is required: no accession in ORC-3, OBR-3, ORC-2 or OBR-2")
+    sender = header.sending_application
+    return check_order(
+        CaseOrder(
+            accession=accession,
+            patient=patient,
+            accession_issuer=issuer,
+            specimens=_specimens(message),
+            source="hl7v2",
+            message_id=f"{sender}:{header.control_id}" if sender else header.control_id,
+        )
+    )
+
+
+def _patient(pid: hl7.Segment) -> PatientIn:
+    """PID-3 (MR repetition), PID-5, PID-7, PID-8 -> PatientIn."""
+    identifier, issuer = _cx(pid, 3, "PID-3")
+    family = _value(pid, 5, comp=1)
+    given = _value(pid, 5, comp=2)
+    name = f"{family}^{given}" if given else family
+    return PatientIn(
+        identifier=identifier,
+        issuer=issuer,
+        name=normalize_name(name, "PID-5"),
+        birth_date=normalize_birth_date(_value(pid, 7), "PID-7"),
+        sex=normalize_sex(_value(pid, 8), "PID-8"),
+    )
+
+
+def _merge(message: hl7.Message) -> PatientMerge:
+    """ADT^A40: the PID patient survives, MRG-1 is merged into it."""
+    pids = _segments(message, "PID")
+    mrgs = _segments(message, "MRG")
+    if not pids:
+        raise OrderError("PID", "is required: ADT^A40 needs a PID segment")
+    if not mrgs:
+        raise OrderError("MRG", "is required: ADT^A40 needs an MRG segment")
+    if len(pids) > 1 or len(mrgs) > 1:
+        raise OrderError("MRG", "one PID/MRG pair per message is supported")
+    surviving = _patient(pids[0])
+    merged, _issuer = _cx(mrgs[0], 1, "MRG-1")
+    if merged == surviving.identifier:
+        raise OrderError("MRG-1", "names the surviving patient (PID-3) itself")
+    return PatientMerge(surviving, merged)
+
+
+@dataclass
+class _Spm:
+    index: int
+    id: str
+    parent: str
+    description: str | None
+    stain: str | None
+    container: str
+
+
+def _specimens(message: hl7.Message) -> tuple[SpecimenIn, ...]:
+    """Build parts -> blocks -> slides from the SPM hierarchy (SPM-3 parents)."""
+    spms: list[_Spm] = []
+    current: _Spm | None = None
+    for seg in message:
+        name = str(seg[0])
+        if name == "SPM":
+            n = len(spms) + 1
+            where = f"SPM[{n}]"
+            ident = _value(seg, 2, sub=1) or _value(seg, 2, comp=2, sub=1)
+            parent = _value(seg, 3, sub=1) or _value(seg, 3, comp=2, sub=1)
+            stain = _value(seg, 6, comp=1) or _value(seg, 6, comp=2)
+            current = _Spm(
+                index=n,
+                id=check_identifier(ident, f"{where}-2"),
+                parent=check_identifier(parent, f"{where}-3", required=False),
+                description=check_text(_value(seg, 14) or None, f"{where}-14"),
+                stain=check_identifier(stain, f"{where}-6", required=False) or None,
+                container="",
+            )
+            spms.append(current)
+        elif name == "SAC" and current is not None and not current.container:
+            current.container = check_identifier(
+                _value(seg, 3), f"SAC after SPM[{current.index}]-3", required=False
+            )
+        elif name not in {"SAC", "OBX", "NTE"}:
+            current = None
+    by_id: dict[str, _Spm] = {}
+    for spm in spms:
+        if spm.id in by_id:
+            raise OrderError(f"SPM[{spm.index}]-2", f"specimen ID {spm.id!r} appears twice")
+        by_id[spm.id] = spm
+
+    def depth(spm: _Spm) -> int:
+        level = 0
+        seen = {spm.id}
+        while spm.parent:
+            parent = by_id.get(spm.parent)
+            if parent is None:
+                raise OrderError(
+                    f"SPM[{spm.index}]-3", f"parent {spm.parent!r} is not an SPM of this message"
+                )
+            if parent.id in seen:
+                raise OrderError(f"SPM[{spm.index}]-3", "parents form a cycle")
+            seen.add(parent.id)
+            spm = parent
+            level += 1
+        return level
+
+    levels = {spm.id: depth(spm) for spm in spms}
+    for spm in spms:
+        if levels[spm.id] > 2:
+            raise OrderError(
+                f"SPM[{spm.index}]-3", "too deep: parts, blocks and slides only (3 levels)"
+            )
+    parts = [s for s in spms if levels[s.id] == 0]
+    blocks = [s for s in spms if levels[s.id] == 1]
+    slides = [s for s in spms if levels[s.id] == 2]
+    return tuple(
+        SpecimenIn(
+            id=part.id,
+            description=part.description,
+            blocks=tuple(
+                BlockIn(
+                    id=block.id,
+                    slides=tuple(
+                        SlideIn(barcode=slide.container or slide.id, stain=slide.stain)
+                        for slide in slides
+                        if slide.parent == block.id
+                    ),
+                )
+                for block in blocks
+                if block.parent == part.id
+            ),
+        )
+        for part in parts
+    )
+
+
+# --- field access ---
+
+
+def _segments(message: hl7.Message, name: str) -> list[hl7.Segment]:
+    return [seg for seg in message if str(seg[0]) == name]
+
+
+def _first(message: hl7.Message, name: str) -> hl7.Segment | None:
+    found = _segments(message, name)
+    return found[0] if found else None
+
+
+def _one(message: hl7.Message, name: str) -> hl7.Segment:
+    seg = _first(message, name)
+    if seg is None:
+        raise OrderError(name, f"is required: the message has no {name} segment")
+    return seg
+
+
+def _value(seg: hl7.Segment, field: int, *, rep: int = 1, comp: int = 1, sub: int = 1) -> str:
+    """Return one unescaped leaf value, ``""`` when absent."""
+    try:
+        value = seg.extract_field(1, field, rep, comp, sub)
+    except (IndexError, KeyError, TypeError, ValueError):
+        return ""
+    return str(value).strip()
+
+
+def _repetitions(seg: hl7.Segment, field: int) -> int:
+    if field >= len(seg):
+        return 0
+    value = seg[field]
+    if isinstance(value, str) or not any(isinstance(x, hl7.Repetition) for x in value):
+        return 1
+    return len(value)
+
+
+def _cx(seg: hl7.Segment, field: int, where: str) -> tuple[str, str]:
+    """Return (ID, assigning authority) of the ``MR`` repetition of a CX list, else the first."""
+    reps = [
+        (
+            _value(seg, field, rep=r, comp=1),
+            _value(seg, field, rep=r, comp=4),
+            _value(seg, field, rep=r, comp=5).upper(),
+        )
+        for r in range(1, _repetitions(seg, field) + 1)
+    ]
+    reps = [r for r in reps if r[0]]
+    chosen = next((r for r in reps if r[2] == "MR"), reps[0] if reps else None)
+    if chosen is None:
+        raise OrderError(where, "is required: no patient identifier")
+    return check_identifier(chosen[0], where), check_identifier(
+        chosen[1], f"{where}.4", required=False
+    )
+
+
+def _erl(field: str) -> str:
+    """``PID-7`` -> ``PID^1^7`` (HL7 ERL); ``SPM[2]-3`` -> ``SPM^2^3``; else ``""``."""
+    match = re.match(r"([A-Z][A-Z0-9]{2})(?:\[(\d+)\])?(?:-(\d+))?", field)
+    if match is None:
+        return ""
+    seg, seq, num = match[1], match[2] or "1", match[3]
+    return f"{seg}^{seq}^{num}" if num else f"{seg}^{seq}"
+
+
+# --- ACKs ---
+
+
+def escape(text: str) -> str:
+    """Escape ``text`` for an ER7 field with the standard encoding characters."""
+    out = text.replace("\\", "\\E\\")
+    for char, seq in (("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\")):
+        out = out.replace(char, seq)
+    return " ".join(out.split())
+
+
+def build_ack(
+    header: Header | None,
+    code: str,
+    reason: str = "",
+    *,
+    error_code: int | None = None,
+    location: str = "",
+    control_id: str | None = None,
+    now: dt.datetime | None = None,
+) -> str:
+    """Return an ACK (segments joined by ``\\r``) answering ``header`` with ``code``."""
+    h = header or Header()
+    now = now or dt.datetime.now(dt.UTC)
+    trigger = h.trigger if re.fullmatch(r"[A-Z0-9]{3}", h.trigger) else ""
+    msh = [
+        "MSH",
+        "^~\\&",
+        escape(h.receiving_application or SENDER),
+        escape(h.receiving_facility),
+        escape(h.sending_application),
+        escape(h.sending_facility),
+        now.strftime("%Y%m%d%H%M%S"),
+        "",
+        f"ACK^{trigger}^ACK" if trigger else "ACK",
+        control_id or uuid.uuid4().hex[:20],
+        escape(h.processing_id) or "P",
+        escape(h.version) if h.version.startswith("2.") else "2.5.1",
+    ]
+    segments = ["|".join(msh), "|".join(["MSA", code, escape(h.control_id), escape(reason)])]
+    if code != ACCEPT:
+        ecode = error_code or 207
+        segments.append(
+            "|".join(
+                [
+                    "ERR",
+                    "",
+                    location,
+                    f"{ecode}^{ERROR_TEXT.get(ecode, 'Error')}^HL70357",
+                    "E",
+                    "",
+                    "",
+                    "",
+                    escape(reason),
+                ]
+            )
+        )
+    return "\r".join(segments) + "\r"
+
+
+# --- applying ---
+
+
+def handle_message(raw: str, store: LinkStore) -> Hl7Reply:
+    """Parse, apply and acknowledge one message; store it raw with its answer. Never raises."""
+    header: Header | None = None
+    result: ApplyResult | None = None
+    internal = False
+    error_code: int | None = None
+    location = ""
+    try:
+        header = read_header(raw)
+        message = parse_message(raw)
+        header = message.header
+        try:
+            detail, result = _apply(message, store)
+        except Exception as exc:  # the store's own errors: retryable, never shown in detail
+            log.warning("HL7 %s not applied: %s", header.message_type, type(exc).__name__)
+            internal = True
+            raise Hl7Error(ERROR, "the message could not be stored; retry later") from None
+        code = ACCEPT
+    except Hl7Error as exc:
+        code, detail, error_code, location = exc.ack_code, exc.reason, exc.code, exc.location
+    except Exception as exc:  # garbage that broke the parser in an unforeseen way
+        code, detail, error_code = REJECT, f"unreadable message ({type(exc).__name__})", 102
+    ack = build_ack(header, code, detail, error_code=error_code, location=location)
+    log.info(
+        "HL7 %s answered %s%s",
+        header.message_type[:20] if header else "(no MSH)",
+        code,
+        f" ({error_code})" if error_code else "",
+    )
+    try:
+        store.record_message("hl7v2", raw, code, detail)
+    except Exception as exc:
+        log.warning("HL7 message not recorded: %s", type(exc).__name__)
+    return Hl7Reply(code, ack, detail, internal, result)
+
+
+def _apply(message: Hl7Message, store: LinkStore) -> tuple[str, ApplyResult | None]:
+    """Hand the message to the store; return a short summary without PHI."""
+    content = message.content
+    if isinstance(content, CaseOrder):
+        result = store.apply_order(content)
+        return summarize(result), result
+    if isinstance(content, PatientMerge):
+        if store.merge_patients(content.surviving, content.merged_identifier):
+            return "patients merged", None
+        return "merged patient not known; nothing to move", None
+    if store.update_patient(content):
+        return "patient updated", None
+    return "patient not known; nothing to update", None
+
+
+def summarize(result: ApplyResult) -> str:
+    """Say what an order changed, without PHI."""
+    if not result.changed:
+        return "no change (already applied)"
+    words = ["case created" if result.created else "case updated"]
+    if result.linked_slides:
+        words.append(f"{len(result.linked_slides)} slide(s) linked")
+    if result.conflicts:
+        words.append(f"{len(result.conflicts)} conflict(s) flagged for review")
+    return "; ".join(words)
+
+
+def split_messages(text: str) -> Sequence[str]:
+    """Split a text holding several ER7 messages at each MSH (for batch files and tests)."""
+    body = normalize(text)
+    return [m for m in re.split(r"\r(?=MSH\|)", body) if m.strip()]
+
+
+__all__ = [
+    "ACCEPT",
+    "ERROR",
+    "REJECT",
+    "Header",
+    "Hl7Error",
+    "Hl7Message",
+    "Hl7Reply",
+    "PatientMerge",
+    "build_ack",
+    "handle_message",
+    "parse_message",
+    "read_header",
+    "split_messages",
+    "summarize",
+]
