@@ -65,7 +65,37 @@ class Settings:
     mllp_port: int = 0
     """Port of the HL7 v2 MLLP listener (on ``host``) for LIS orders and ADT; 0 means no listener."""
     auth: str = "open"
-    """``open`` (local demo only), ``tokens`` or ``oidc``."""
+    """``open`` (local demo only: an anonymous pathologist-equivalent, everything audited),
+    ``tokens`` (API tokens from ``slideserver token create``) or ``oidc`` (bearer JWTs from
+    ``oidc_issuer``, plus API tokens)."""
+    allow_open_non_loopback: bool = False
+    """Let ``serve`` run ``auth=open`` on a non-loopback address (everyone on the network then
+    sees all patient data). Off: ``serve`` refuses."""
+    oidc_issuer: str = ""
+    """OIDC issuer URL; tokens must carry exactly this ``iss``. Required with ``auth=oidc``."""
+    oidc_audience: str = ""
+    """Expected ``aud`` of bearer JWTs (the client ID registered for slideserver). Required with
+    ``auth=oidc``."""
+    oidc_jwks_url: str = ""
+    """Where the issuer's signing keys are; empty: ``jwks_uri`` of
+    ``{oidc_issuer}/.well-known/openid-configuration``."""
+    oidc_algorithms: str = "RS256"
+    """Comma-separated JWT algorithms accepted (pinned here, never read from the token)."""
+    oidc_role_claim: str = "slideserver_role"
+    """Claim holding the role (a string or a list; dotted paths such as ``realm_access.roles``
+    reach nested claims). Tokens without a known role are refused."""
+    oidc_collections_claim: str = ""
+    """Optional claim listing the collections a researcher may see; empty: all."""
+    session_secret: str = ""
+    """Key signing the viewer's session cookie; share it between workers and machines. Empty: a
+    random key per process (sessions end at restart and do not cross workers)."""
+    session_max_age: int = 8 * 3600
+    """Seconds a viewer session lasts."""
+    token_cache_ttl: float = 30.0
+    """Seconds a verified API token is trusted before the database is asked again (a revoked
+    token stops working within this time)."""
+    audit_tile_window: int = 300
+    """Seconds of tile reads summarized into one audit row per principal and slide."""
     log_level: str = "info"
     """Application log level."""
 

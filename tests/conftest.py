@@ -64,9 +64,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 # --- databases ---
 # The catalog suites run twice: against SQLite and against a real PostgreSQL started here.
 
-import itertools  # noqa: E402
-
-_database_numbers = itertools.count()
+from typing import Any  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -80,13 +78,21 @@ def postgres_server() -> Iterator[object]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def postgres_catalog_url(postgres_server: Any) -> str:
+    """One PostgreSQL database for the catalog suites, emptied before each test."""
+    return str(postgres_server.create_database("catalog"))
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty catalog database, once per backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'catalog.db'}"
     server = request.getfixturevalue("postgres_server")
-    return str(server.create_database(f"catalog_{next(_database_numbers)}"))
+    url = str(request.getfixturevalue("postgres_catalog_url"))
+    server.truncate_all("catalog")
+    return url
 
 
 @pytest.fixture

@@ -228,15 +228,13 @@ def test_bad_cursor_and_sort_are_rejected(catalog: SqlCatalog, tiny_slides: Any)
         catalog.search(SlideQuery(sort="size"))
 
 
-def test_concurrent_scans_neither_duplicate_nor_lose(
-    database_url: str, tiny_slides: Any
-) -> None:
+def test_concurrent_scans_neither_duplicate_nor_lose(database_url: str, tiny_slides: Any) -> None:
     for i in range(60):
         tiny_slides(f"S24-{i:05d}_A1_HE.tif")
-    (tiny_slides.root / "copy.tif").write_bytes((tiny_slides.root / "S24-00000_A1_HE.tif").read_bytes())
-    catalogs = [
-        SqlCatalog(database_url, [tiny_slides.root], default_registry()) for _ in range(3)
-    ]
+    (tiny_slides.root / "copy.tif").write_bytes(
+        (tiny_slides.root / "S24-00000_A1_HE.tif").read_bytes()
+    )
+    catalogs = [SqlCatalog(database_url, [tiny_slides.root], default_registry()) for _ in range(3)]
     errors: list[BaseException] = []
 
     def run(cat: SqlCatalog) -> None:

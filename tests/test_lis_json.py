@@ -130,9 +130,10 @@ def test_birth_date_error_does_not_echo_the_value() -> None:
 # --- over HTTP, against the real SQL catalog ---
 
 
-@pytest.fixture
-def lis_client(tmp_path: Path) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def lis_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     sql_catalog_class()
+    tmp_path = tmp_path_factory.mktemp("lis")
     from starlette.testclient import TestClient
 
     from slideserver.api.app import create_app
@@ -166,6 +167,7 @@ def test_post_case_errors(lis_client: Any) -> None:
     assert broken.status_code == 400
     assert broken.json()["error"] == "bad_request"
     data = sample()
+    data["accession"] = "S24-09876"
     del data["patient"]["identifier"]
     invalid = lis_client.post("/api/lis/cases", json=data)
     assert invalid.status_code == 422
@@ -175,7 +177,7 @@ def test_post_case_errors(lis_client: Any) -> None:
     }
     huge = lis_client.post("/api/lis/cases", content=b" " * (4 * 1024 * 1024 + 1))
     assert huge.status_code == 413
-    assert lis_client.app.state.slideserver.catalog.get_case("S24-01234") is None
+    assert lis_client.app.state.slideserver.catalog.get_case("S24-09876") is None
 
 
 def test_without_link_store_answers_503(tmp_path: Path) -> None:

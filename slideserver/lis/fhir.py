@@ -484,7 +484,11 @@ def patient_resource(patient: PatientIn) -> Patient:
 
 
 def specimen_resources(case: CaseView) -> list[Specimen]:
-    """Return the case's parts, blocks and slides as Specimens linked by ``parent``."""
+    """Return the case's parts, blocks and slides as Specimens linked by ``parent``.
+
+    Slides the LIS ordered that no scan carries yet come last, without parent (the case view
+    does not say which block they belong to).
+    """
     subject = _subject(case)
     accession = _accession_identifier(case)
     out: list[Specimen] = []
@@ -543,6 +547,22 @@ def specimen_resources(case: CaseView) -> list[Specimen]:
                         else None,
                     )
                 )
+    for barcode in case.expected_barcodes:
+        out.append(
+            Specimen(
+                id=fhir_id(f"slide/{barcode}"),
+                identifier=[Identifier(value=barcode)],
+                accessionIdentifier=accession,
+                status="available",
+                subject=subject,
+                container=[
+                    SpecimenContainer(
+                        identifier=[Identifier(value=barcode)], type=CodeableConcept(text="slide")
+                    )
+                ],
+                note=[Annotation(text="ordered by the LIS; not scanned yet")],
+            )
+        )
     return out
 
 

@@ -217,7 +217,8 @@ def test_report_first_tile_and_switch_times(
     )
     page.locator(f".strip-item[data-id='{a['id']}']").click()
     page.wait_for_function(
-        "() => window.slideviewer.perf.filter(r => r.kind === 'switch').length >= 2"
+        "() => window.slideviewer.perf.filter(r => r.kind === 'switch' && r.full_ms !== null)"
+        ".length >= 2"
     )
     perf = page.evaluate("() => window.slideviewer.perf")
     nav = page.evaluate(

@@ -9,7 +9,6 @@ from starlette.routing import Route
 from slideserver.api.responses import IMMUTABLE, image_response
 from slideserver.api.state import service_of, state_of
 from slideserver.iiif_image import iiif_scale_factors, render_iiif
-from slideserver.render import MEDIA_TYPES
 from slideserver.settings import Settings
 from slideserver.tiling.iiif import IIIFLimits, info_json, parse_image_request, plan_image
 
@@ -69,7 +68,7 @@ async def image(request: Request) -> Response:
     )
     quality = service.settings.jpeg_quality
     key = f"iiif:{record.id}:{record.content_hash}:{fingerprint}:{plan.canonical}:{quality}"
-    media_type = MEDIA_TYPES[plan.format]
+    media_type = plan.media_type
 
     async def make() -> tuple[bytes, str]:
         data, _ = await service.run_with_reader(

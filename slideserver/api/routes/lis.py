@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from anyio.to_thread import run_sync
@@ -247,32 +248,48 @@ def _token_value(token: str) -> str:
     return token.rsplit("|", 1)[-1]
 
 
+def accession_candidates(container_id: str) -> list[str]:
+    """Accessions a container ID may start with: LIS barcodes are mostly ``{accession}-...``.
+
+    ``S24-01234-A1-1`` -> ``S24-01234-A1``, ``S24-01234``: the longest first, at most three.
+    """
+    cuts = [m.start() for m in re.finditer(r"(?<=[^-_ ])[-_ ](?=[^-_ ])", container_id)]
+    return [container_id[:cut] for cut in reversed(cuts[1:])][:3]
+
+
 async def _case_of_container(
     request: Request, store: LinkStore, container_id: str
 ) -> CaseView | None:
     """Find the case holding a block or slide with that container identifier.
 
-    LinkStore has no container lookup: a store may offer ``accession_of_container``; otherwise the
-    scanned slides whose name or path mention the identifier are searched for their case link.
+    LinkStore has no container lookup. A store may offer ``accession_of_container``; otherwise
+    the accessions the ID starts with are tried, then the scanned slides whose name or path
+    mention the ID are searched for their case link.
     """
-    lookup = getattr(store, "accession_of_container", None)
     accessions: list[str] = []
+    lookup = getattr(store, "accession_of_container", None)
     if callable(lookup):
         found = await run_sync(lookup, container_id)
         if isinstance(found, str) and found:
             accessions.append(found)
     else:
-        catalog = state_of(request).catalog
-        page = await run_sync(catalog.search, SlideQuery(q=container_id, limit=20))
-        for record in page.items:
-            link = (record.extra or {}).get("case")
-            accession = link.get("accession") if isinstance(link, dict) else None
-            if isinstance(accession, str) and accession and accession not in accessions:
-                accessions.append(accession)
+        accessions.extend(accession_candidates(container_id))
     for accession in accessions:
         case = await run_sync(store.get_case, accession)
         if case is not None and fhir.specimens_with_container(case, container_id):
             return case
+    if callable(lookup):
+        return None
+    catalog = state_of(request).catalog
+    page = await run_sync(catalog.search, SlideQuery(q=container_id, limit=20))
+    for record in page.items:
+        link = (record.extra or {}).get("case")
+        accession = link.get("accession") if isinstance(link, dict) else None
+        if isinstance(accession, str) and accession and accession not in accessions:
+            accessions.append(accession)
+            case = await run_sync(store.get_case, accession)
+            if case is not None and fhir.specimens_with_container(case, container_id):
+                return case
     return None
 
 
