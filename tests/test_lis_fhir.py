@@ -29,7 +29,7 @@ from slideserver.lis.model import (
     SpecimenIn,
     SpecimenView,
 )
-from tests.fixtures.lis.support import read, slide_root, sql_catalog_class, sql_store
+from tests.fixtures.lis.support import read, slide_root, sql_catalog_class
 
 JANE_FHIR = PatientIn("MRN-0012345", "urn:oid:1.2.3.4.5.6.7", "DOE^JANE", "1961-04-12", "F")
 ORDER = CaseOrder(
@@ -342,30 +342,6 @@ def test_fhir_id_of_a_very_long_value_is_a_hash() -> None:
     assert fhir.value_of_fhir_id(rid) is None
 
 
-# --- round trip through the real SQL catalog ---
-
-
-def test_round_trip_through_the_sql_store(tmp_path: Path) -> None:
-    store = sql_store(tmp_path, slide_root(tmp_path, None, ()))
-    try:
-        transaction = fhir.parse_transaction(bundle())
-        result = store.apply_order(transaction.order)
-        assert result.created
-        case = store.get_case("S24-01234")
-        assert case is not None
-        assert case.patient == JANE_FHIR
-        searchset = fhir.imaging_study_searchset([case], "https://ss", "https://ss/fhir/x")
-        parsed = revalidate(searchset, Bundle)
-        study = parsed.entry[0].resource
-        assert study.status == "registered"  # ordered, nothing scanned yet
-        assert study.identifier[0].value == "S24-01234"
-        specimens = [revalidate(s, Specimen) for s in fhir.specimen_resources(case)]
-        containers = {c.identifier[0].value for s in specimens for c in s.container or []}
-        assert {"A1", "A2", "S24-01234-A1-1", "S24-01234-A2-1"} <= containers
-    finally:
-        store.close()
-
-
 # --- over HTTP, with scanned sample slides ---
 
 
@@ -473,3 +449,26 @@ def test_http_endpoint_unknown(fhir_client: Any) -> None:
     fhir_json(fhir_client.get("/fhir/Endpoint/bogus"), 404)
     case = fhir_json(fhir_client.get("/fhir/Endpoint/case.S24-01234"), 200)
     assert case["address"] == "http://testserver/launch?accession=S24-01234"
+
+
+def test_round_trip_through_the_sql_store(fhir_client: Any) -> None:
+    """Bundle -> CaseOrder -> LinkStore -> CaseView -> ImagingStudy searchset, all validated."""
+    store = fhir_client.app.state.slideserver.catalog
+    transaction = fhir.parse_transaction(bundle())
+    result = store.apply_order(transaction.order)
+    assert not result.changed  # the fixture applied the same Bundle already
+    case = store.get_case("S24-01234")
+    assert case is not None
+    assert case.patient == JANE_FHIR
+    searchset = fhir.imaging_study_searchset([case], "https://ss", "https://ss/fhir/x")
+    parsed = revalidate(searchset, Bundle)
+    study = parsed.entry[0].resource
+    assert study.status == "available"
+    assert study.identifier[0].value == "S24-01234"
+    assert {s.description for s in study.series} == {
+        "specimen A, block A1, HE",
+        "specimen A, block A2, KI67",
+    }
+    specimens = [revalidate(s, Specimen) for s in fhir.specimen_resources(case)]
+    containers = {c.identifier[0].value for s in specimens for c in s.container or []}
+    assert {"A1", "A2", "S24-01234-A1-1", "S24-01234-A2-1"} <= containers

@@ -282,17 +282,25 @@ class Scanner:
             }
             for item in fresh
         ]
-        try:
-            with conn.begin_nested():
-                conn.execute(scans.insert(), rows)
-        except IntegrityError:  # a concurrent scan got there first: go one by one
-            return rest + fresh
-        ids = conn.execute(
-            select(scans.c.id).where(scans.c.slide_id.in_([r["slide_id"] for r in rows]))
-        ).scalars()
-        touched.extend(int(i) for i in ids)
-        report.added += len(fresh)
-        report.unreadable += sum(1 for r in rows if r["status"] == "unreadable")
+        # Rows a concurrent scan inserted meanwhile are skipped here (any unique constraint)
+        # and stored one by one below, where races are resolved.
+        conn.execute(dialect_insert(conn, scans).on_conflict_do_nothing(), rows)
+        stored = {
+            (r.root, r.relpath, r.slide_id): int(r.id)
+            for r in conn.execute(
+                select(scans.c.id, scans.c.root, scans.c.relpath, scans.c.slide_id).where(
+                    scans.c.slide_id.in_([r["slide_id"] for r in rows])
+                )
+            )
+        }
+        for item, row in zip(fresh, rows, strict=True):
+            row_id = stored.get((row["root"], row["relpath"], row["slide_id"]))
+            if row_id is None:
+                rest.append(item)
+                continue
+            touched.append(row_id)
+            report.added += 1
+            report.unreadable += row["status"] == "unreadable"
         return rest
 
     def _store_with_retry(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from anyio.to_thread import run_sync
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -87,8 +88,15 @@ async def list_slides(request: Request) -> Response:
         status=params.get("status", "")[:20],
         limit=parse_int("limit", params.get("limit"), 50, 1, 1000),
         cursor=params.get("cursor", "")[:200],
+        patient=params.get("patient", "")[:100],
+        accession=params.get("accession", "")[:100],
+        specimen=params.get("specimen", "")[:40],
+        stain=params.get("stain", "")[:40],
+        scanned_from=params.get("scanned_from", "")[:40],
+        scanned_to=params.get("scanned_to", "")[:40],
+        sort=params.get("sort", "")[:20],
     )
-    page = state.catalog.search(query)
+    page = await run_sync(state.catalog.search, query)
     return JSONResponse({"items": [slide_summary(r) for r in page.items], "next": page.next})
 
 

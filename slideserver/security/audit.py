@@ -1,0 +1,223 @@
+"""The audit trail: who read or changed what, when, from where, and how it was answered.
+
+Rows live in the catalog database (``security_audit_events``), append-only (database triggers
+refuse UPDATE and DELETE). Requests are written one row each, synchronously, before the answer
+leaves: when the row cannot be written the request fails closed (503). Tile, Deep Zoom and IIIF
+reads would be thousands of rows per viewing; they are summarized in memory into one row per
+principal, slide and window of ``tile_window`` seconds, with a count, and flushed when the
+window closes, periodically, and at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+
+from slideserver.errors import BackendUnavailable
+from slideserver.security.principals import Principal
+from slideserver.security.schema import audit_events
+
+log = logging.getLogger("slideserver.security.audit")
+
+MAX_PENDING_SUMMARIES = 100_000
+"""Tile summaries kept in memory at most while the database is unreachable."""
+
+
+class AuditUnavailable(BackendUnavailable):
+    """The audit trail cannot be written, so the request is refused."""
+
+    code = "audit_unavailable"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audit row."""
+
+    at: datetime
+    kind: str
+    """``request`` (one request), ``attempt`` (a write, recorded before it runs) or ``tiles``."""
+    subject: str
+    role: str
+    action: str
+    """``METHOD /route/template`` (no concrete IDs: those have their own columns)."""
+    method: str
+    token_name: str | None = None
+    slide_id: str | None = None
+    case_id: str | None = None
+    patient_id: str | None = None
+    client: str | None = None
+    status: int | None = None
+    request_id: str | None = None
+    count: int = 1
+    last_at: datetime | None = None
+    id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the row as JSON-ready values."""
+        data = asdict(self)
+        for key in ("at", "last_at"):
+            value = data[key]
+            data[key] = _utc(value).isoformat() if isinstance(value, datetime) else None
+        return data
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters of ``GET /api/audit`` and ``audit export``; empty fields do not filter."""
+
+    subject: str = ""
+    role: str = ""
+    kind: str = ""
+    action: str = ""
+    slide_id: str = ""
+    case_id: str = ""
+    patient_id: str = ""
+    status: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    before_id: int | None = None
+    after_id: int | None = None
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class AuditStore:
+    """Write and read the audit trail; summarize tile reads."""
+
+    def __init__(self, engine: Engine, writer: Engine, tile_window: int = 300) -> None:
+        self.engine = engine
+        self.writer = writer
+        self.tile_window = max(1, tile_window)
+        self._tiles: dict[tuple[str, str, str | None, str, int], list[Any]] = {}
+        self._lock = threading.Lock()
+
+    # -- writing --
+
+    def write(self, event: AuditEvent) -> None:
+        """Append one row; raise :class:`AuditUnavailable` when it cannot be stored."""
+        self.write_many([event])
+
+    def write_many(self, events: list[AuditEvent]) -> None:
+        """Append rows in one transaction; raise :class:`AuditUnavailable` on failure."""
+        if not events:
+            return
+        rows = []
+        for event in events:
+            row = asdict(event)
+            row.pop("id")
+            rows.append(row)
+        try:
+            with self.writer.begin() as conn:
+                conn.execute(insert(audit_events), rows)
+        except Exception as exc:
+            log.error("audit trail not writable: %s", type(exc).__name__)
+            raise AuditUnavailable("the audit trail cannot be written; try again later") from exc
+
+    def tile_read(self, principal: Principal, slide_id: str, client: str | None) -> None:
+        """Count one tile (or Deep Zoom/IIIF/thumbnail) read of ``slide_id`` (no I/O)."""
+        now = datetime.now(UTC)
+        window = int(now.timestamp()) // self.tile_window
+        key = (principal.subject, principal.role, principal.token_name, slide_id, window)
+        with self._lock:
+            entry = self._tiles.get(key)
+            if entry is None:
+                if len(self._tiles) >= MAX_PENDING_SUMMARIES:
+                    log.error("audit tile summaries dropped: too many pending")
+                    return
+                self._tiles[key] = [1, now, now, client]
+            else:
+                entry[0] += 1
+                entry[2] = now
+
+    def flush_tiles(self, everything: bool = False) -> int:
+        """Write the summaries of closed windows (all of them with ``everything``)."""
+        current = int(datetime.now(UTC).timestamp()) // self.tile_window
+        with self._lock:
+            keys = [k for k in self._tiles if everything or k[4] < current]
+            taken = {k: self._tiles.pop(k) for k in keys}
+        events = [
+            AuditEvent(
+                at=first,
+                kind="tiles",
+                subject=subject,
+                role=role,
+                token_name=token_name,
+                action="GET tiles",
+                method="GET",
+                slide_id=slide_id,
+                client=client,
+                count=count,
+                last_at=last,
+            )
+            for (subject, role, token_name, slide_id, _), (count, first, last, client) in (
+                taken.items()
+            )
+        ]
+        try:
+            self.write_many(events)
+        except AuditUnavailable:
+            with self._lock:  # keep them for the next flush
+                for key, entry in taken.items():
+                    self._tiles.setdefault(key, entry)
+            return 0
+        return len(events)
+
+    # -- reading --
+
+    def query(self, query: AuditQuery, limit: int = 100, newest_first: bool = True) -> list[AuditEvent]:
+        """Return rows matching ``query``."""
+        c = audit_events.c
+        stmt = select(audit_events)
+        text_filters = {
+            "subject": c.subject,
+            "role": c.role,
+            "kind": c.kind,
+            "slide_id": c.slide_id,
+            "case_id": c.case_id,
+            "patient_id": c.patient_id,
+        }
+        for name, column in text_filters.items():
+            value = getattr(query, name)
+            if value:
+                stmt = stmt.where(column == value)
+        if query.action:
+            stmt = stmt.where(c.action.contains(query.action, autoescape=True))
+        if query.status is not None:
+            stmt = stmt.where(c.status == query.status)
+        if query.since is not None:
+            stmt = stmt.where(c.at >= _utc(query.since))
+        if query.until is not None:
+            stmt = stmt.where(c.at <= _utc(query.until))
+        if query.before_id is not None:
+            stmt = stmt.where(c.id < query.before_id)
+        if query.after_id is not None:
+            stmt = stmt.where(c.id > query.after_id)
+        stmt = stmt.order_by(c.id.desc() if newest_first else c.id).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        events = []
+        for r in rows:
+            data = dict(r._mapping)
+            data["at"] = _utc(data["at"])
+            if data["last_at"] is not None:
+                data["last_at"] = _utc(data["last_at"])
+            events.append(AuditEvent(**data))
+        return events
+
+    def export(self, query: AuditQuery, batch: int = 1000) -> Iterator[AuditEvent]:
+        """Yield every matching row, oldest first, in batches."""
+        after = query.after_id or 0
+        while True:
+            rows = self.query(replace(query, after_id=after), batch, newest_first=False)
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = rows[-1].id or after
