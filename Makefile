@@ -12,7 +12,7 @@ VIEWER_STAMP := slideserver/static/viewer/index.html
 APT_PACKAGES := redis-server chromium postgresql nginx-light wrk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test install viewer sample sample-large lint typecheck pytest bench system-deps clean
+.PHONY: serve test install viewer sample sample-large lint typecheck pytest bench bench-catalog system-deps clean
 
 serve: install viewer sample
 	$(BIN)/slideserver serve $(SAMPLES) --host $(HOST) --port $(PORT)
@@ -65,6 +65,9 @@ test: system-deps install viewer lint typecheck pytest
 
 bench: system-deps install
 	$(BIN)/python -m bench.run
+
+bench-catalog: system-deps install
+	$(BIN)/python -m bench.catalog
 
 clean:
 	rm -rf $(VENV) viewer/node_modules slideserver/static/viewer $(SAMPLES) .mypy_cache .ruff_cache .pytest_cache

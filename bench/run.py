@@ -111,6 +111,7 @@ def write_lists(slides: dict[str, Path], folder: Path) -> dict[str, dict[str, Pa
             "cold": workloads.cold(grid, COLD_LIMIT),
             "warm": workloads.warm(grid),
             "pan": workloads.pan(grid, PAN_LIMIT),
+            "prime": workloads.prime(grid),
         }
         out[kind] = {}
         for workload, urls in lists.items():
@@ -130,8 +131,15 @@ async def _fetch_all(base: str, jobs: list[tuple[str, Path]]) -> None:
     async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():
             url, file = queue.get_nowait()
-            response = await client.get(base + url)
-            response.raise_for_status()
+            for attempt in range(3):
+                try:
+                    response = await client.get(base + url)
+                    response.raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(0.5)
             file.parent.mkdir(parents=True, exist_ok=True)
             partial = file.with_suffix(".partial")
             partial.write_bytes(response.content)
@@ -344,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         with servers.started(redis):
             names = {kind: path.name for kind, path in slides.items()}
 
-            def start_slideserver(workers: int, cpu: int | None) -> Callable[[], tuple[servers.Process, str, dict[str, str]]]:  # noqa: E501
+            def start_slideserver(
+                workers: int, cpu: int | None
+            ) -> Callable[[], tuple[servers.Process, str, dict[str, str]]]:  # noqa: E501
                 def start() -> tuple[servers.Process, str, dict[str, str]]:
                     servers.flush_redis(redis_url)
                     process, base = servers.slideserver(
@@ -360,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
                 process, base = servers.reference(slides, workdir, cpu=one)
                 return process, base, {k: f"/ref/{k}_files/" for k in slides}
 
-            def start_nginx(workers: int, cpu: int | None) -> Callable[[], tuple[servers.Process, str, dict[str, str]]]:  # noqa: E501
+            def start_nginx(
+                workers: int, cpu: int | None
+            ) -> Callable[[], tuple[servers.Process, str, dict[str, str]]]:  # noqa: E501
                 def start() -> tuple[servers.Process, str, dict[str, str]]:
                     process, base = servers.nginx(tiles, workdir, workers=workers, cpu=cpu)
                     return process, base, {k: f"/tiles/{p.stem}/" for k, p in slides.items()}
@@ -387,12 +399,19 @@ def main(argv: list[str] | None = None) -> int:
                                     if current is not None:
                                         current[0].stop()
                                     current = start()
+                                    # Open the slides and each level's tile index in every
+                                    # process: "cold" means tiles not cached, not files never
+                                    # opened (the reference opens its slides at start-up).
+                                    for each in args.slides:
+                                        wrk(current[1], Target(each, "", current[2][each],
+                                            {"warm": lists[each]["prime"]}), "warm", 8, 1,
+                                            wrk_cpu)  # fmt: skip
                                 process, base, prefixes = current
                                 target = Target(kind, slides[kind].name, prefixes[kind],
                                                 lists[kind])  # fmt: skip
                                 if workload == "warm":  # one pass to fill the caches
                                     wrk(base, Target(kind, "", prefixes[kind],
-                                        {"warm": lists[kind]["warm"]}), "cold", 16, 5, wrk_cpu)  # fmt: skip
+                                        {"cold": lists[kind]["warm"]}), "cold", 16, 5, wrk_cpu)  # fmt: skip
                                     target.lists = {"warm": lists[kind]["warm"]}
                                 result = wrk(base, target, workload, conns, args.duration, wrk_cpu)
                                 if result is None:

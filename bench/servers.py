@@ -65,12 +65,15 @@ class Process:
                 start_new_session=True,
             )
 
-    def wait_ready(self, check: str | None = None, port: int | None = None, limit: float = 60) -> None:
+    def wait_ready(
+        self, check: str | None = None, port: int | None = None, limit: float = 60
+    ) -> None:
         """Wait until ``check`` answers 2xx (or ``port`` accepts); bounded."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early; see {self.log}")
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.name} exited early:\n{tail}")
             if check is not None and http_ok(check):
                 return
             if port is not None:

@@ -92,3 +92,12 @@ def pan(grid: DeepZoomGrid, limit: int, seed: int = 3) -> list[str]:
                 session.extend(new)
         urls.extend(path(*t) for t in session)
     return urls[:limit]
+
+
+def prime(grid: DeepZoomGrid) -> list[str]:
+    """The last tile of every level: opens every stored level once before a measurement."""
+    urls = []
+    for z in range(grid.level_count):
+        cols, rows = grid.tile_count(z)
+        urls.append(path(z, cols - 1, rows - 1))
+    return urls

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not settings.roots:
         print("slideserver serve: give at least one folder of slides", file=sys.stderr)
         return 2
+    refusal = _auth_refusal(settings)
+    if refusal:
+        print(f"slideserver serve: {refusal}", file=sys.stderr)
+        return 2
     if settings.auth == "open":
         print(
             "slideserver: OPEN MODE - no authentication; every visitor sees every slide and all "
@@ -63,6 +67,103 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ssl_certfile=getattr(args, "ssl_certfile", None),
         ssl_keyfile=getattr(args, "ssl_keyfile", None),
     )
+    return 0
+
+
+def _auth_refusal(settings: Settings) -> str | None:
+    """Return why ``serve`` must not start with these auth settings, or ``None``."""
+    if settings.auth not in ("open", "tokens", "oidc"):
+        return f"--auth must be open, tokens or oidc, not {settings.auth!r}"
+    if settings.auth == "oidc" and not (settings.oidc_issuer and settings.oidc_audience):
+        return "auth=oidc needs SLIDESERVER_OIDC_ISSUER and SLIDESERVER_OIDC_AUDIENCE"
+    if (
+        settings.auth == "open"
+        and settings.host not in LOOPBACK
+        and not settings.allow_open_non_loopback
+    ):
+        return (
+            f"refusing auth=open on {settings.host}: everyone who can reach it would see all "
+            "patient data. Use --auth tokens (see `slideserver token create`) or oidc, bind "
+            "127.0.0.1, or pass --allow-open-non-loopback for a demo on a trusted network."
+        )
+    return None
+
+
+def _security(args: argparse.Namespace) -> Any:
+    """Open the security tables of the catalog database the arguments name."""
+    from slideserver.security import Security
+
+    settings = _settings_from_args(args)
+    security = Security(replace(settings, auth="open"))
+    security.open()
+    return security
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from slideserver.security.tokens import TokenError
+
+    security = _security(args)
+    try:
+        tokens = security.tokens
+        assert tokens is not None
+        if args.token_command == "create":
+            try:
+                info, token = tokens.create(args.name, args.role, args.collections or "")
+            except TokenError as exc:
+                print(f"slideserver token create: {exc}", file=sys.stderr)
+                return 2
+            scope = ", ".join(info.collections) or "all slides"
+            print(f"created token {info.name!r} (role {info.role}, {scope}, prefix {info.prefix})")
+            print("store it now: it is shown only once. Send it as Authorization: Bearer TOKEN")
+            print(token)
+        elif args.token_command == "list":
+            for t in tokens.list():
+                state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
+                cols = ",".join(t.collections) or "-"
+                print(f"{t.prefix}  {t.name}  {t.role}  {cols}  {t.created_at:%Y-%m-%d}  {state}")
+        else:
+            count = tokens.revoke(args.name)
+            if not count:
+                print(f"slideserver token revoke: no active token {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"revoked {count} token(s)")
+    finally:
+        security.close()
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import csv
+    from datetime import datetime
+
+    from slideserver.security.audit import AuditEvent, AuditQuery
+
+    security = _security(args)
+    try:
+        audit = security.audit
+        assert audit is not None
+        query = AuditQuery(
+            subject=args.subject or "",
+            slide_id=args.slide or "",
+            patient_id=args.patient or "",
+            since=datetime.fromisoformat(args.since) if args.since else None,
+            until=datetime.fromisoformat(args.until) if args.until else None,
+        )
+        writer = None
+        for event in audit.export(query):
+            row = event.to_json()
+            if args.format == "csv":
+                if writer is None:
+                    writer = csv.DictWriter(sys.stdout, fieldnames=list(row))
+                    writer.writeheader()
+                writer.writerow(row)
+            else:
+                print(json.dumps(row))
+        if writer is None and args.format == "csv":
+            names = [f.name for f in fields(AuditEvent)]
+            csv.DictWriter(sys.stdout, fieldnames=names).writeheader()
+    finally:
+        security.close()
     return 0
 
 
@@ -97,6 +198,15 @@ def cmd_index(args: argparse.Namespace) -> int:
             f"unreadable, {report.linked} linked, {len(report.conflicts)} conflicts "
             f"in {report.seconds:.1f} s"
         )
+        if settings.watch:
+            import time
+
+            print("watching for new and changed slides; Ctrl-C stops", file=sys.stderr)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
     finally:
         catalog.close()
     return 0
@@ -179,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, help="threads for blocking reads")
     serve.add_argument("--public-url", help="base URL used in links given to other systems")
     serve.add_argument("--auth", help="open, tokens or oidc ($SLIDESERVER_AUTH)")
+    serve.add_argument(
+        "--allow-open-non-loopback",
+        action="store_true",
+        default=None,
+        help="allow auth=open on a non-loopback address (everyone sees all patient data)",
+    )
     serve.add_argument("--watch", action="store_true", default=None, help="pick up new slides")
     serve.add_argument("--mllp-port", type=int, help="HL7 v2 MLLP listener port (0: none)")
     serve.add_argument("--ssl-certfile", help="TLS certificate (PEM)")
@@ -187,7 +303,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = sub.add_parser("index", help="build or refresh the catalog without serving")
     common(index)
+    index.add_argument(
+        "--watch", action="store_true", default=None, help="keep indexing changes until Ctrl-C"
+    )
     index.set_defaults(func=cmd_index)
+
+    token = sub.add_parser("token", help="create, list and revoke API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a token; it is printed as the last line")
+    common(create)
+    create.add_argument("--role", required=True, help="admin, pathologist, researcher or lis")
+    create.add_argument("--name", required=True, help="unique name (who or what uses it)")
+    create.add_argument(
+        "--collections", help="comma-separated root folders or path prefixes (researchers)"
+    )
+    listing = token_sub.add_parser("list", help="list tokens (never the tokens themselves)")
+    common(listing)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by name or prefix")
+    common(revoke)
+    revoke.add_argument("name", help="the token's name or prefix")
+    for p in (create, listing, revoke):
+        p.set_defaults(func=cmd_token)
+
+    audit = sub.add_parser("audit", help="the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    export = audit_sub.add_parser("export", help="write the audit trail, oldest first")
+    common(export)
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--since", help="ISO date or date-time")
+    export.add_argument("--until", help="ISO date or date-time")
+    export.add_argument("--subject", help="only this subject (token:NAME, oidc:SUB)")
+    export.add_argument("--slide", help="only this slide ID")
+    export.add_argument("--patient", help="only this patient ID")
+    export.set_defaults(func=cmd_audit)
 
     info = sub.add_parser("info", help="show what the readers see in one slide")
     info.add_argument("file", help="a slide file, or a folder of DICOM files")

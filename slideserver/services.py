@@ -89,7 +89,7 @@ class SlideService:
         self.cache = cache
         # Stored tiles sent as they are only ever go to the in-process tier (see deepzoom_tile).
         self.local_cache: TileCache = cache.local if isinstance(cache, TieredCache) else cache
-        self._fingerprints: dict[str, tuple[float, str]] = {}
+        self._checked: dict[str, tuple[float, SlideRecord, str]] = {}
         self.limiter = anyio.CapacityLimiter(settings.thread_count)
         self.flights = SingleFlight()
         self._grids: dict[tuple[str, str], tuple[DeepZoomGrid, SlideInfo]] = {}
@@ -120,28 +120,37 @@ class SlideService:
         return await self._in_thread(call)
 
     async def fingerprint(self, record: SlideRecord) -> str:
-        """Return the on-disk fingerprint (raises SlideGone when the file went away).
+        """Return the current on-disk fingerprint (raises SlideGone when the file went away)."""
+        return await self._in_thread(lambda: self.handles.fingerprint(record))
 
-        A stat costs a thread hop, as much as serving a stored tile; so it is taken again only
-        after ``fingerprint_ttl`` seconds.
+    async def checked(self, slide_id: str) -> tuple[SlideRecord, str]:
+        """Return the catalog record and on-disk fingerprint, looked up at most once a recheck.
+
+        A catalog query and a stat cost a thread hop (the catalog may be SQL, the disk may be
+        remote): per request, that is as much as sending a stored tile. So both are trusted for
+        ``fingerprint_ttl``; a replaced file gets a new fingerprint, hence new cache keys
+        and ETags, within that time.
         """
         ttl = self.settings.fingerprint_ttl
         now = time.monotonic()
+        known = self._checked.get(slide_id)
+        if known is not None and now - known[0] < ttl:
+            return known[1], known[2]
+
+        def look_up() -> tuple[SlideRecord, str]:
+            record = self.record(slide_id)
+            return record, self.handles.fingerprint(record)
+
+        record, fingerprint = await self._in_thread(look_up)
         if ttl > 0:
-            known = self._fingerprints.get(record.id)
-            if known is not None and now - known[0] < ttl:
-                return known[1]
-        fingerprint = await self._in_thread(lambda: self.handles.fingerprint(record))
-        if ttl > 0:
-            if len(self._fingerprints) > 4096:
-                self._fingerprints.clear()
-            self._fingerprints[record.id] = (now, fingerprint)
-        return fingerprint
+            if len(self._checked) > 4096:
+                self._checked.clear()
+            self._checked[slide_id] = (now, record, fingerprint)
+        return record, fingerprint
 
     async def grid(self, slide_id: str) -> tuple[SlideRecord, str, DeepZoomGrid, SlideInfo]:
         """Return the record, fingerprint, Deep Zoom grid and reader info of a slide."""
-        record = self.record(slide_id)
-        fingerprint = await self.fingerprint(record)
+        record, fingerprint = await self.checked(slide_id)
         cached = self._grids.get((slide_id, fingerprint))
         if cached is None:
             info = await self._with_reader(record, fingerprint, lambda r: r.info)

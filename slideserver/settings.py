@@ -39,8 +39,9 @@ class Settings:
     memory_cache_bytes: int = 256 * 1024 * 1024
     """Size of the in-process tile cache, in bytes."""
     fingerprint_ttl: float = 1.0
-    """Seconds a slide's on-disk fingerprint (a stat) is trusted before it is taken again; a file
-    replaced under the same name is noticed within this time. 0 stats on every request."""
+    """Seconds a slide's catalog record and on-disk fingerprint (a stat) are trusted before they
+    are looked up again: a file replaced under the same name is noticed within this time. 0 looks
+    them up on every request (a thread hop each: as costly as sending a stored tile)."""
     handle_pool_size: int = 64
     """How many slides stay open at once."""
     threads: int = 0
@@ -63,7 +64,7 @@ class Settings:
     """Regex with named groups (accession, part, block, stain) read from slide file names; empty
     means the built-in default."""
     mllp_port: int = 0
-    """Port of the HL7 v2 MLLP listener (on ``host``) for LIS orders and ADT; 0 means no listener."""
+    """Port of the HL7 v2 MLLP listener (bound on ``host``) for LIS orders and ADT; 0: none."""
     auth: str = "open"
     """``open`` (local demo only: an anonymous pathologist-equivalent, everything audited),
     ``tokens`` (API tokens from ``slideserver token create``) or ``oidc`` (bearer JWTs from

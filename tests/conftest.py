@@ -172,3 +172,103 @@ def tiny_dicom(tiny_slides: object) -> object:
         return folder
 
     return make
+
+
+# --- security ---
+# Apps with authentication on (auth=tokens or oidc) over the samples, tokens made through the
+# token store, and a real JWKS served over HTTP on 127.0.0.1 for the OIDC tests.
+
+SECURITY_ROLES = ("admin", "pathologist", "researcher", "lis")
+
+
+def _security_settings(samples_root: Path, db: Path, **overrides: object) -> object:
+    from slideserver.settings import Settings
+
+    values: dict[str, object] = {
+        "roots": (samples_root,),
+        "auth": "tokens",
+        "database_url": f"sqlite:///{db}",
+        "session_secret": "test-session-secret",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def make_tokens(settings: object, specs: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Create API tokens (name -> (role, collections)) in the settings' database."""
+    from slideserver.security import Security
+
+    security = Security(settings)  # type: ignore[arg-type]
+    security.open()
+    try:
+        assert security.tokens is not None
+        return {
+            name: security.tokens.create(name, role, collections)[1]
+            for name, (role, collections) in specs.items()
+        }
+    finally:
+        security.close()
+
+
+@pytest.fixture(scope="session")
+def secure_env(samples_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """An ``auth=tokens`` app over the samples and one token per role: ``(client, tokens)``."""
+    from starlette.testclient import TestClient
+
+    from slideserver.api.app import create_app
+
+    db = tmp_path_factory.mktemp("secure") / "db.sqlite"
+    settings = _security_settings(samples_root, db)
+    tokens = make_tokens(settings, {role: (role, "") for role in SECURITY_ROLES})
+    app = create_app(settings)  # type: ignore[arg-type]
+    with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as test_client:
+        yield test_client, tokens
+
+
+@pytest.fixture(scope="session")
+def rsa_keys() -> dict[str, object]:
+    """Two RSA key pairs: ``good`` (published in the JWKS) and ``evil`` (not published)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return {
+        name: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        for name in ("good", "evil")
+    }
+
+
+@pytest.fixture(scope="session")
+def jwks_server(rsa_keys: dict[str, object]) -> Iterator[str]:
+    """An OIDC issuer on 127.0.0.1 serving discovery and a JWKS; yields the issuer URL."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import jwt
+
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_keys["good"].public_key()))  # type: ignore[attr-defined]
+    jwk.update({"kid": "good", "use": "sig", "alg": "RS256"})
+    documents: dict[str, bytes] = {"/jwks.json": json.dumps({"keys": [jwk]}).encode()}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = documents.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body or b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    issuer = f"http://127.0.0.1:{server.server_address[1]}"
+    documents["/.well-known/openid-configuration"] = json.dumps(
+        {"issuer": issuer, "jwks_uri": f"{issuer}/jwks.json"}
+    ).encode()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield issuer
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -118,7 +118,7 @@ class TempPostgres:
         return self.url(name)
 
     def truncate_all(self, database: str) -> None:
-        """Empty every table of ``database`` except Alembic's (fast reset between tests)."""
+        """Empty every table of ``database`` but migration versions (fast reset between tests)."""
         import psycopg
 
         with psycopg.connect(
@@ -134,7 +134,7 @@ class TempPostgres:
                 row[0]
                 for row in conn.execute(
                     "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                    "AND tablename <> 'alembic_version'"
+                    "AND tablename NOT LIKE '%version'"
                 )
             ]
             if names:

@@ -29,7 +29,7 @@ from slideserver.lis.model import (
     SpecimenIn,
     SpecimenView,
 )
-from tests.fixtures.lis.support import read, slide_root, sql_catalog_class
+from tests.fixtures.lis.support import lis_client, read, slide_root, sql_catalog_class
 
 JANE_FHIR = PatientIn("MRN-0012345", "urn:oid:1.2.3.4.5.6.7", "DOE^JANE", "1961-04-12", "F")
 ORDER = CaseOrder(
@@ -69,8 +69,9 @@ def case_view() -> CaseView:
         accession_issuer="LAB",
         patient=PatientIn("MRN-0012345", "HOSP", "DOE^JANE", "1961-04-12", "F"),
         specimens=(
-            SpecimenView("A", "Left breast, core biopsy", (BlockView("A1", (a1,)),
-                                                           BlockView("A2", (a2,)))),
+            SpecimenView(
+                "A", "Left breast, core biopsy", (BlockView("A1", (a1,)), BlockView("A2", (a2,)))
+            ),
         ),
         slides=(a1, a2),
         expected_barcodes=("S24-01234-A3-1",),
@@ -133,8 +134,10 @@ def entry(data: dict[str, Any], n: int) -> dict[str, Any]:
         ),
         (
             lambda d: d["entry"].append(
-                {"resource": {"resourceType": "Practitioner"}, "request": {"method": "POST",
-                                                                           "url": "x"}}
+                {
+                    "resource": {"resourceType": "Practitioner"},
+                    "request": {"method": "POST", "url": "x"},
+                }
             ),
             422,
             "Practitioner is not supported",
@@ -148,9 +151,7 @@ def entry(data: dict[str, Any], n: int) -> dict[str, Any]:
         ),
         (lambda d: d["entry"][2].pop("request"), 422, "required in a transaction", None),
         (
-            lambda d: entry(d, 6)["container"][0]["identifier"][0].update(
-                value="S24-01234-A1-1"
-            ),
+            lambda d: entry(d, 6)["container"][0]["identifier"][0].update(value="S24-01234-A1-1"),
             422,
             "appears more than once",
             "specimens",
@@ -303,8 +304,10 @@ def test_specimens_round_trip_through_a_transaction() -> None:
         SpecimenIn(
             "A",
             "Left breast, core biopsy",
-            (BlockIn("A1", (SlideIn("S24-01234-A1-1", "HE"),)),
-             BlockIn("A2", (SlideIn("S24-01234-A2-1", "KI67"),))),
+            (
+                BlockIn("A1", (SlideIn("S24-01234-A1-1", "HE"),)),
+                BlockIn("A2", (SlideIn("S24-01234-A2-1", "KI67"),)),
+            ),
         ),
     )
 
@@ -350,15 +353,9 @@ def fhir_client(
     tmp_path_factory: pytest.TempPathFactory, samples_dir: dict[str, Path]
 ) -> Iterator[Any]:
     sql_catalog_class()
-    from starlette.testclient import TestClient
-
-    from slideserver.api.app import create_app
-    from slideserver.settings import Settings
-
     tmp = tmp_path_factory.mktemp("fhir")
     root = slide_root(tmp, samples_dir, ("S24-01234_A1_HE", "S24-01234_A2_KI67"))
-    settings = Settings(roots=(root,), database_url=f"sqlite:///{tmp / 'catalog.db'}")
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with lis_client(root, tmp / "catalog.db") as client:
         response = client.post("/fhir", json=bundle())
         assert response.status_code == 200, response.text
         yield client
@@ -412,9 +409,7 @@ def test_http_imaging_study(fhir_client: Any) -> None:
     assert by_token["total"] == 1
     by_patient = fhir_json(fhir_client.get("/fhir/ImagingStudy?patient=MRN-0012345"), 200)
     assert by_patient["total"] == 1
-    as_reference = fhir_json(
-        fhir_client.get("/fhir/ImagingStudy?patient=Patient/MRN-0012345"), 200
-    )
+    as_reference = fhir_json(fhir_client.get("/fhir/ImagingStudy?patient=Patient/MRN-0012345"), 200)
     assert as_reference["total"] == 1
     none = fhir_json(fhir_client.get("/fhir/ImagingStudy?identifier=S99-00001"), 200)
     assert none["total"] == 0

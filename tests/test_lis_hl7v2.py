@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import hl7
@@ -19,6 +18,7 @@ from slideserver.lis.hl7v2 import (
     read_header,
 )
 from slideserver.lis.model import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
+from tests.fixtures.lis import support
 from tests.fixtures.lis.support import RecordingStore, read, sql_catalog_class
 
 JANE = PatientIn("MRN-0012345", "HOSP", "DOE^JANE", "1961-04-12", "F")
@@ -104,9 +104,7 @@ def test_accession_precedence(orc: str, obr: str, accession: str, issuer: str) -
 
 
 def test_no_accession_is_an_error() -> None:
-    message = replace_segment(
-        replace_segment(read("orm_o01.hl7"), "ORC", "ORC|NW"), "OBR", "OBR|1"
-    )
+    message = replace_segment(replace_segment(read("orm_o01.hl7"), "ORC", "ORC|NW"), "OBR", "OBR|1")
     error = error_of(message)
     assert (error.ack_code, error.code, error.location) == ("AE", 101, "ORC^1^3")
     assert "ORC-3, OBR-3, ORC-2 or OBR-2" in error.reason
@@ -316,22 +314,19 @@ def test_garbage_never_raises() -> None:
 def lis_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     sql_catalog_class()
     tmp_path = tmp_path_factory.mktemp("lis")
-    from starlette.testclient import TestClient
-
-    from slideserver.api.app import create_app
-    from slideserver.settings import Settings
-
     root = tmp_path / "slides"
     root.mkdir()
-    settings = Settings(roots=(root,), database_url=f"sqlite:///{tmp_path / 'catalog.db'}")
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with support.lis_client(root, tmp_path / "catalog.db") as client:
         yield client
 
 
 def test_http_hl7v2(lis_client: Any) -> None:
     post = lis_client.post
-    ok = post("/api/lis/hl7v2", content=read("oml_o21.hl7").encode(),
-              headers={"content-type": "x-application/hl7-v2+er7"})
+    ok = post(
+        "/api/lis/hl7v2",
+        content=read("oml_o21.hl7").encode(),
+        headers={"content-type": "x-application/hl7-v2+er7"},
+    )
     assert ok.status_code == 200, ok.text
     assert ok.headers["content-type"].startswith("application/hl7-v2")
     assert "MSA|AA|MSG-OML-0001|" in ok.text
@@ -355,8 +350,10 @@ def test_http_hl7v2(lis_client: Any) -> None:
     assert updated.status_code == 200
     assert catalog.get_case("S24-01234").patient.name == "DOE-SMITH^JANE"
 
-    a40 = read("adt_a40.hl7").replace("MRN-0012345", "MRN-0077777").replace(
-        "MRG|MRN-0099999", "MRG|MRN-0012345"
+    a40 = (
+        read("adt_a40.hl7")
+        .replace("MRN-0012345", "MRN-0077777")
+        .replace("MRG|MRN-0099999", "MRG|MRN-0012345")
     )
     merged = post("/api/lis/hl7v2", content=a40.encode())
     assert merged.status_code == 200

@@ -12,6 +12,7 @@ import pytest
 
 from slideserver.lis.json_orders import OrderError, parse_case_order
 from slideserver.lis.model import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
+from tests.fixtures.lis import support
 from tests.fixtures.lis.support import read, sql_catalog_class
 
 
@@ -51,16 +52,21 @@ def test_minimal_order_and_normalized_values() -> None:
     order = parse_case_order(
         {
             "accession": " S24-01234 ",
-            "patient": {"identifier": "MRN-0012345", "sex": "female", "birth_date": "19610412",
-                        "name": "DOE^JANE^^"},
+            "patient": {
+                "identifier": "MRN-0012345",
+                "sex": "female",
+                "birth_date": "19610412",
+                "name": "DOE^JANE^^",
+            },
         }
     )
     assert order.accession == "S24-01234"
     assert order.accession_issuer == ""
     assert order.specimens == ()
     assert order.message_id is None
-    assert order.patient == PatientIn("MRN-0012345", name="DOE^JANE", birth_date="1961-04-12",
-                                      sex="F")
+    assert order.patient == PatientIn(
+        "MRN-0012345", name="DOE^JANE", birth_date="1961-04-12", sex="F"
+    )
 
 
 @pytest.mark.parametrize(
@@ -134,15 +140,9 @@ def test_birth_date_error_does_not_echo_the_value() -> None:
 def lis_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     sql_catalog_class()
     tmp_path = tmp_path_factory.mktemp("lis")
-    from starlette.testclient import TestClient
-
-    from slideserver.api.app import create_app
-    from slideserver.settings import Settings
-
     root = tmp_path / "slides"
     root.mkdir()
-    settings = Settings(roots=(root,), database_url=f"sqlite:///{tmp_path / 'catalog.db'}")
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with support.lis_client(root, tmp_path / "catalog.db") as client:
         yield client
 
 
@@ -181,17 +181,7 @@ def test_post_case_errors(lis_client: Any) -> None:
 
 
 def test_without_link_store_answers_503(tmp_path: Path) -> None:
-    from starlette.testclient import TestClient
-
-    from slideserver.api.app import create_app
-    from slideserver.catalog.memory import MemoryCatalog
-    from slideserver.settings import Settings
-
-    app = create_app(
-        Settings(roots=(tmp_path,)),
-        catalog_factory=lambda settings, registry: MemoryCatalog(settings.roots, registry),
-    )
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with support.lis_client(tmp_path, None, memory_catalog=True) as client:
         for method, path in (
             ("POST", "/api/lis/cases"),
             ("POST", "/api/lis/hl7v2"),

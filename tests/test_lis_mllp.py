@@ -12,7 +12,7 @@ import hl7
 import pytest
 
 from slideserver.lis.mllp import END, START, MllpServer, frame, store_handler
-from tests.fixtures.lis.support import RecordingStore, read, sql_catalog_class
+from tests.fixtures.lis.support import RecordingStore, lis_client, read, sql_catalog_class
 
 TIMEOUT = 5.0
 
@@ -151,31 +151,20 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def mllp_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     sql_catalog_class()
-    from starlette.testclient import TestClient
-
-    from slideserver.api.app import create_app
-    from slideserver.settings import Settings
-
     tmp: Path = tmp_path_factory.mktemp("mllp")
     (tmp / "slides").mkdir()
-    settings = Settings(
-        roots=(tmp / "slides",),
-        database_url=f"sqlite:///{tmp / 'catalog.db'}",
-        mllp_port=free_port(),
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    port = free_port()
+    with lis_client(tmp / "slides", tmp / "catalog.db", mllp_port=port) as client:
         yield client
     with pytest.raises(OSError):  # the lifespan stopped the listener
-        socket.create_connection(("127.0.0.1", settings.mllp_port), timeout=1).close()
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
 def test_app_listener_orders_over_a_real_socket(mllp_app: Any) -> None:
     port = mllp_app.app.state.slideserver.settings.mllp_port
 
     async def scenario() -> list[str]:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port), TIMEOUT
-        )
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), TIMEOUT)
         acks = []
         for name in ("orm_o01.hl7", "oml_o21.hl7", "oml_o21.hl7", "adt_a08.hl7"):
             writer.write(frame(read(name)))

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import anyio
 from anyio.to_thread import run_sync
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -14,7 +15,7 @@ from starlette.routing import BaseRoute
 
 from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RequestContextMiddleware
-from slideserver.api.routes import cases, deepzoom, health, iiif, lis, slides
+from slideserver.api.routes import audit, cases, deepzoom, health, iiif, lis, session, slides
 from slideserver.api.state import AppState
 from slideserver.cache.base import TileCache
 from slideserver.cache.memory import MemoryCache
@@ -22,6 +23,8 @@ from slideserver.catalog.base import Catalog
 from slideserver.handles import HandlePool
 from slideserver.metrics import Metrics
 from slideserver.readers.registry import ReaderRegistry, default_registry
+from slideserver.security import Security, secure_routes
+from slideserver.security.middleware import AuthenticationMiddleware
 from slideserver.services import SlideService
 from slideserver.settings import Settings
 
@@ -69,6 +72,9 @@ def create_app(
     """Build the ASGI app for ``settings``; shared resources open in the lifespan."""
     registry = registry or default_registry()
     metrics = Metrics()
+    security = Security(settings)
+    if settings.auth == "open":
+        log.warning("OPEN MODE: no authentication, every visitor sees all patient data (demo only)")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -79,10 +85,17 @@ def create_app(
         cache = build_cache(settings)
         service = SlideService(settings, catalog, handles, cache)
         app.state.slideserver = AppState(settings, catalog, handles, cache, service, metrics)
+        await run_sync(security.open)
         mllp = await lis.start_mllp(settings, catalog) if settings.mllp_port else None
         try:
-            yield
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(security.run_flusher)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
         finally:
+            await run_sync(security.close)
             if mllp is not None:
                 await mllp.stop()
             await cache.close()
@@ -97,10 +110,19 @@ def create_app(
         *cases.routes(),
         *lis.routes(),
         *viewer_routes(),
+        *audit.routes(),
+        *session.routes(),
     ]
-    return Starlette(
+    # Every route must have a row in the policy table: a new route without one fails here.
+    routes = secure_routes(routes, security)
+    app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestContextMiddleware, metrics=metrics)],
+        middleware=[
+            Middleware(RequestContextMiddleware, metrics=metrics),
+            Middleware(AuthenticationMiddleware, security=security),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
+    app.state.security = security
+    return app

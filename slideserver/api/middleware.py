@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,7 +35,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex[:16]
+        request_id = _incoming_request_id(scope) or _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
         status = 500
@@ -62,6 +63,19 @@ class RequestContextMiddleware:
                 elapsed * 1000,
                 request_id,
             )
+
+
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNTER = itertools.count()
+
+
+def _new_request_id() -> str:
+    """Return a process-unique request ID: a random prefix and a counter.
+
+    ``uuid4`` reads the kernel's random source on every request, which profiling showed costs
+    as much as sending a stored tile; uniqueness is all a request ID needs.
+    """
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

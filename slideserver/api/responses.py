@@ -14,7 +14,7 @@ SHORT = "public, max-age=300"
 
 def image_response(request: Request, result: ImageResult, cache_control: str = SHORT) -> Response:
     """Answer ``result``, or 304 when the client already holds it."""
-    if request.state.__dict__.get("private_cache"):
+    if getattr(request.state, "private_cache", False):
         cache_control = cache_control.replace("public", "private")
     headers = {
         "ETag": result.etag,

@@ -292,7 +292,7 @@ def _resolve(conn: Connection, row: Any) -> tuple[int | None, list[str]]:
         ordered = _unscanned_ordered(conn, block_id, row.ev_stain)
         if ordered is not None:
             return ordered, problems
-    key = f"barcode:{row.ev_barcode}" if row.ev_barcode else f"scan:{row.id}"
+    key = f"barcode:{row.ev_barcode}" if row.ev_barcode else f"scan:{row.id}:{case_id}"
     glass_id, _ = get_or_create(
         conn,
         glass_slides,
@@ -331,7 +331,13 @@ def _same_patient(conn: Connection, patient_id: int | None, dicom_id: str | None
     identifier = conn.execute(
         select(patients.c.identifier).where(patients.c.id == patient_id)
     ).scalar_one_or_none()
-    return identifier is None or identifier == dicom_id
+    if identifier is None or identifier == dicom_id:
+        return True
+    # a header written before an ADT^A40 merge still names the merged patient
+    merged = select(patients.c.id).where(
+        patients.c.identifier == dicom_id, patients.c.merged_into == patient_id
+    )
+    return conn.execute(merged).first() is not None
 
 
 def _patient_conflict(conn: Connection, slide_id: str, accession: str) -> str:

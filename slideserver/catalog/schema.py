@@ -106,7 +106,7 @@ glass_slides = Table(
         String(200),
         nullable=False,
         unique=True,
-        comment="barcode:<barcode> for ordered or labelled slides, scan:<slide id> otherwise",
+        comment="barcode:<barcode> for labelled slides, else scan:<scan row>:<case row>",
     ),
     Column("barcode", String(128), unique=True),
     Column("stain", String(64)),

@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from fhir.resources.R4B.annotation import Annotation
 from fhir.resources.R4B.bundle import (
@@ -589,8 +590,6 @@ def endpoints(case: CaseView, base_url: str) -> list[Endpoint]:
 
 def case_endpoint(accession: str, base_url: str) -> Endpoint:
     """The EMR launch link of a case (IHE Invoke Image Display style)."""
-    from urllib.parse import quote
-
     return Endpoint(
         id=endpoint_id("case", accession),
         status="active",

@@ -172,7 +172,9 @@ class AuditStore:
 
     # -- reading --
 
-    def query(self, query: AuditQuery, limit: int = 100, newest_first: bool = True) -> list[AuditEvent]:
+    def query(
+        self, query: AuditQuery, limit: int = 100, newest_first: bool = True
+    ) -> list[AuditEvent]:
         """Return rows matching ``query``."""
         c = audit_events.c
         stmt = select(audit_events)

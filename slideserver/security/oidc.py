@@ -46,7 +46,7 @@ def fetch_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
     check_key_url(url)
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             data = json.loads(response.read(1 << 20))
     except Exception as exc:
         raise KeysUnavailable(f"cannot fetch {urlsplit(url).netloc}: {type(exc).__name__}") from exc

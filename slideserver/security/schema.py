@@ -32,7 +32,9 @@ api_tokens = Table(
 audit_events = Table(
     "security_audit_events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("kind", String(20), nullable=False),
     Column("subject", String(200), nullable=False),

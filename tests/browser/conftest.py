@@ -136,9 +136,13 @@ def server(browser_slides_root: Path, tmp_path_factory: pytest.TempPathFactory) 
             proc.wait(timeout=5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser).
+
+    Module scope: Playwright's sync API runs an event loop in the main thread while it is open,
+    which would break every later test that calls ``asyncio.run``.
+    """
     from playwright.sync_api import sync_playwright
 
     assert shutil.which(str(CHROMIUM)), f"{CHROMIUM} is not executable"

@@ -284,10 +284,10 @@ async def _case_of_container(
     page = await run_sync(catalog.search, SlideQuery(q=container_id, limit=20))
     for record in page.items:
         link = (record.extra or {}).get("case")
-        accession = link.get("accession") if isinstance(link, dict) else None
-        if isinstance(accession, str) and accession and accession not in accessions:
-            accessions.append(accession)
-            case = await run_sync(store.get_case, accession)
+        linked = link.get("accession") if isinstance(link, dict) else None
+        if isinstance(linked, str) and linked and linked not in accessions:
+            accessions.append(linked)
+            case = await run_sync(store.get_case, linked)
             if case is not None and fhir.specimens_with_container(case, container_id):
                 return case
     return None
@@ -360,7 +360,8 @@ def _fhir_guard(endpoint: Any) -> Any:
         except BackendUnavailable:
             raise
         except Exception as exc:
-            log.error("FHIR %s failed: %s", request.url.path[:40], type(exc).__name__)
+            # the path may carry an MRN: name the handler, never the URL
+            log.error("FHIR %s failed: %s", endpoint.__name__, type(exc).__name__)
             return fhir_error(500, "exception", "the server could not complete this request")
         return response
 

@@ -13,13 +13,21 @@ from slideserver.api.params import parse_int
 from slideserver.api.responses import image_response
 from slideserver.api.state import service_of, state_of
 from slideserver.catalog.base import SlideQuery, SlideRecord
+from slideserver.errors import AssociatedImageNotFound
 from slideserver.models import SlideInfo
+from slideserver.security import Principal, principal_of
+from slideserver.security.deidentify import associated_allowed, for_principal, identifying_search
+from slideserver.security.principals import in_collections
 
 SCAN_DATE_KEYS = ("dicom.AcquisitionDateTime", "dicom.ContentDate", "tiff.DateTime", "aperio.Date")
 
 
-def slide_summary(record: SlideRecord) -> dict[str, Any]:
-    """Return the JSON every listing uses for one slide."""
+def slide_summary(record: SlideRecord, principal: Principal | None = None) -> dict[str, Any]:
+    """Return the JSON every listing uses for one slide, as ``principal`` may see it.
+
+    ``principal`` ``None`` is a trusted internal caller; roles without PHI get the allow-listed,
+    de-identified view (:mod:`slideserver.security.deidentify`).
+    """
     sid = record.id
     summary: dict[str, Any] = {
         "id": sid,
@@ -43,11 +51,13 @@ def slide_summary(record: SlideRecord) -> dict[str, Any]:
     }
     if record.error:
         summary["error"] = record.error
-    return summary
+    return for_principal(summary, principal)
 
 
-def slide_detail(record: SlideRecord, info: SlideInfo) -> dict[str, Any]:
-    """Return the full metadata of one slide."""
+def slide_detail(
+    record: SlideRecord, info: SlideInfo, principal: Principal | None = None
+) -> dict[str, Any]:
+    """Return the full metadata of one slide, as ``principal`` may see it."""
     detail = slide_summary(record)
     detail.update(
         {
@@ -75,12 +85,16 @@ def slide_detail(record: SlideRecord, info: SlideInfo) -> dict[str, Any]:
             ),
         }
     )
-    return detail
+    return for_principal(detail, principal)
 
 
 async def list_slides(request: Request) -> Response:
     state = state_of(request)
+    principal = principal_of(request)
     params = request.query_params
+    if identifying_search(principal, params):
+        # De-identified callers cannot search by patient, case, name or date: nothing matches.
+        return JSONResponse({"items": [], "next": None})
     query = SlideQuery(
         q=params.get("q", "")[:200],
         format=params.get("format", "")[:40],
@@ -97,12 +111,17 @@ async def list_slides(request: Request) -> Response:
         sort=params.get("sort", "")[:20],
     )
     page = await run_sync(state.catalog.search, query)
-    return JSONResponse({"items": [slide_summary(r) for r in page.items], "next": page.next})
+    items = [
+        slide_summary(r, principal)
+        for r in page.items
+        if in_collections(principal.collections, r.root.name, r.relpath)
+    ]
+    return JSONResponse({"items": items, "next": page.next})
 
 
 async def get_slide(request: Request) -> Response:
     record, info = await service_of(request).info(request.path_params["slide_id"])
-    return JSONResponse(slide_detail(record, info))
+    return JSONResponse(slide_detail(record, info, principal_of(request)))
 
 
 async def thumbnail(request: Request) -> Response:
@@ -115,6 +134,11 @@ async def thumbnail(request: Request) -> Response:
 async def associated(request: Request) -> Response:
     service = service_of(request)
     params = request.path_params
+    if not associated_allowed(principal_of(request), params["name"]):
+        # The same answer as for an image the slide does not have: not even its existence.
+        raise AssociatedImageNotFound(
+            f"slide {params['slide_id']!r} has no associated image {params['name'][:40]!r}"
+        )
     result = await service.associated(params["slide_id"], params["name"])
     return image_response(request, result)
 

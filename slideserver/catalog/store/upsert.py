@@ -32,7 +32,8 @@ def insert_ignore(
     """Insert ``values`` unless a row with the same ``conflict`` columns exists; say if inserted."""
     stmt: Insert = dialect_insert(conn, table).values(**values)
     stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict))  # type: ignore[attr-defined]
-    return bool(conn.execute(stmt).rowcount)
+    # RETURNING, not rowcount: drivers disagree on rowcount for a skipped insert.
+    return conn.execute(stmt.returning(table.c.id)).first() is not None
 
 
 def get_or_create(

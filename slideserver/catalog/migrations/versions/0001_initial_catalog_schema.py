@@ -145,7 +145,7 @@ def upgrade() -> None:
             "key",
             sa.String(length=200),
             nullable=False,
-            comment="barcode:<barcode> for ordered or labelled slides, scan:<slide id> otherwise",
+            comment="barcode:<barcode> for labelled slides, else scan:<scan row>:<case row>",
         ),
         sa.Column("barcode", sa.String(length=128), nullable=True),
         sa.Column("stain", sa.String(length=64), nullable=True),

@@ -1,0 +1,71 @@
+"""``GET /api/audit``: the audit trail, newest first, filtered (admin only, see the policy).
+
+Query parameters: ``subject``, ``role``, ``kind`` (request, attempt, tiles), ``action`` (substring
+of ``METHOD /template``), ``slide``, ``case``, ``patient``, ``status``, ``since`` and ``until``
+(ISO dates or date-times), ``limit`` (1-1000, default 100) and ``cursor`` (from ``next``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from anyio.to_thread import run_sync
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from slideserver.api.params import parse_int
+from slideserver.errors import BackendUnavailable, BadRequest
+from slideserver.security.audit import AuditQuery
+from slideserver.security.service import Security
+
+
+def _when(name: str, raw: str | None) -> datetime | None:
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO date or date-time") from None
+
+
+async def list_audit(request: Request) -> Response:
+    security: Security = request.app.state.security
+    audit = security.audit
+    if audit is None:
+        raise BackendUnavailable("the audit trail is not open")
+    params = request.query_params
+    status = params.get("status")
+    cursor = params.get("cursor")
+    query = AuditQuery(
+        subject=params.get("subject", "")[:200],
+        role=params.get("role", "")[:20],
+        kind=params.get("kind", "")[:20],
+        action=params.get("action", "")[:200],
+        slide_id=params.get("slide", "")[:100],
+        case_id=params.get("case", "")[:100],
+        patient_id=params.get("patient", "")[:100],
+        status=parse_int("status", status, 0, 100, 599) if status else None,
+        since=_when("since", params.get("since")),
+        until=_when("until", params.get("until")),
+        before_id=parse_int("cursor", cursor, 0, 1, 1 << 62) if cursor else None,
+    )
+    limit = parse_int("limit", params.get("limit"), 100, 1, 1000)
+    # Show tile reads up to now: pending summaries are written first (a window read here
+    # continues in a new row).
+    await run_sync(lambda: audit.flush_tiles(everything=True))
+    rows = await run_sync(audit.query, query, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return JSONResponse(
+        {
+            "items": [r.to_json() for r in rows],
+            "next": str(rows[-1].id) if more and rows else None,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def routes() -> list[Route]:
+    """Return the audit route."""
+    return [Route("/api/audit", list_audit, methods=["GET"])]

@@ -1,0 +1,213 @@
+"""Pure-ASGI authentication and the per-route guard that enforces the policy and audits.
+
+:class:`AuthenticationMiddleware` runs before routing: it turns the ``Authorization`` header or
+the session cookie into a :class:`Principal` (or a reason for refusal) in the scope's state. It
+refuses nothing itself: public routes stay reachable with bad credentials. :class:`RouteGuard`
+wraps each route (see :func:`slideserver.security.policy.secure_routes`), so it knows the route's
+rule and path parameters: it answers 401/403, applies collection limits, marks image responses
+``private`` for caching, and writes the audit trail, failing closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from anyio.to_thread import run_sync
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from slideserver.api.errors import error_response
+from slideserver.errors import SlideServerError
+from slideserver.security.audit import AuditEvent, AuditUnavailable
+from slideserver.security.principals import ERROR_KEY, STATE_KEY, Principal
+from slideserver.security.session import csrf_ok
+
+if TYPE_CHECKING:
+    from slideserver.security.policy import Rule
+    from slideserver.security.service import AuthFailure, Security
+
+log = logging.getLogger("slideserver.security")
+
+MAX_ID = 100
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+class AuthenticationMiddleware:
+    """Attach the caller's principal (or why it was refused) to every HTTP request."""
+
+    def __init__(self, app: ASGIApp, security: Security) -> None:
+        self.app = app
+        self.security = security
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            state = scope.setdefault("state", {})
+            principal, failure = await self.security.authenticate(_headers(scope))
+            state[STATE_KEY] = principal
+            state[ERROR_KEY] = failure
+        elif scope["type"] == "websocket":
+            # No websocket route exists; refuse until one is secured like the HTTP routes.
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await self.app(scope, receive, send)
+
+
+class RouteGuard:
+    """Enforce one policy row around one route's ASGI app."""
+
+    def __init__(self, app: ASGIApp, rule: Rule, template: str, security: Security) -> None:
+        self.app = app
+        self.rule = rule
+        self.template = template
+        self.security = security
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.rule.public:
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        principal: Principal | None = state.get(STATE_KEY)
+        method: str = scope["method"]
+        if principal is None:
+            failure: AuthFailure | None = state.get(ERROR_KEY)
+            status, detail = (failure.status, failure.detail) if failure else (401, "")
+            response = error_response(
+                status,
+                "unauthorized" if status == 401 else "unavailable",
+                detail
+                or "authentication required: send Authorization: Bearer TOKEN or a session cookie",
+            )
+            if status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="slideserver"'
+            await response(scope, receive, send)
+            return
+        if principal.role not in self.rule.roles_for(method) and not (
+            self.rule.demo and principal.demo
+        ):
+            detail = f"the {principal.role} role may not {method} {self.template}"
+            await error_response(403, "forbidden", detail)(scope, receive, send)
+            return
+        if principal.method == "session" and not csrf_ok(method, _headers(scope)):
+            detail = "cookie-authenticated changes need the X-Requested-With header, same origin"
+            await error_response(403, "csrf_check_failed", detail)(scope, receive, send)
+            return
+        if not principal.demo:
+            state["private_cache"] = True
+        slide_id = scope.get("path_params", {}).get("slide_id")
+        if (
+            principal.collections
+            and isinstance(slide_id, str)
+            and not await self.security.slide_visible(scope, principal, slide_id)
+        ):
+            detail = f"no slide with id {slide_id[:MAX_ID]!r}"
+            await error_response(404, "slide_not_found", detail)(scope, receive, send)
+            return
+        if self.rule.audit == "tiles":
+            await self._tiles(scope, receive, send, principal, slide_id)
+        elif self.rule.audit == "request":
+            await self._audited(scope, receive, send, principal)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _tiles(
+        self, scope: Scope, receive: Receive, send: Send, principal: Principal, slide_id: Any
+    ) -> None:
+        await self.app(scope, receive, send)
+        if isinstance(slide_id, str) and self.security.audit is not None:
+            self.security.audit.tile_read(principal, slide_id[:MAX_ID], _client(scope))
+
+    def _event(
+        self, scope: Scope, principal: Principal, kind: str, status: int | None
+    ) -> AuditEvent:
+        slide, case, patient = _subjects(scope, self.template)
+        return AuditEvent(
+            at=datetime.now(UTC),
+            kind=kind,
+            subject=principal.subject,
+            role=principal.role,
+            token_name=principal.token_name,
+            action=f"{scope['method']} {self.template}",
+            method=scope["method"],
+            slide_id=slide,
+            case_id=case,
+            patient_id=patient,
+            client=_client(scope),
+            status=status,
+            request_id=str(scope.get("state", {}).get("request_id", ""))[:64] or None,
+        )
+
+    async def _write(self, event: AuditEvent) -> bool:
+        audit = self.security.audit
+        if audit is None:
+            return False
+        try:
+            await run_sync(audit.write, event)
+        except AuditUnavailable:
+            return False
+        return True
+
+    async def _audited(
+        self, scope: Scope, receive: Receive, send: Send, principal: Principal
+    ) -> None:
+        """Run the route; its answer leaves only once its audit row is stored (else 503)."""
+        unavailable = error_response(
+            503, "audit_unavailable", "the audit trail cannot be written; try again later"
+        )
+        writes = scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        if writes and not await self._write(self._event(scope, principal, "attempt", None)):
+            await unavailable(scope, receive, send)
+            return
+        started = False
+        refused = False
+
+        async def send_audited(message: Message) -> None:
+            nonlocal started, refused
+            if message["type"] == "http.response.start":
+                started = True
+                event = self._event(scope, principal, "request", int(message["status"]))
+                if not await self._write(event):
+                    refused = True
+                    await unavailable(scope, receive, send)
+                    return
+            if refused:
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_audited)
+        except Exception as exc:
+            if not started:
+                status = exc.status if isinstance(exc, SlideServerError) else 500
+                await self._write(self._event(scope, principal, "request", status))
+            raise
+
+
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0])[:MAX_ID] if client else None
+
+
+def _subjects(scope: Scope, template: str) -> tuple[str | None, str | None, str | None]:
+    """Return the slide, case (accession) and patient (MRN) a request names, if any."""
+    params: dict[str, Any] = scope.get("path_params", {})
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+
+    def q(name: str) -> str | None:
+        values = query.get(name)
+        return values[0] if values else None
+
+    slide = params.get("slide_id")
+    case = params.get("accession") or q("accession") or q("identifier")
+    patient = q("patient")
+    if template.startswith("/fhir/Patient/"):
+        patient = params.get("id")
+
+    def clip(value: Any) -> str | None:
+        return str(value)[:MAX_ID] if value else None
+
+    return clip(slide), clip(case), clip(patient)

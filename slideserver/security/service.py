@@ -1,0 +1,166 @@
+"""The security of one app: settings, token store, OIDC verifier, session signer, audit store.
+
+Built by ``create_app`` (no I/O), opened in the lifespan (database, migrations), closed at
+shutdown (pending tile summaries flushed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.to_thread import run_sync
+from sqlalchemy import Engine
+from starlette.types import Scope
+
+from slideserver.security.audit import AuditStore
+from slideserver.security.oidc import InvalidToken, KeysUnavailable, OidcVerifier
+from slideserver.security.principals import ANONYMOUS, Principal, in_collections
+from slideserver.security.session import SessionSigner, cookie_value
+from slideserver.security.tokens import TokenStore, looks_like_token
+from slideserver.settings import Settings
+
+log = logging.getLogger("slideserver.security")
+
+AUTH_MODES = ("open", "tokens", "oidc")
+LOCATION_CACHE = 10_000
+LOCATION_TTL = 60.0
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    """Why credentials were refused: 401 (bad credentials) or 503 (identity provider down)."""
+
+    status: int
+    detail: str
+
+
+class Security:
+    """Authentication, sessions and audit for one app."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.auth not in AUTH_MODES:
+            raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}, not {settings.auth!r}")
+        self.settings = settings
+        self.mode = settings.auth
+        self.verifier = OidcVerifier(settings) if self.mode == "oidc" else None
+        if self.mode != "open" and not settings.session_secret:
+            log.warning(
+                "no session_secret: viewer sessions end at restart and do not cross workers"
+            )
+        self.signer = SessionSigner(settings.session_secret, settings.session_max_age)
+        self.engine: Engine | None = None
+        self.tokens: TokenStore | None = None
+        self.audit: AuditStore | None = None
+        self._locations: dict[str, tuple[float, tuple[str, str] | None]] = {}
+
+    # -- lifecycle --
+
+    def open(self, database_url: str = "") -> None:
+        """Open the database, migrate the security tables, and create the stores (blocking)."""
+        from slideserver.catalog.store.engine import default_database_url, make_engine, writer
+        from slideserver.security.migrations import upgrade
+
+        self.engine = make_engine(database_url or default_database_url(self.settings))
+        write_engine = writer(self.engine)
+        upgrade(write_engine)
+        self.tokens = TokenStore(self.engine, write_engine, self.settings.token_cache_ttl)
+        self.audit = AuditStore(self.engine, write_engine, self.settings.audit_tile_window)
+
+    def close(self) -> None:
+        """Flush pending tile summaries and release the database (blocking)."""
+        if self.audit is not None:
+            self.audit.flush_tiles(everything=True)
+        if self.engine is not None:
+            self.engine.dispose()
+
+    async def run_flusher(self) -> None:
+        """Write closed tile-summary windows periodically (a lifespan background task)."""
+        interval = min(60.0, float(self.settings.audit_tile_window))
+        while True:
+            await anyio.sleep(interval)
+            if self.audit is not None:
+                await run_sync(self.audit.flush_tiles)
+
+    # -- authentication --
+
+    async def authenticate(
+        self, headers: Mapping[str, str]
+    ) -> tuple[Principal | None, AuthFailure | None]:
+        """Return the principal of a request's credentials, or why they are refused."""
+        if self.mode == "open":
+            return ANONYMOUS, None
+        authorization = headers.get("authorization", "")
+        if authorization:
+            scheme, _, credential = authorization.partition(" ")
+            credential = credential.strip()
+            if scheme.lower() != "bearer" or not credential:
+                return None, AuthFailure(401, "use Authorization: Bearer TOKEN")
+            return await self.authenticate_bearer(credential)
+        cookie = cookie_value(headers.get("cookie", ""))
+        if cookie:
+            principal = self.signer.verify(cookie)
+            if principal is not None and principal.token_id is not None:
+                tokens = self.tokens
+                if tokens is None or not await run_sync(tokens.is_active, principal.token_id):
+                    principal = None
+            if principal is None:
+                return None, AuthFailure(401, "the session has expired or is invalid; log in again")
+            return principal, None
+        return None, None
+
+    async def authenticate_bearer(
+        self, credential: str
+    ) -> tuple[Principal | None, AuthFailure | None]:
+        """Verify an API token or (with ``auth=oidc``) a JWT."""
+        invalid = AuthFailure(401, "invalid or expired bearer token")
+        if looks_like_token(credential) or self.verifier is None:
+            tokens = self.tokens
+            if tokens is None:
+                return None, AuthFailure(503, "the token store is not open")
+            known, principal = tokens.cached(credential)
+            if not known:
+                principal = await run_sync(tokens.authenticate, credential)
+            return (principal, None) if principal is not None else (None, invalid)
+        try:
+            return await run_sync(self.verifier.verify, credential), None
+        except InvalidToken as exc:
+            return None, AuthFailure(401, f"invalid bearer token: {exc}")
+        except KeysUnavailable as exc:
+            log.warning("OIDC keys unavailable: %s", exc)
+            return None, AuthFailure(503, "the identity provider's keys cannot be fetched")
+
+    # -- collections --
+
+    async def slide_visible(self, scope: Scope, principal: Principal, slide_id: str) -> bool:
+        """Tell whether a collection-limited principal may see ``slide_id``."""
+        entry = self._locations.get(slide_id)
+        if entry is None or entry[0] < time.monotonic():
+            location = await run_sync(self._locate, scope, slide_id)
+            if len(self._locations) >= LOCATION_CACHE:
+                self._locations.clear()
+            self._locations[slide_id] = (time.monotonic() + LOCATION_TTL, location)
+        else:
+            location = entry[1]
+        return location is not None and in_collections(principal.collections, *location)
+
+    @staticmethod
+    def _locate(scope: Scope, slide_id: str) -> tuple[str, str] | None:
+        state: Any = getattr(scope["app"].state, "slideserver", None)
+        record = state.catalog.get(slide_id) if state is not None else None
+        return (record.root.name, record.relpath) if record is not None else None
+
+
+def principal_of(request: Any) -> Principal:
+    """Return the principal the authentication middleware attached to ``request``."""
+    from slideserver.errors import Unauthorized
+    from slideserver.security.principals import STATE_KEY
+
+    principal = request.scope.get("state", {}).get(STATE_KEY)
+    if not isinstance(principal, Principal):
+        raise Unauthorized("authentication required")
+    return principal
