@@ -49,6 +49,13 @@ class Result:
     p99_ms: float
     requests: int
     errors: int
+    cpu_seconds: float = 0.0
+    """Server CPU time during the run (all its processes)."""
+
+    @property
+    def per_cpu(self) -> float:
+        """Requests per server CPU second: robust to other load on a shared machine."""
+        return self.requests / self.cpu_seconds if self.cpu_seconds > 0 else float("nan")
 
 
 @dataclass
@@ -182,8 +189,7 @@ def slide_ids(base: str) -> dict[str, str]:
     import httpx
 
     body = httpx.get(f"{base}/api/slides", params={"limit": 100}, timeout=30).json()
-    return {item["relpath"].rsplit("/", 1)[-1] if "relpath" in item else item["name"]: item["id"]
-            for item in body["items"]} | {item["name"]: item["id"] for item in body["items"]}  # fmt: skip
+    return {item["name"]: item["id"] for item in body["items"]}
 
 
 def versions() -> dict[str, str]:
@@ -221,11 +227,21 @@ def versions() -> dict[str, str]:
     }
 
 
-def ratio(results: list[Result], slide: str, workload: str, conns: int, a: str, b: str) -> float:
+def ratio_of(
+    results: list[Result],
+    slide: str,
+    workload: str,
+    conns: int,
+    a: str,
+    b: str,
+    per_cpu: bool = False,
+) -> float:
+    """Throughput of server ``a`` over server ``b`` (req/s, or requests per CPU second)."""
+
     def rps(server: str) -> float:
         for r in results:
             if (r.slide, r.workload, r.connections, r.server) == (slide, workload, conns, server):
-                return r.rps
+                return r.per_cpu if per_cpu else r.rps
         return float("nan")
 
     return rps(a) / rps(b) if rps(b) else float("nan")
@@ -240,9 +256,12 @@ REF, NGX1, NGXN, SS1, SSN = (
 )
 
 
-def targets(results: list[Result]) -> list[tuple[str, str, bool]]:
+def targets(results: list[Result], per_cpu: bool = False) -> list[tuple[str, str, bool]]:
     """The issue's targets, each with the measured figures and whether it is met."""
     out: list[tuple[str, str, bool]] = []
+
+    def ratio(results: list[Result], slide: str, workload: str, c: int, a: str, b: str) -> float:
+        return ratio_of(results, slide, workload, c, a, b, per_cpu)
 
     def check(name: str, values: list[float], minimum: float) -> None:
         text = ", ".join(f"{v:.1f}" for v in values)
@@ -291,13 +310,13 @@ def markdown(results: list[Result], info: dict[str, str], duration: float) -> st
         "|---|---|",
         *(f"| {k} | {v} |" for k, v in info.items()),
         "",
-        "| slide | workload | conns | server | req/s | p50 ms | p99 ms | errors |",
-        "|---|---|---:|---|---:|---:|---:|---:|",
+        "| slide | workload | conns | server | req/s | p50 ms | p99 ms | req/CPU-s | errors |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.slide} | {r.workload} | {r.connections} | {r.server} | {r.rps:,.0f} | "
-            f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} |"
+            f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.per_cpu:,.0f} | {r.errors} |"
         )
     lines += [
         "",
@@ -308,25 +327,109 @@ def markdown(results: list[Result], info: dict[str, str], duration: float) -> st
     for slide in SLIDES:
         for workload in WORKLOADS:
             for c in CONNECTIONS:
-                lines.append(
-                    f"| {slide} | {workload} | {c} | "
-                    f"{ratio(results, slide, workload, c, SS1, REF):.1f}x | "
-                    f"{ratio(results, slide, workload, c, SSN, REF):.1f}x | "
-                    f"{ratio(results, slide, workload, c, SS1, NGX1):.2f} | "
-                    f"{ratio(results, slide, workload, c, SSN, NGXN):.2f} |"
-                )
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
-    for name, values, met in targets(results):
-        lines.append(f"| {name} | {values} | {'yes' if met else 'NO'} |")
+                cells = [
+                    f"{ratio_of(results, slide, workload, c, a, b):.{digits}f}{unit} "
+                    f"({ratio_of(results, slide, workload, c, a, b, True):.{digits}f}{unit})"
+                    for a, b, digits, unit in (
+                        (SS1, REF, 1, "x"),
+                        (SSN, REF, 1, "x"),
+                        (SS1, NGX1, 2, ""),
+                        (SSN, NGXN, 2, ""),
+                    )
+                ]
+                lines.append(f"| {slide} | {workload} | {c} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Ratios: by req/s, and in parentheses by requests per server CPU second (robust to other",
+        "load on a shared machine; not meaningful for p99).",
+        "",
+        "| target | measured (req/s) | met | measured (per CPU s) | met |",
+        "|---|---|---|---|---|",
+    ]
+    for (name, values, met), (_, cpu_values, cpu_met) in zip(
+        targets(results), targets(results, per_cpu=True), strict=True
+    ):
+        lines.append(
+            f"| {name} | {values} | {'yes' if met else 'NO'} | {cpu_values} | "
+            f"{'yes' if cpu_met else 'NO'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
+Started = tuple[servers.Process, str, dict[str, str]]
+"""A running server: its process, base URL and the tile URL prefix of each slide."""
+
+
+@dataclass
+class Config:
+    name: str
+    start: Callable[[], Started]
+    restart: bool
+    """Restart (and flush Redis) before every run: nothing cached carries over."""
+    wrk_cpu: int | None
+
+
+def measure(
+    config: Config, args: argparse.Namespace, lists: dict[str, dict[str, Path]]
+) -> list[Result]:
+    """Run every workload of every slide against one server configuration."""
+    results: list[Result] = []
+    current: Started | None = None
+    try:
+        for kind in args.slides:
+            for workload in args.workloads:
+                for conns in CONNECTIONS:
+                    if current is None or config.restart:
+                        if current is not None:
+                            current[0].stop()
+                        current = config.start()
+                        prime(current, args.slides, lists, config.wrk_cpu)
+                    process, base, prefixes = current
+                    todo = {workload: lists[kind][workload]}
+                    if workload == "warm":  # one pass to fill the caches
+                        fill = Target(kind, "", prefixes[kind], {"cold": lists[kind]["warm"]})
+                        wrk(base, fill, "cold", 16, 5, config.wrk_cpu)
+                    target = Target(kind, config.name, prefixes[kind], todo)
+                    cpu_before = process.cpu_seconds()
+                    result = wrk(base, target, workload, conns, args.duration, config.wrk_cpu)
+                    if result is None:
+                        continue
+                    result.cpu_seconds = process.cpu_seconds() - cpu_before
+                    result.server = config.name
+                    results.append(result)
+                    log(
+                        f"{kind:4} {workload:4} c={conns:<3} {config.name:24} "
+                        f"{result.rps:9,.0f} req/s  p50 {result.p50_ms:6.1f} ms  "
+                        f"p99 {result.p99_ms:6.1f} ms  {result.per_cpu:8,.0f} req/CPU-s  "
+                        f"errors {result.errors}"
+                    )
+    finally:
+        if current is not None:
+            current[0].stop()
+    return results
+
+
+def prime(
+    current: Started, kinds: list[str], lists: dict[str, dict[str, Path]], cpu: int | None
+) -> None:
+    """Open the slides and each level's tile index in every process before measuring.
+
+    "Cold" means tiles not cached, not files never opened: the reference opens its slides at
+    start-up, and a server in service has long opened the slides being viewed.
+    """
+    _, base, prefixes = current
+    for kind in kinds:
+        target = Target(kind, "", prefixes[kind], {"warm": lists[kind]["prime"]})
+        wrk(base, target, "warm", 8, 1, cpu)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run (max)")
-    parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                        / "slideserver-bench", help="where slides and tiles are cached")  # fmt: skip
+    parser.add_argument("--data", type=Path, default=cache_home / "slideserver-bench",
+                        help="where the slides and extracted tiles are kept")  # fmt: skip
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--only", nargs="*", default=[], help="servers to run (substring)")
     parser.add_argument("--slides", nargs="*", default=list(SLIDES), choices=SLIDES)
@@ -336,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"bench: {tool} is missing (Debian packages wrk, nginx-light, redis-server)")
             return 2
-    started = time.monotonic()
+    began = time.monotonic()
     log("preparing slides (generated once, then cached)")
     slides = bench_slides(args.data / "slides")
     info = versions()
@@ -352,87 +455,46 @@ def main(argv: list[str] | None = None) -> int:
         with servers.started(redis):
             names = {kind: path.name for kind, path in slides.items()}
 
-            def start_slideserver(
-                workers: int, cpu: int | None
-            ) -> Callable[[], tuple[servers.Process, str, dict[str, str]]]:  # noqa: E501
-                def start() -> tuple[servers.Process, str, dict[str, str]]:
+            def slideserver(workers: int, cpu: int | None) -> Callable[[], Started]:
+                def start() -> Started:
                     servers.flush_redis(redis_url)
+                    root = slides["svs"].parent
                     process, base = servers.slideserver(
-                        slides["svs"].parent, workdir, workers=workers, cpu=cpu,
-                        redis_url=redis_url,
-                    )  # fmt: skip
+                        root, workdir, workers=workers, cpu=cpu, redis_url=redis_url
+                    )
                     ids = slide_ids(base)
                     return process, base, {k: f"/dz/{ids[v]}_files/" for k, v in names.items()}
 
                 return start
 
-            def start_reference() -> tuple[servers.Process, str, dict[str, str]]:
+            def reference() -> Started:
                 process, base = servers.reference(slides, workdir, cpu=one)
                 return process, base, {k: f"/ref/{k}_files/" for k in slides}
 
-            def start_nginx(
-                workers: int, cpu: int | None
-            ) -> Callable[[], tuple[servers.Process, str, dict[str, str]]]:  # noqa: E501
-                def start() -> tuple[servers.Process, str, dict[str, str]]:
+            def nginx(workers: int, cpu: int | None) -> Callable[[], Started]:
+                def start() -> Started:
                     process, base = servers.nginx(tiles, workdir, workers=workers, cpu=cpu)
                     return process, base, {k: f"/tiles/{p.stem}/" for k, p in slides.items()}
 
                 return start
 
             configs = [
-                # name, start, restart before each run, wrk core
-                (REF, start_reference, True, load_cpu),
-                (NGX1, start_nginx(1, one), False, load_cpu),
-                (NGXN, start_nginx(n, None), False, None),
-                (SS1, start_slideserver(1, one), True, load_cpu),
-                (SSN, start_slideserver(n, None), True, None),
+                Config(REF, reference, True, load_cpu),
+                Config(NGX1, nginx(1, one), False, load_cpu),
+                Config(NGXN, nginx(n, None), False, None),
+                Config(SS1, slideserver(1, one), True, load_cpu),
+                Config(SSN, slideserver(n, None), True, None),
             ]
-            for name, start, restart, wrk_cpu in configs:
-                if args.only and not any(o in name for o in args.only):
-                    continue
-                current: tuple[servers.Process, str, dict[str, str]] | None = None
-                try:
-                    for kind in args.slides:
-                        for workload in args.workloads:
-                            for conns in CONNECTIONS:
-                                if current is None or restart:
-                                    if current is not None:
-                                        current[0].stop()
-                                    current = start()
-                                    # Open the slides and each level's tile index in every
-                                    # process: "cold" means tiles not cached, not files never
-                                    # opened (the reference opens its slides at start-up).
-                                    for each in args.slides:
-                                        wrk(current[1], Target(each, "", current[2][each],
-                                            {"warm": lists[each]["prime"]}), "warm", 8, 1,
-                                            wrk_cpu)  # fmt: skip
-                                process, base, prefixes = current
-                                target = Target(kind, slides[kind].name, prefixes[kind],
-                                                lists[kind])  # fmt: skip
-                                if workload == "warm":  # one pass to fill the caches
-                                    wrk(base, Target(kind, "", prefixes[kind],
-                                        {"cold": lists[kind]["warm"]}), "cold", 16, 5, wrk_cpu)  # fmt: skip
-                                    target.lists = {"warm": lists[kind]["warm"]}
-                                result = wrk(base, target, workload, conns, args.duration, wrk_cpu)
-                                if result is None:
-                                    continue
-                                result.server = name
-                                results.append(result)
-                                log(
-                                    f"{kind:4} {workload:4} c={conns:<3} {name:24} "
-                                    f"{result.rps:9,.0f} req/s  p50 {result.p50_ms:6.1f} ms  "
-                                    f"p99 {result.p99_ms:6.1f} ms  errors {result.errors}"
-                                )
-                finally:
-                    if current is not None:
-                        current[0].stop()
+            for config in configs:
+                if not args.only or any(o in config.name for o in args.only):
+                    results += measure(config, args, lists)
     text = markdown(results, info, args.duration)
     print()
     print(text)
     if not args.only and args.slides == list(SLIDES) and args.workloads == list(WORKLOADS):
         args.out.write_text(text)
         log(f"wrote {args.out}")
-    log(f"done in {time.monotonic() - started:.0f} s")
+    log(f"done in {time.monotonic() - began:.0f} s")
     return 0
 
 

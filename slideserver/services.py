@@ -141,12 +141,16 @@ class SlideService:
             record = self.record(slide_id)
             return record, self.handles.fingerprint(record)
 
-        record, fingerprint = await self._in_thread(look_up)
-        if ttl > 0:
-            if len(self._checked) > 4096:
-                self._checked.clear()
-            self._checked[slide_id] = (now, record, fingerprint)
-        return record, fingerprint
+        async def recheck() -> tuple[SlideRecord, str]:
+            record, fingerprint = await self._in_thread(look_up)
+            if ttl > 0:
+                if len(self._checked) > 4096:
+                    self._checked.clear()
+                self._checked[slide_id] = (now, record, fingerprint)
+            return record, fingerprint
+
+        # When the check expires under load, one request looks up; the others wait for it.
+        return await self.flights.run("check:" + slide_id, recheck)
 
     async def grid(self, slide_id: str) -> tuple[SlideRecord, str, DeepZoomGrid, SlideInfo]:
         """Return the record, fingerprint, Deep Zoom grid and reader info of a slide."""

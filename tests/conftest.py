@@ -181,13 +181,14 @@ def tiny_dicom(tiny_slides: object) -> object:
 SECURITY_ROLES = ("admin", "pathologist", "researcher", "lis")
 
 
-def _security_settings(samples_root: Path, db: Path, **overrides: object) -> object:
+def _security_settings(samples_root: Path, db: Path | str, **overrides: object) -> object:
+    """Settings of an ``auth=tokens`` app; ``db`` is a SQLite file or a database URL."""
     from slideserver.settings import Settings
 
     values: dict[str, object] = {
         "roots": (samples_root,),
         "auth": "tokens",
-        "database_url": f"sqlite:///{db}",
+        "database_url": db if isinstance(db, str) else f"sqlite:///{db}",
         "session_secret": "test-session-secret",
     }
     values.update(overrides)

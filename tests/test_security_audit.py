@@ -15,7 +15,8 @@ def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _app(samples_root: Path, db: Path) -> tuple[Any, dict[str, str], Any]:
+def _app(samples_root: Path, db: Path | str) -> tuple[Any, dict[str, str], Any]:
+    """An app over the samples on ``db`` (SQLite file or URL), one token per role."""
     from slideserver.api.app import create_app
     from tests.conftest import SECURITY_ROLES, _security_settings, make_tokens
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, String, insert, select
 
 from slideserver.errors import BackendUnavailable
 from slideserver.security.principals import Principal
@@ -89,6 +89,27 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_LENGTHS: dict[str, int] = {
+    column.name: int(column.type.length)
+    for column in audit_events.columns
+    if isinstance(column.type, String) and column.type.length
+}
+"""Column widths: PostgreSQL refuses longer values where SQLite would store them."""
+
+
+def _clean(name: str, value: str) -> str:
+    """Return ``value`` as the ``name`` column stores it: no NUL, clipped to the column width.
+
+    Request values (path and query parameters, JWT subjects) reach these columns. PostgreSQL
+    refuses text with NUL bytes and values longer than a ``VARCHAR(n)``; one such value would
+    make a request's audit row unwritable (a spurious 503) or, in a batch of tile summaries,
+    every later flush. Filters are cleaned the same way, so they still match what was stored.
+    """
+    value = value.replace("\x00", "\ufffd")
+    limit = _LENGTHS.get(name)
+    return value[:limit] if limit is not None else value
+
+
 class AuditStore:
     """Write and read the audit trail; summarize tile reads."""
 
@@ -113,6 +134,9 @@ class AuditStore:
         for event in events:
             row = asdict(event)
             row.pop("id")
+            for name, value in row.items():
+                if isinstance(value, str):
+                    row[name] = _clean(name, value)
             rows.append(row)
         try:
             with self.writer.begin() as conn:
@@ -189,9 +213,10 @@ class AuditStore:
         for name, column in text_filters.items():
             value = getattr(query, name)
             if value:
-                stmt = stmt.where(column == value)
+                stmt = stmt.where(column == _clean(name, value))
         if query.action:
-            stmt = stmt.where(c.action.contains(query.action, autoescape=True))
+            action = _clean("action", query.action)
+            stmt = stmt.where(c.action.contains(action, autoescape=True))
         if query.status is not None:
             stmt = stmt.where(c.status == query.status)
         if query.since is not None:

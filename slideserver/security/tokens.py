@@ -63,6 +63,11 @@ def looks_like_token(credential: str) -> bool:
     return credential.startswith(TOKEN_PREFIX)
 
 
+def _utc(value: datetime) -> datetime:
+    """Return ``value`` in UTC (SQLite hands stored times back naive, PostgreSQL aware)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class TokenStore:
     """API tokens in the catalog database."""
 
@@ -113,8 +118,8 @@ class TokenStore:
                 r.role,
                 r.prefix,
                 parse_collections(r.collections or ""),
-                r.created_at,
-                r.revoked_at,
+                _utc(r.created_at),
+                _utc(r.revoked_at) if r.revoked_at is not None else None,
             )
             for r in rows
         ]

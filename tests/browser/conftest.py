@@ -188,3 +188,99 @@ def page(chromium: Any, server: Server, console: Console) -> Iterator[Any]:
         yield pg
     finally:
         context.close()
+
+
+# --- a second server with authentication on (tests/browser/test_viewer_auth.py) ---
+
+AUTH_ROLES = ("pathologist", "researcher")
+
+
+@dataclass
+class AuthServer(Server):
+    """A server started with ``--auth tokens``, and one API token per role in :data:`AUTH_ROLES`."""
+
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def get_json_as(self, role: str, path: str) -> Any:
+        req = urllib.request.Request(
+            self.base + path, headers={"Authorization": f"Bearer {self.tokens[role]}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.load(resp)
+
+
+def _create_token(env: dict[str, str], database_url: str, role: str, cwd: Path) -> str:
+    """``slideserver token create``; the token is the last line it prints."""
+    cmd = [sys.executable, "-m", "slideserver", "token", "create", "--role", role]
+    cmd += ["--name", f"browser-{role}", "--database-url", database_url]
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"token create failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    lines = done.stdout.strip().splitlines()
+    if not lines or not lines[-1].strip():
+        raise RuntimeError(f"token create printed no token:\n{done.stdout}\n{done.stderr[-2000:]}")
+    return lines[-1].strip()
+
+
+@pytest.fixture(scope="module")
+def auth_server(
+    browser_slides_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AuthServer]:
+    """`slideserver serve --auth tokens` with its own SQLite database, on a free loopback port.
+
+    A pathologist and a researcher token are created with the CLI first; the server is stopped at
+    the end of the module whatever happens.
+    """
+    workdir = tmp_path_factory.mktemp("browser-auth-server")
+    database_url = f"sqlite:///{workdir / 'db.sqlite'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIDESERVER_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    tokens = {role: _create_token(env, database_url, role, workdir) for role in AUTH_ROLES}
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = workdir / "server.log"
+    cmd = [sys.executable, "-m", "slideserver", "serve", str(browser_slides_root)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--auth", "tokens"]
+    cmd += ["--database-url", database_url]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_healthy(base, proc, log)
+        srv = AuthServer(base, log, tokens=tokens)
+        srv.slides = srv.get_json_as("pathologist", "/api/slides?limit=200")["items"]
+        yield srv
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture
+def auth_page(chromium: Any, auth_server: AuthServer, console: Console) -> Iterator[Any]:
+    """A fresh page (own context: no cookie yet) on the ``--auth tokens`` server.
+
+    Console errors are recorded with the URL they are about, as ``text (url)``.
+    """
+    context = chromium.new_context(viewport=VIEWPORT, base_url=auth_server.base)
+    context.set_default_timeout(10_000)
+    pg = context.new_page()
+
+    def on_console(msg: Any) -> None:
+        loc = msg.location.get("url", "") if msg.location else ""
+        text = f"{msg.text} ({loc})" if loc else msg.text
+        if msg.type == "error":
+            console.errors.append(text)
+        elif msg.type == "warning":
+            console.warnings.append(text)
+
+    pg.on("console", on_console)
+    pg.on("pageerror", lambda exc: console.errors.append(f"uncaught: {exc}"))
+    try:
+        yield pg
+    finally:
+        context.close()

@@ -1,7 +1,8 @@
 // Client for the slideserver HTTP API (DESIGN.md section 3).
-// Every request goes through apiFetch: same-origin credentials and the auth headers, never a token
-// in a URL. Images (thumbnails, labels) are fetched the same way and shown from blob URLs, so they
-// carry a bearer header too once authentication uses one.
+// Every request goes through apiFetch: same-origin credentials (the HttpOnly session cookie) and
+// the auth headers, never a token in a URL. Images (thumbnails, labels) are fetched the same way and
+// shown from blob URLs. A 401 from any call (the session expired, was revoked or signed out
+// elsewhere) goes to the handler main.ts installs, which shows the sign-in panel.
 
 export interface Patient {
   id: string | null;
@@ -68,13 +69,33 @@ export class ApiError extends Error {
   }
 }
 
-/** Headers added to every API and tile request (authentication plugs in here). */
+/**
+ * Headers added to every API and tile request. The session cookie authenticates; the server wants
+ * X-Requested-With on every change made with it (CSRF), and it is harmless on reads.
+ */
 export function authHeaders(): Record<string, string> {
-  return {};
+  return { "X-Requested-With": "slideserver" };
+}
+
+let unauthorizedHandler: ((detail: string) => void) | null = null;
+
+/** Set what happens when the server answers 401 to a request (main.ts: the sign-in panel). */
+export function onUnauthorized(handler: (detail: string) => void): void {
+  unauthorizedHandler = handler;
+}
+
+/** Report a 401 seen outside apiFetch (OpenSeadragon's tile requests). */
+export function notifyUnauthorized(detail = ""): void {
+  unauthorizedHandler?.(detail);
+}
+
+export interface FetchOptions {
+  /** A 401 is an answer the caller handles (the session check, signing in), not an expiry. */
+  expectUnauthorized?: boolean;
 }
 
 /** Fetch a same-origin URL with the user's credentials; throw ApiError on a non-2xx answer. */
-export async function apiFetch(url: string, init: RequestInit = {}): Promise<Response> {
+export async function apiFetch(url: string, init: RequestInit = {}, opts: FetchOptions = {}): Promise<Response> {
   const resp = await fetch(url, {
     ...init,
     credentials: "same-origin",
@@ -90,6 +111,7 @@ export async function apiFetch(url: string, init: RequestInit = {}): Promise<Res
     } catch {
       /* not JSON */
     }
+    if (resp.status === 401 && !opts.expectUnauthorized) notifyUnauthorized(detail);
     throw new ApiError(resp.status, code, detail);
   }
   return resp;

@@ -1,7 +1,8 @@
 // The slide browser at "/": search by name, patient or accession; results grouped
 // patient -> case -> slides with thumbnails; keyboard navigation; pick 2-4 slides to compare.
-import { ApiError, listSlides, type Patient, type SlideSummary, thumbnailUrl } from "./api";
-import { debounce, h, isTyping, lazyImage, personName } from "./util";
+import { ApiError, getSlide, listSlides, type Patient, type SlideSummary, thumbnailUrl } from "./api";
+import { seesPhi } from "./session";
+import { debounce, fillImage, h, isTyping, lazyImage, personName, whenVisible } from "./util";
 import { appHeader, ctx, rememberContext, showHelp, viewerHref } from "./shell";
 
 const NO_PATIENT = "\u0000";
@@ -9,11 +10,14 @@ const NO_CASE = "\u0000";
 
 export function renderBrowser(root: HTMLElement): void {
   const params = new URLSearchParams(location.search);
-  const q = h("input", { type: "search", name: "q", placeholder: "Slide name or text", value: params.get("q") ?? "", "aria-label": "Slide name", autocomplete: "off" });
+  // Researchers get de-identified answers: no patient, case or label, so no search fields or
+  // headings for them either.
+  const phi = seesPhi();
+  const q = h("input", { type: "search", name: "q", placeholder: phi ? "Slide name or text" : "Slide ID", value: params.get("q") ?? "", "aria-label": "Slide name", autocomplete: "off" });
   const patient = h("input", { type: "search", name: "patient", placeholder: "Patient ID or name", value: params.get("patient") ?? "", "aria-label": "Patient", autocomplete: "off" });
   const accession = h("input", { type: "search", name: "accession", placeholder: "Accession", value: params.get("accession") ?? "", "aria-label": "Accession", autocomplete: "off" });
   const showLabels = h("input", { type: "checkbox", id: "show-labels" });
-  showLabels.checked = sessionStorage.getItem("slideserver.labels") === "1";
+  showLabels.checked = phi && sessionStorage.getItem("slideserver.labels") === "1";
   const compareBtn = h("button.primary", { type: "button", disabled: true, title: "Open the selected slides side by side (c)" }, "Compare");
   const status = h("div.status", { role: "status", "aria-live": "polite" });
   const results = h("div.results", { id: "results" });
@@ -22,10 +26,10 @@ export function renderBrowser(root: HTMLElement): void {
     "form.search",
     { role: "search" },
     q,
-    patient,
-    accession,
+    phi ? patient : null,
+    phi ? accession : null,
     h("button.primary", { type: "submit" }, "Search"),
-    h("label.check", { for: "show-labels", title: "Show slide label images (if your role allows)" }, showLabels, "Labels"),
+    phi ? h("label.check", { for: "show-labels", title: "Show slide label images (if your role allows)" }, showLabels, "Labels") : null,
     compareBtn,
   );
 
@@ -39,7 +43,8 @@ export function renderBrowser(root: HTMLElement): void {
   let generation = 0;
   const selected = new Set<string>();
 
-  const query = () => ({ q: q.value.trim(), patient: patient.value.trim(), accession: accession.value.trim() });
+  const query = (): Record<string, string> =>
+    phi ? { q: q.value.trim(), patient: patient.value.trim(), accession: accession.value.trim() } : { q: q.value.trim() };
 
   async function search(append: boolean): Promise<void> {
     const gen = ++generation;
@@ -91,16 +96,18 @@ export function renderBrowser(root: HTMLElement): void {
     for (const pk of patientKeys) {
       const cases = byPatient.get(pk)!;
       const p = patientOf.get(pk) ?? null;
-      const title =
-        pk === NO_PATIENT
+      const title = !phi
+        ? h("h2", {}, "Slides", h("span.muted", {}, " · de-identified"))
+        : pk === NO_PATIENT
           ? h("h2", {}, "No patient linked")
           : h("h2", {}, personName(p?.name) ?? "Patient", p?.id ? h("span.muted", {}, " · ID " + p.id) : null, p?.birth_date ? h("span.muted", {}, " · born " + p.birth_date) : null);
-      const section = h("section.patient", { "aria-label": pk === NO_PATIENT ? "No patient" : "Patient " + (personName(p?.name) ?? p?.id ?? "") }, title);
+      const section = h("section.patient", { "aria-label": !phi ? "Slides" : pk === NO_PATIENT ? "No patient" : "Patient " + (personName(p?.name) ?? p?.id ?? "") }, title);
       const caseKeys = [...cases.keys()].sort((a, b) => (a === NO_CASE ? 1 : b === NO_CASE ? -1 : a.localeCompare(b)));
       for (const ck of caseKeys) {
         const slides = cases.get(ck)!;
-        const header =
-          ck === NO_CASE
+        const header = !phi
+          ? null
+          : ck === NO_CASE
             ? h("h3", {}, pk === NO_PATIENT ? "Slides not linked to a case" : "No accession")
             : h("h3", {}, h("a", { href: "/case/" + encodeURIComponent(ck), class: "case-link" }, "Case " + ck), h("span.muted", {}, ` · ${slides.length} slide${slides.length === 1 ? "" : "s"}`));
         const grid = h("div.cards", { role: "list" });
@@ -121,10 +128,19 @@ export function renderBrowser(root: HTMLElement): void {
       toggle(s.id, box.checked);
     });
     const thumb = h("div.thumb", {}, lazyImage(thumbnailUrl(s, 256), "Thumbnail of " + s.name, "thumbnail"));
-    if (showLabels.checked) {
-      const lbl = lazyImage("/api/slides/" + encodeURIComponent(s.id) + "/associated/label", "Label", "label-img");
-      lbl.addEventListener("missing", () => lbl.remove());
-      thumb.append(lbl);
+    if (showLabels.checked && phi) {
+      // only slides that list a label have one to fetch (the summary does not say: ask the detail)
+      whenVisible(thumb, () => {
+        getSlide(s.id).then(
+          async (d) => {
+            if (!d.associated?.includes("label") || !thumb.isConnected) return;
+            const lbl = h("img", { alt: "Label", class: "label-img", draggable: "false" });
+            thumb.append(lbl);
+            if (!(await fillImage(lbl, "/api/slides/" + encodeURIComponent(s.id) + "/associated/label"))) lbl.remove();
+          },
+          () => undefined,
+        );
+      });
     }
     const meta = [c?.stain, c?.block ? "block " + c.block : c?.specimen ? "specimen " + c.specimen : null, s.format, s.width && s.height ? `${s.width}×${s.height}` : null]
       .filter(Boolean)

@@ -1,6 +1,7 @@
 // The case view at /case/{accession}: the patient, then every slide of the accession grouped by
 // specimen and block, with thumbnails; open one, or compare 2-4 side by side.
 import { ApiError, type CaseDetail, getCaseOrSearch, type SlideSummary, thumbnailUrl } from "./api";
+import { seesPhi } from "./session";
 import { appHeader, ctx, rememberContext, setHelpPage, showHelp, viewerHref } from "./shell";
 import { h, isTyping, lazyImage, personName } from "./util";
 
@@ -25,6 +26,12 @@ export async function renderCase(root: HTMLElement, accession: string): Promise<
   const compareBtn = h("button.primary", { type: "button", disabled: true }, "Compare");
   root.replaceChildren(appHeader("Case " + accession, compareBtn), h("main.case-view", {}, status, body));
 
+  if (!seesPhi()) {
+    // the server refuses case data to de-identified roles (researcher): do not even ask
+    status.textContent = "Case views are not available to the researcher role: slides are de-identified.";
+    body.append(h("a", { href: "/" }, "Back to the slides"));
+    return;
+  }
   let c: CaseDetail;
   try {
     c = await getCaseOrSearch(accession);

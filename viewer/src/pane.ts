@@ -6,7 +6,7 @@
 // Coordinate spaces, named as in the server's code: l0_ level-0 pixels, um_ micrometres,
 // vp_ OpenSeadragon viewport units, el_ CSS pixels in the pane's element.
 import OpenSeadragon from "openseadragon";
-import { authHeaders, getDzi, getSlide, type SlideDetail } from "./api";
+import { authHeaders, getDzi, getSlide, notifyUnauthorized, type SlideDetail } from "./api";
 import { formatLength, h, niceBelow } from "./util";
 
 export const MAGNIFICATIONS = [1, 2, 5, 10, 20, 40] as const;
@@ -124,6 +124,11 @@ export class Pane {
 
     this.osd.addHandler("update-viewport", () => this.redrawOverlays());
     this.osd.addHandler("viewport-change", () => this.onChange(this));
+    // Tiles ride on the session cookie (and X-Requested-With); a 401 means the session is gone.
+    this.osd.addHandler("tile-load-failed", (e) => {
+      const req = (e as { tileRequest?: XMLHttpRequest | null }).tileRequest;
+      if (req && req.status === 401) notifyUnauthorized();
+    });
     // A pane becomes the active one (the one the toolbar acts on, the sync leader) on any input.
     for (const ev of ["pointerdown", "wheel", "focusin"]) {
       this.el.addEventListener(ev, () => this.onActivate(this), { capture: true, passive: true });

@@ -1,4 +1,5 @@
 // What every page shares: the header, the help overlay, links between pages.
+import { currentSession, displayName, isOpenMode, signOut, teardown } from "./session";
 import { h } from "./util";
 
 /** The viewer URL for one slide or several side by side: /view/a or /view/a,b,c. */
@@ -45,7 +46,40 @@ export function appHeader(title: string, ...extra: (Node | string)[]): HTMLEleme
     h("span.title", {}, title),
     ...extra,
     h("span.spacer"),
+    sessionBadge(),
     h("button.icon", { type: "button", title: "Keyboard shortcuts (?)", "aria-label": "Help", onclick: () => showHelp(currentHelp) }, "?"),
+  );
+}
+
+/** Who is signed in (role, name) and Sign out; or the open demo mode badge; or nothing. */
+function sessionBadge(): HTMLElement | null {
+  const s = currentSession();
+  if (!s) return null;
+  if (isOpenMode()) {
+    return h(
+      "span.badge.demo",
+      { id: "session-badge", title: "No authentication: a local demo; every visitor sees every slide and all patient data." },
+      "open demo mode",
+    );
+  }
+  const name = displayName(s);
+  const out = h("button.signout", { type: "button", title: "End this session" }, "Sign out");
+  out.addEventListener("click", async () => {
+    out.disabled = true;
+    teardown(); // stop tile loading first: nothing should be in flight when the cookie goes
+    try {
+      await signOut();
+    } catch {
+      /* the cookie is cleared or already invalid either way */
+    }
+    location.reload();
+  });
+  return h(
+    "span.who",
+    { id: "session-badge", title: `Signed in as ${name} (${s.role})` + (s.collections.length ? `; collections: ${s.collections.join(", ")}` : "") },
+    h("span.role", { "data-role": s.role }, s.role),
+    h("span.user", {}, name),
+    out,
   );
 }
 

@@ -48,15 +48,19 @@ export function formatBytes(n: number): string {
   return n >= 1e9 ? (n / 1e9).toFixed(1) + " G" : n >= 1e6 ? (n / 1e6).toFixed(1) + " M" : String(n);
 }
 
+const visibleTasks = new WeakMap<Element, () => void>();
+
 const observer =
   typeof IntersectionObserver !== "undefined"
     ? new IntersectionObserver(
         (entries) => {
           for (const e of entries) {
             if (!e.isIntersecting) continue;
-            const img = e.target as HTMLImageElement;
-            observer?.unobserve(img);
-            void loadInto(img);
+            observer?.unobserve(e.target);
+            const task = visibleTasks.get(e.target);
+            visibleTasks.delete(e.target);
+            if (task) task();
+            else void loadInto(e.target as HTMLImageElement);
           }
         },
         { rootMargin: "200px" },
@@ -84,6 +88,13 @@ export function lazyImage(src: string, alt: string, cls = ""): HTMLImageElement 
   if (observer) observer.observe(img);
   else void loadInto(img);
   return img;
+}
+
+/** Run ``task`` once ``el`` scrolls into view (now, without IntersectionObserver). */
+export function whenVisible(el: Element, task: () => void): void {
+  if (!observer) return task();
+  visibleTasks.set(el, task);
+  observer.observe(el);
 }
 
 /** An <img> filled now, with credentials; resolves false (and leaves it empty) on 403/404. */

@@ -10,6 +10,7 @@ import { getCaseOrSearch, type SlideDetail, type SlideSummary, thumbnailUrl } fr
 import { caseSlides } from "./case";
 import { type Adjustments, MAGNIFICATIONS, NEUTRAL, Pane, perfLog } from "./pane";
 import { appHeader, caseHref, type ContextSlide, ctx, recallContext, setHelpPage, showHelp, viewerHref } from "./shell";
+import { onTeardown } from "./session";
 import { debounce, fillImage, formatDate, formatLength, h, isTyping, lazyImage, personName } from "./util";
 
 interface Offset {
@@ -94,6 +95,8 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
   };
 
   for (let i = 0; i < ids.length; i++) panes.push(new Pane(panesEl, onChange, activate));
+  // when the session ends, stop loading tiles before the sign-in panel replaces the page
+  onTeardown(() => panes.forEach((p) => p.osd.destroy()));
   active = panes[0];
   panes[0].el.classList.add("active");
   lockBtn.setAttribute("aria-pressed", String(locked));
