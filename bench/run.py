@@ -214,8 +214,10 @@ def versions() -> dict[str, str]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return {
         "machine": f"{cpu}, {servers.cores()} cores, {platform.system()} {platform.release()}",
+        "load average at start (1, 5, 15 min)": load,
         "python": platform.python_version(),
         "slideserver": slideserver.__version__,
         "OpenSlide": f"{openslide.__library_version__} (openslide-python {openslide.__version__})",
@@ -304,7 +306,9 @@ def markdown(results: list[Result], info: dict[str, str], duration: float) -> st
         f"tiles of 256 px, `wrk` on loopback, {duration:g} s per run at most. cold: distinct "
         "tiles of the three finest levels, each once; warm: 200 tiles repeated; pan: viewer "
         "sessions (zoom in, then pan). One-core servers and wrk are pinned to different cores; "
-        "slideserver runs with Redis (flushed, and the server restarted, before each run).",
+        "slideserver runs with Redis (flushed, and the server restarted, before each run). "
+        "On a shared machine (see the load average) req/s varies with what else runs; requests "
+        "per server CPU second (req/CPU-s) much less, so ratios are given both ways.",
         "",
         "| | |",
         "|---|---|",
@@ -488,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             for config in configs:
                 if not args.only or any(o in config.name for o in args.only):
                     results += measure(config, args, lists)
+    info["load average at end (1, 5, 15 min)"] = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     text = markdown(results, info, args.duration)
     print()
     print(text)

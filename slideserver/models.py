@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,18 @@ class SlideInfo:
     @property
     def height(self) -> int:
         return self.levels[0].height
+
+    def summary(self) -> dict[str, Any]:
+        """Format, vendor, size and optics as plain values: what the catalog and the API record."""
+        return {
+            "format": self.format,
+            "vendor": self.vendor,
+            "width": self.width,
+            "height": self.height,
+            "mpp_x": self.mpp_x,
+            "mpp_y": self.mpp_y,
+            "objective_power": self.objective_power,
+        }
 
 
 @dataclass(frozen=True)

@@ -217,3 +217,20 @@ def write_ome_pyramid(path: Path, width: int = 1000, height: int = 800, tile: in
             macro, photometric="rgb", compression="jpeg", metadata={"axes": "YXS", "Name": "macro"}
         )
     return path
+
+
+def write_reader_files(folder: Path, *, deflate_subifds: bool = False) -> dict[str, Path]:
+    """Write the five small files the reader tests share, keyed by trait.
+
+    ``svs`` Aperio-style, ``flat`` top-level IFD pyramid, ``deflate`` zlib-compressed levels (in
+    SubIFDs when ``deflate_subifds``), ``subifd`` SubIFD pyramid, ``ome`` OME-TIFF.
+    """
+    return {
+        "svs": write_aperio_like(folder / "a.svs"),
+        "flat": write_generic_pyramid(folder / "g.tif"),
+        "deflate": write_generic_pyramid(
+            folder / "d.tif", compression="zlib", subifds=deflate_subifds
+        ),
+        "subifd": write_generic_pyramid(folder / "s.tif", subifds=True),
+        "ome": write_ome_pyramid(folder / "o.ome.tiff"),
+    }

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,30 +22,62 @@ def free_port() -> int:
         return port
 
 
+def scrubbed_environ() -> dict[str, str]:
+    """This process's environment without any ``SLIDESERVER_*`` variable (only flags configure)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SLIDESERVER_")}
+
+
 @contextmanager
 def live_server(
-    roots: Sequence[Path], *extra: str, env: dict[str, str] | None = None, timeout: float = 60
+    roots: Sequence[Path],
+    *extra: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    log: Path | None = None,
+    cwd: Path | None = None,
+    scrub_env: bool = False,
+    start_new_session: bool = False,
 ) -> Iterator[str]:
-    """Start the server, wait for ``/healthz``, yield its base URL, and always stop it."""
+    """Start the server, wait for ``/healthz``, yield its base URL, and always stop it.
+
+    ``env`` is added to this process's environment (without its ``SLIDESERVER_*`` variables when
+    ``scrub_env``); the server's output goes to ``log`` when given (else to a pipe read on failure);
+    ``cwd`` and ``start_new_session`` go to :class:`subprocess.Popen`.
+    """
     port = free_port()
     cmd = [sys.executable, "-m", "slideserver", "serve", *map(str, roots)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), *extra]
-    full_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    full_env = {**(scrubbed_environ() if scrub_env else os.environ), **(env or {})}
+    with ExitStack() as files:
+        out = files.enter_context(log.open("wb")) if log is not None else subprocess.PIPE
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=start_new_session,
+        )
+
+    def output() -> str:
+        if log is not None:
+            return log.read_text(errors="replace")
+        return proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{output[-3000:]}")
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{output()[-4000:]}")
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"server did not answer /healthz within {timeout} s")
+                tail = output()[-4000:] if log is not None else ""
+                raise TimeoutError(f"server did not answer /healthz within {timeout} s\n{tail}")
             time.sleep(0.1)
         yield base
     finally:

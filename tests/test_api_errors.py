@@ -159,3 +159,10 @@ def test_symlink_out_of_the_root_is_never_served(
         names = {i["name"] for i in test_client.get("/api/slides").json()["items"]}
         assert "link.tif" not in names
         assert "inside-link.tif" in names or GENERIC_TIFF in names
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/slides?accession=%00x", "/api/slides/%00abc", "/dz/%00x_files/0/0_0.jpeg"]
+)
+def test_nul_bytes_are_refused_with_400(client: Any, url: str) -> None:
+    assert_error(client.get(url), 400, "bad_request")

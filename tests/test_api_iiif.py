@@ -30,9 +30,7 @@ def test_info_json_describes_the_image_service(client: Any) -> None:
 
 def test_info_json_answers_json_ld_when_asked(client: Any) -> None:
     sid = slide_id(client, SVS)
-    response = client.get(
-        f"/iiif/3/{sid}/info.json", headers={"Accept": "application/ld+json"}
-    )
+    response = client.get(f"/iiif/3/{sid}/info.json", headers={"Accept": "application/ld+json"})
     assert response.headers["content-type"].startswith("application/ld+json")
 
 

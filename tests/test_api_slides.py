@@ -44,9 +44,7 @@ def test_slide_ids_are_stable_across_apps(client: Any, samples_root: Any) -> Non
         assert slide_id(other, SVS) == slide_id(client, SVS)
 
 
-@pytest.mark.parametrize(
-    ("name", "vendor"), [(SVS, "aperio"), (OME_TIFF, None), (DICOM, None)]
-)
+@pytest.mark.parametrize(("name", "vendor"), [(SVS, "aperio"), (OME_TIFF, None), (DICOM, None)])
 def test_metadata_reports_geometry_and_optics(client: Any, name: str, vendor: str | None) -> None:
     body = client.get(f"/api/slides/{slide_id(client, name)}").json()
     assert body["width"] > 1000 and body["height"] > 1000

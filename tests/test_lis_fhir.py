@@ -19,33 +19,27 @@ from fhir.resources.R4B.specimen import Specimen
 from slideserver.lis import fhir
 from slideserver.lis.model import (
     ApplyResult,
-    BlockIn,
     BlockView,
     CaseOrder,
     CaseView,
     PatientIn,
-    SlideIn,
     SlideView,
-    SpecimenIn,
     SpecimenView,
 )
-from tests.fixtures.lis.support import lis_client, read, slide_root, sql_catalog_class
+from tests.fixtures.lis.support import (
+    JANE,
+    SAMPLE_SPECIMENS,
+    read,
+    slide_root,
+    sql_lis_client,
+)
 
 JANE_FHIR = PatientIn("MRN-0012345", "urn:oid:1.2.3.4.5.6.7", "DOE^JANE", "1961-04-12", "F")
 ORDER = CaseOrder(
     accession="S24-01234",
     accession_issuer="urn:oid:1.2.3.4.5.6.9",
     patient=JANE_FHIR,
-    specimens=(
-        SpecimenIn(
-            id="A",
-            description="Left breast, core biopsy",
-            blocks=(
-                BlockIn("A1", (SlideIn("S24-01234-A1-1", "HE"),)),
-                BlockIn("A2", (SlideIn("S24-01234-A2-1", "KI67"),)),
-            ),
-        ),
-    ),
+    specimens=SAMPLE_SPECIMENS,
     source="fhir",
     message_id="lis-msg-0001",
 )
@@ -67,7 +61,7 @@ def case_view() -> CaseView:
     return CaseView(
         accession="S24-01234",
         accession_issuer="LAB",
-        patient=PatientIn("MRN-0012345", "HOSP", "DOE^JANE", "1961-04-12", "F"),
+        patient=JANE,
         specimens=(
             SpecimenView(
                 "A", "Left breast, core biopsy", (BlockView("A1", (a1,)), BlockView("A2", (a2,)))
@@ -300,16 +294,7 @@ def test_specimens_round_trip_through_a_transaction() -> None:
     ).order
     assert order.accession == "S24-01234"
     assert order.patient.identifier == "MRN-0012345"
-    assert order.specimens == (
-        SpecimenIn(
-            "A",
-            "Left breast, core biopsy",
-            (
-                BlockIn("A1", (SlideIn("S24-01234-A1-1", "HE"),)),
-                BlockIn("A2", (SlideIn("S24-01234-A2-1", "KI67"),)),
-            ),
-        ),
-    )
+    assert order.specimens == SAMPLE_SPECIMENS
 
 
 def test_transaction_response() -> None:
@@ -352,10 +337,9 @@ def test_fhir_id_of_a_very_long_value_is_a_hash() -> None:
 def fhir_client(
     tmp_path_factory: pytest.TempPathFactory, samples_dir: dict[str, Path]
 ) -> Iterator[Any]:
-    sql_catalog_class()
     tmp = tmp_path_factory.mktemp("fhir")
     root = slide_root(tmp, samples_dir, ("S24-01234_A1_HE", "S24-01234_A2_KI67"))
-    with lis_client(root, tmp / "catalog.db") as client:
+    with sql_lis_client(tmp, root) as client:
         response = client.post("/fhir", json=bundle())
         assert response.status_code == 200, response.text
         yield client

@@ -17,11 +17,8 @@ from slideserver.lis.hl7v2 import (
     parse_message,
     read_header,
 )
-from slideserver.lis.model import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
-from tests.fixtures.lis import support
-from tests.fixtures.lis.support import RecordingStore, read, sql_catalog_class
-
-JANE = PatientIn("MRN-0012345", "HOSP", "DOE^JANE", "1961-04-12", "F")
+from slideserver.lis.model import CaseOrder, PatientIn, SlideIn
+from tests.fixtures.lis.support import JANE, SAMPLE_SPECIMENS, RecordingStore, read, sql_lis_client
 
 
 def replace_segment(message: str, name: str, new: str | None) -> str:
@@ -54,16 +51,7 @@ def test_oml_o21_every_field() -> None:
         accession="S24-01234",
         accession_issuer="LAB",
         patient=JANE,
-        specimens=(
-            SpecimenIn(
-                id="A",
-                description="Left breast, core biopsy",
-                blocks=(
-                    BlockIn("A1", (SlideIn("S24-01234-A1-1", "HE"),)),
-                    BlockIn("A2", (SlideIn("S24-01234-A2-1", "KI67"),)),
-                ),
-            ),
-        ),
+        specimens=SAMPLE_SPECIMENS,
         source="hl7v2",
         message_id="COPATH:MSG-OML-0001",
     )
@@ -312,11 +300,7 @@ def test_garbage_never_raises() -> None:
 
 @pytest.fixture(scope="module")
 def lis_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    sql_catalog_class()
-    tmp_path = tmp_path_factory.mktemp("lis")
-    root = tmp_path / "slides"
-    root.mkdir()
-    with support.lis_client(root, tmp_path / "catalog.db") as client:
+    with sql_lis_client(tmp_path_factory.mktemp("lis")) as client:
         yield client
 
 

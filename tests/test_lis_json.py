@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from slideserver.lis.json_orders import OrderError, parse_case_order
-from slideserver.lis.model import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
+from slideserver.lis.model import CaseOrder, PatientIn
 from tests.fixtures.lis import support
-from tests.fixtures.lis.support import read, sql_catalog_class
+from tests.fixtures.lis.support import JANE, SAMPLE_SPECIMENS, read, sql_lis_client
 
 
 def sample() -> dict[str, Any]:
@@ -26,23 +26,8 @@ def test_every_field() -> None:
     assert order == CaseOrder(
         accession="S24-01234",
         accession_issuer="LAB",
-        patient=PatientIn(
-            identifier="MRN-0012345",
-            issuer="HOSP",
-            name="DOE^JANE",
-            birth_date="1961-04-12",
-            sex="F",
-        ),
-        specimens=(
-            SpecimenIn(
-                id="A",
-                description="Left breast, core biopsy",
-                blocks=(
-                    BlockIn("A1", (SlideIn("S24-01234-A1-1", "HE"),)),
-                    BlockIn("A2", (SlideIn("S24-01234-A2-1", "KI67"),)),
-                ),
-            ),
-        ),
+        patient=JANE,
+        specimens=SAMPLE_SPECIMENS,
         source="json",
         message_id="lis-json-0001",
     )
@@ -138,11 +123,7 @@ def test_birth_date_error_does_not_echo_the_value() -> None:
 
 @pytest.fixture(scope="module")
 def lis_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    sql_catalog_class()
-    tmp_path = tmp_path_factory.mktemp("lis")
-    root = tmp_path / "slides"
-    root.mkdir()
-    with support.lis_client(root, tmp_path / "catalog.db") as client:
+    with sql_lis_client(tmp_path_factory.mktemp("lis")) as client:
         yield client
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import hl7
 import pytest
 
 from slideserver.lis.mllp import END, START, MllpServer, frame, store_handler
-from tests.fixtures.lis.support import RecordingStore, lis_client, read, sql_catalog_class
+from tests.fixtures.lis.support import RecordingStore, read, sql_lis_client
 
 TIMEOUT = 5.0
 
@@ -150,11 +149,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def mllp_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    sql_catalog_class()
-    tmp: Path = tmp_path_factory.mktemp("mllp")
-    (tmp / "slides").mkdir()
     port = free_port()
-    with lis_client(tmp / "slides", tmp / "catalog.db", mllp_port=port) as client:
+    with sql_lis_client(tmp_path_factory.mktemp("mllp"), mllp_port=port) as client:
         yield client
     with pytest.raises(OSError):  # the lifespan stopped the listener
         socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -27,7 +27,7 @@ import numpy as np
 import openslide
 import pytest
 import tifffile
-from _reader_fixtures import write_aperio_like, write_generic_pyramid, write_ome_pyramid
+from _reader_fixtures import write_reader_files
 from PIL import Image
 
 from slideserver.errors import SlideServerError, SlideUnreadable, TileUnreadable
@@ -102,14 +102,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def local_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("conformance")
-    return {
-        "svs": write_aperio_like(d / "a.svs"),
-        "flat": write_generic_pyramid(d / "g.tif"),
-        "deflate": write_generic_pyramid(d / "d.tif", compression="zlib"),
-        "ome": write_ome_pyramid(d / "o.ome.tiff"),
-        "subifd": write_generic_pyramid(d / "s.tif", subifds=True),
-    }
+    return write_reader_files(tmp_path_factory.mktemp("conformance"))
 
 
 def resolve(request: pytest.FixtureRequest, case: Case) -> Path:

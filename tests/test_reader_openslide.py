@@ -11,7 +11,7 @@ import numpy as np
 import openslide
 import pytest
 import tifffile
-from _reader_fixtures import write_aperio_like, write_generic_pyramid, write_ome_pyramid
+from _reader_fixtures import write_reader_files
 from PIL import Image
 
 from slideserver.errors import (
@@ -27,14 +27,7 @@ from slideserver.readers.openslide import OpenSlideReader
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("openslide")
-    return {
-        "svs": write_aperio_like(d / "a.svs"),
-        "flat": write_generic_pyramid(d / "g.tif"),
-        "deflate": write_generic_pyramid(d / "d.tif", compression="zlib"),
-        "subifd": write_generic_pyramid(d / "s.tif", subifds=True),
-        "ome": write_ome_pyramid(d / "o.ome.tiff"),
-    }
+    return write_reader_files(tmp_path_factory.mktemp("openslide"))
 
 
 def reference(path: Path, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:

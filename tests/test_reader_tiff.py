@@ -13,9 +13,7 @@ import pytest
 import tifffile
 from _reader_fixtures import (
     tissue,
-    write_aperio_like,
-    write_generic_pyramid,
-    write_ome_pyramid,
+    write_reader_files,
 )
 from PIL import Image
 
@@ -33,14 +31,7 @@ from slideserver.readers.tiff import StoredTiles, TiffReader
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("tiff")
-    return {
-        "ome": write_ome_pyramid(d / "o.ome.tiff"),
-        "subifd": write_generic_pyramid(d / "s.tif", subifds=True),
-        "flat": write_generic_pyramid(d / "g.tif"),
-        "deflate": write_generic_pyramid(d / "d.tif", compression="zlib", subifds=True),
-        "svs": write_aperio_like(d / "a.svs"),
-    }
+    return write_reader_files(tmp_path_factory.mktemp("tiff"), deflate_subifds=True)
 
 
 def level_arrays(path: Path) -> list[np.ndarray]:

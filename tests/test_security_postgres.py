@@ -397,25 +397,27 @@ def test_tile_reads_are_summarized(samples_root: Path, database_url: str) -> Non
     assert mine[0]["at"] <= mine[0]["last_at"]
 
 
-def test_odd_request_values_are_still_audited(samples_root: Path, database_url: str) -> None:
-    """NUL bytes and over-long IDs from the URL: PostgreSQL refuses them as they are."""
+def test_odd_request_values_never_break_the_audit(samples_root: Path, database_url: str) -> None:
+    """NUL bytes are refused at the door (PostgreSQL cannot store them); audit goes on."""
     app, tokens, _ = _app(samples_root, database_url)
     with _client(app) as client:
         path = _auth(tokens["pathologist"])
         assert client.get("/api/cases/S24%00X", headers=path).status_code == 400
-        assert client.get("/api/slides/%00nothing", headers=path).status_code == 404
+        assert client.get("/api/slides/%00nothing", headers=path).status_code == 400
         odd_tile = client.get("/dz/%00nothing_files/9/0_0.jpeg", headers=path)
-        assert odd_tile.status_code == 404
+        assert odd_tile.status_code == 400
+        long_id = client.get("/dz/" + "x" * 300 + "_files/9/0_0.jpeg", headers=path)
+        assert long_id.status_code == 404
         sid = _svs(client, tokens["pathologist"])
         tile = f"/dz/{sid}_files/9/0_0.jpeg"
-        assert client.get(tile, headers=_auth(tokens["researcher"])).status_code == 200
+        got = client.get(tile, headers=_auth(tokens["researcher"]))
+        assert got.status_code == 200, got.text
         admin = _auth(tokens["admin"])
         tiles = client.get("/api/audit?kind=tiles", headers=admin).json()["items"]
-        # One odd summary does not keep the others from being written.
-        assert {r["slide_id"] for r in tiles} == {sid, "\ufffdnothing"}
+        # An over-long ID is cut to the column and does not keep the others from being written.
+        assert sid in {r["slide_id"] for r in tiles}
         cases = client.get("/api/audit", params={"case": "S24\x00X"}, headers=admin)
-        assert cases.status_code == 200
-        assert [r["case_id"] for r in cases.json()["items"]] == ["S24\ufffdX"]
+        assert cases.status_code == 400
         long_subject = client.get("/api/audit", params={"subject": "x" * 500}, headers=admin)
         assert long_subject.status_code == 200 and long_subject.json()["items"] == []
 

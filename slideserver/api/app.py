@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from slideserver.api.errors import EXCEPTION_HANDLERS
-from slideserver.api.middleware import RequestContextMiddleware
+from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.routes import audit, cases, deepzoom, health, iiif, lis, session, slides
 from slideserver.api.state import AppState
 from slideserver.cache.base import TileCache
@@ -119,6 +119,7 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(RequestContextMiddleware, metrics=metrics),
+            Middleware(RejectNulBytesMiddleware),
             Middleware(AuthenticationMiddleware, security=security),
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -85,3 +85,36 @@ def _incoming_request_id(scope: Scope) -> str | None:
             if 0 < len(text) <= 64 and text.replace("-", "").isalnum():
                 return text
     return None
+
+
+class RejectNulBytesMiddleware:
+    """Refuse NUL bytes in the path or query string with a JSON 400.
+
+    No legitimate slide ID, accession or search term contains one, and databases disagree about
+    them (PostgreSQL rejects NUL in text, SQLite stores it), so they are stopped at the door.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope.get("path", "")
+            or b"%00" in scope.get("query_string", b"")
+            or b"\x00" in scope.get("query_string", b"")
+        ):
+            body = b'{"error":"bad_request","detail":"the request contains a NUL byte"}'
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"cache-control", b"no-store"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)

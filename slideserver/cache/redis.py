@@ -48,7 +48,7 @@ class RedisCache:
         self.backoff_max = backoff_max
         # No retries inside redis-py: our own backoff decides when to try again, and a retry
         # would multiply the time a request waits on a dead server.
-        self._client: Redis[bytes] = Redis.from_url(
+        self._client: Redis = Redis.from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
@@ -129,7 +129,8 @@ class RedisCache:
             self.misses += 1
             return None
         self.hits += 1
-        return bytes(value)
+        # decode_responses is off, so redis-py hands back bytes.
+        return value if isinstance(value, bytes) else value.encode()
 
     async def set(self, key: str, value: bytes) -> None:
         """Store ``value`` in the background: a request never waits for the write."""
@@ -180,4 +181,4 @@ class RedisCache:
             for task in self._pending:
                 task.cancel()
         with contextlib.suppress(*FAULTS):
-            await self._client.aclose()  # type: ignore[attr-defined]  # types-redis predates it
+            await self._client.aclose()

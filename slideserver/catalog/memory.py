@@ -33,17 +33,7 @@ def describe(found: FoundSlide, registry: ReaderRegistry) -> SlideRecord:
     }
     try:
         with registry.open(found.source) as reader:
-            info = reader.info
-            return SlideRecord(
-                **base,  # type: ignore[arg-type]
-                format=info.format,
-                vendor=info.vendor,
-                width=info.width,
-                height=info.height,
-                mpp_x=info.mpp_x,
-                mpp_y=info.mpp_y,
-                objective_power=info.objective_power,
-            )
+            return SlideRecord(**base, **reader.info.summary())  # type: ignore[arg-type]
     except SlideServerError as exc:
         return SlideRecord(**base, status="unreadable", error=exc.detail)  # type: ignore[arg-type]
 

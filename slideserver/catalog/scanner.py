@@ -222,15 +222,7 @@ class Scanner:
             with self.registry.open(found.source) as reader:
                 info = reader.info
                 properties = dict(info.properties)
-                values.update(
-                    format=info.format,
-                    vendor=info.vendor,
-                    width=info.width,
-                    height=info.height,
-                    mpp_x=info.mpp_x,
-                    mpp_y=info.mpp_y,
-                    objective_power=info.objective_power,
-                )
+                values.update(info.summary())
         except SlideServerError as exc:
             values.update(status="unreadable", error=exc.detail[:2000])
         except Exception as exc:  # a reader bug must not stop the scan either

@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.live_server import live_server, scrubbed_environ
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -55,12 +55,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Server:
     """The running server: its base URL and a JSON getter for the API."""
@@ -77,24 +71,25 @@ class Server:
             return json.load(resp)
 
 
-def _wait_healthy(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}"
-            )
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(
-        f"server not healthy within {STARTUP_TIMEOUT_S:.0f} s:\n"
-        + log.read_text(errors="replace")[-4000:]
-    )
+@contextmanager
+def _serve(root: Path, workdir: Path, *extra: str) -> Iterator[tuple[str, Path]]:
+    """`python -m slideserver serve root` as a user starts it, without ``SLIDESERVER_*`` variables.
+
+    Runs in ``workdir`` in its own session, logging to ``workdir/server.log``; yields the base URL
+    and the log, and stops the server whatever happens.
+    """
+    log = workdir / "server.log"
+    with live_server(
+        [root],
+        *extra,
+        env={"PYTHONUNBUFFERED": "1"},
+        timeout=STARTUP_TIMEOUT_S,
+        log=log,
+        cwd=workdir,
+        scrub_env=True,
+        start_new_session=True,
+    ) as base:
+        yield base, log
 
 
 @pytest.fixture(scope="session")
@@ -111,29 +106,10 @@ def browser_slides_root(request: pytest.FixtureRequest) -> Path:
 def server(browser_slides_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Start `python -m slideserver serve` on a free loopback port; kill it at the end."""
     workdir = tmp_path_factory.mktemp("browser-server")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = workdir / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIDESERVER_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    cmd = [sys.executable, "-m", "slideserver", "serve", str(browser_slides_root)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_healthy(base, proc, log)
+    with _serve(browser_slides_root, workdir) as (base, log):
         srv = Server(base, log)
         srv.slides = srv.get_json("/api/slides?limit=200")["items"]
         yield srv
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +146,16 @@ def console() -> Console:
 @pytest.fixture
 def page(chromium: Any, server: Server, console: Console) -> Iterator[Any]:
     """A fresh page at 1280x800 in its own context, recording console errors."""
-    context = chromium.new_context(viewport=VIEWPORT, base_url=server.base)
-    context.set_default_timeout(15_000)
+    yield from _recording_page(chromium, server.base, console, timeout_ms=15_000)
+
+
+def _recording_page(chromium: Any, base: str, console: Console, timeout_ms: int) -> Iterator[Any]:
+    """A fresh page at 1280x800 in its own context on ``base``; console errors go to ``console``.
+
+    Console messages are recorded with the URL they are about, as ``text (url)``.
+    """
+    context = chromium.new_context(viewport=VIEWPORT, base_url=base)
+    context.set_default_timeout(timeout_ms)
     pg = context.new_page()
 
     def on_console(msg: Any) -> None:
@@ -233,31 +217,13 @@ def auth_server(
     """
     workdir = tmp_path_factory.mktemp("browser-auth-server")
     database_url = f"sqlite:///{workdir / 'db.sqlite'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIDESERVER_")}
-    env["PYTHONUNBUFFERED"] = "1"
+    env = {**scrubbed_environ(), "PYTHONUNBUFFERED": "1"}
     tokens = {role: _create_token(env, database_url, role, workdir) for role in AUTH_ROLES}
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = workdir / "server.log"
-    cmd = [sys.executable, "-m", "slideserver", "serve", str(browser_slides_root)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--auth", "tokens"]
-    cmd += ["--database-url", database_url]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_healthy(base, proc, log)
+    extra = ("--auth", "tokens", "--database-url", database_url)
+    with _serve(browser_slides_root, workdir, *extra) as (base, log):
         srv = AuthServer(base, log, tokens=tokens)
         srv.slides = srv.get_json_as("pathologist", "/api/slides?limit=200")["items"]
         yield srv
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture
@@ -266,21 +232,4 @@ def auth_page(chromium: Any, auth_server: AuthServer, console: Console) -> Itera
 
     Console errors are recorded with the URL they are about, as ``text (url)``.
     """
-    context = chromium.new_context(viewport=VIEWPORT, base_url=auth_server.base)
-    context.set_default_timeout(10_000)
-    pg = context.new_page()
-
-    def on_console(msg: Any) -> None:
-        loc = msg.location.get("url", "") if msg.location else ""
-        text = f"{msg.text} ({loc})" if loc else msg.text
-        if msg.type == "error":
-            console.errors.append(text)
-        elif msg.type == "warning":
-            console.warnings.append(text)
-
-    pg.on("console", on_console)
-    pg.on("pageerror", lambda exc: console.errors.append(f"uncaught: {exc}"))
-    try:
-        yield pg
-    finally:
-        context.close()
+    yield from _recording_page(chromium, auth_server.base, console, timeout_ms=10_000)

@@ -35,6 +35,16 @@ def assert_console_clean(console: Console, allowed: set[str]) -> None:
     assert not unexpected, unexpected
 
 
+def assert_console_clean_but_session_check(console: Console, server: AuthServer) -> None:
+    """No console error but the 401 of the first ``/api/session`` check (not signed in yet)."""
+    assert_console_clean(console, {expected_401(server, "/api/session")})
+
+
+def session_cookies(page: Any) -> list[Any]:
+    """The page's ``slideserver_session`` cookies (at most one)."""
+    return [c for c in page.context.cookies() if c["name"] == "slideserver_session"]
+
+
 class Traffic:
     """Every request the page makes, and every response."""
 
@@ -98,7 +108,7 @@ def assert_token_kept_out(page: Any, traffic: Traffic, token: str, base: str) ->
     assert "slideserver_session" not in stored  # HttpOnly: not visible to scripts
     sent = [(r.method, r.url) for r in traffic.requests if "authorization" in r.headers]
     assert sent == [("POST", base + "/api/session")], sent
-    cookie = next(c for c in page.context.cookies() if c["name"] == "slideserver_session")
+    cookie = next(iter(session_cookies(page)))
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert token not in cookie["value"]
 
@@ -127,8 +137,8 @@ def test_unauthenticated_visit_shows_the_sign_in_panel(
     page.wait_for_selector(".signin-error:not([hidden])")
     assert "not accepted" in page.inner_text(".signin-error")
     assert page.locator("a.card, .pane").count() == 0
-    assert not [c for c in page.context.cookies() if c["name"] == "slideserver_session"]
-    assert_console_clean(console, {expected_401(auth_server, "/api/session")})
+    assert not session_cookies(page)
+    assert_console_clean_but_session_check(console, auth_server)
 
 
 def test_pathologist_signs_in_lists_the_samples_and_loads_tiles(
@@ -157,7 +167,7 @@ def test_pathologist_signs_in_lists_the_samples_and_loads_tiles(
         if path.startswith(("/api/", "/dz/")):
             assert req.headers.get("x-requested-with") == "slideserver", req.url
     assert_token_kept_out(page, traffic, token, auth_server.base)
-    assert_console_clean(console, {expected_401(auth_server, "/api/session")})
+    assert_console_clean_but_session_check(console, auth_server)
 
 
 def test_sign_in_continues_to_the_slide_and_sign_out_returns_to_the_panel(
@@ -179,7 +189,7 @@ def test_sign_in_continues_to_the_slide_and_sign_out_returns_to_the_panel(
     page.wait_for_selector("form.signin")
     assert "signed out" in page.inner_text("form.signin").lower()
     assert page.locator(".pane, a.card, #session-badge").count() == 0
-    assert not [c for c in page.context.cookies() if c["name"] == "slideserver_session"]
+    assert not session_cookies(page)
     # with this browser's cookies (none now), the API and the tiles answer 401
     for url in ("/api/session", "/api/slides", f"/api/slides/{slide['id']}", tile):
         resp = page.request.get(url)
@@ -188,7 +198,7 @@ def test_sign_in_continues_to_the_slide_and_sign_out_returns_to_the_panel(
     page.reload()
     page.wait_for_selector("form.signin #signin-token")
     assert "signed out" not in page.inner_text("form.signin").lower()
-    assert_console_clean(console, {expected_401(auth_server, "/api/session")})
+    assert_console_clean_but_session_check(console, auth_server)
 
 
 def test_researcher_sees_slides_but_no_patient_data(
@@ -227,7 +237,7 @@ def test_researcher_sees_slides_but_no_patient_data(
     assert not [u for u in traffic.urls() if "/api/cases/" in u]
     bad = [(r.url, r.status) for r in traffic.responses if r.status >= 400]
     assert bad == [(auth_server.base + "/api/session", 401)], bad
-    assert_console_clean(console, {expected_401(auth_server, "/api/session")})
+    assert_console_clean_but_session_check(console, auth_server)
 
 
 def test_open_mode_shows_the_demo_badge_and_no_sign_in(

@@ -61,13 +61,7 @@ def slide_detail(
     detail = slide_summary(record)
     detail.update(
         {
-            "format": info.format,
-            "vendor": info.vendor,
-            "width": info.width,
-            "height": info.height,
-            "mpp_x": info.mpp_x,
-            "mpp_y": info.mpp_y,
-            "objective_power": info.objective_power,
+            **info.summary(),
             "levels": [
                 {
                     "width": lv.width,
