@@ -89,3 +89,23 @@ def test_create_app_refuses_unknown_auth_modes() -> None:
         create_app(Settings(auth="password"))
     with pytest.raises(ValueError):
         create_app(Settings(auth="oidc"))
+
+
+def test_open_mode_honours_a_presented_token(samples_root: Path, tmp_path: Path) -> None:
+    """The demo user cannot write LIS orders, but an ``lis`` token can, even in open mode."""
+    from starlette.testclient import TestClient
+
+    from slideserver.api.app import create_app
+    from slideserver.settings import Settings
+
+    url = f"sqlite:///{tmp_path}/open.db"
+    settings = Settings(roots=(samples_root,), auth="open", database_url=url)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        security = client.app.state.security  # type: ignore[attr-defined]
+        _, token = security.tokens.create("lis-demo", "lis")
+        body = {"accession": "S99-00001", "patient": {"identifier": "MRN-9"}}
+        assert client.post("/api/lis/cases", json=body).status_code == 403
+        ok = client.post("/api/lis/cases", json=body, headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code in (200, 201), ok.text
+        bad = client.get("/api/slides", headers={"Authorization": "Bearer ss_garbage"})
+        assert bad.status_code == 401
