@@ -128,3 +128,71 @@ def test_truncated_stream_is_detected() -> None:
     assert jpeg.ends_with_eoi(stream)
     assert not jpeg.ends_with_eoi(stream[: len(stream) // 2])
     assert jpeg.ends_with_eoi(stream + b"\x00\x00")
+
+
+# --- the per-level splice is byte for byte the per-tile header surgery -------------------------
+
+
+def old_surgery(tile: bytes, tables: bytes | None, photometric: int, samples: int) -> bytes:
+    """What the passthrough path did for every tile before the splice: walk, merge, mark."""
+    merged = jpeg.merge_jpeg_tables(tile, tables)
+    if jpeg.needs_adobe_rgb_marker(photometric, 7, samples, merged):
+        merged = jpeg.add_adobe_rgb_marker(merged)
+    return merged
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from slideserver.samples import write_samples
+
+    written = write_samples(tmp_path_factory.mktemp("samples"))
+    by_suffix = {
+        suffix: next(p for p in written.values() if p.name.endswith(suffix))
+        for suffix in (".svs", ".ome.tiff")
+    }
+    by_suffix[".tif"] = next(
+        p for p in written.values() if p.suffix == ".tif" and not p.name.endswith(".ome.tif")
+    )
+    return by_suffix
+
+
+@pytest.mark.parametrize("suffix", [".svs", ".tif", ".ome.tiff"])
+def test_splice_equals_merge_and_mark(samples: dict[str, Path], suffix: str) -> None:
+    checked = 0
+    with tifffile.TiffFile(samples[suffix]) as tif:
+        for series in tif.series:
+            for level in series.levels:
+                page = level.pages[0]
+                if not (page.is_tiled and page.compression == 7):
+                    continue
+                photometric, spp = int(page.photometric), int(page.samplesperpixel)
+                mark = photometric == 2 and spp == 3
+                prefix = jpeg.splice_prefix(page.jpegtables, mark_rgb=mark)
+                fh = tif.filehandle
+                for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
+                    if not count:
+                        continue
+                    fh.seek(offset)
+                    tile = fh.read(count)
+                    assert not (mark and jpeg.carries_colour_marker(tile))
+                    old = old_surgery(tile, page.jpegtables, photometric, spp)
+                    assert jpeg.splice(prefix, tile) == old
+                    checked += 1
+    assert checked > 10
+
+
+def test_splice_prefix_keeps_what_the_tables_settle() -> None:
+    tables, tiles = rgb_jpeg_tiles(tissue(64, 64), 64)
+    assert jpeg.splice_prefix(None, mark_rgb=False) == jpeg.SOI
+    assert jpeg.splice_prefix(None, mark_rgb=True) == jpeg.SOI + jpeg.ADOBE_RGB_SEGMENT
+    plain = jpeg.splice_prefix(tables, mark_rgb=False)
+    assert plain == tables[:-2]  # SOI + tables, no EOI
+    marked = jpeg.splice_prefix(tables, mark_rgb=True)
+    assert marked == jpeg.SOI + jpeg.ADOBE_RGB_SEGMENT + tables[2:-2]  # APP14 right after SOI
+    # tables that already carry APP14 (transform 1) are rewritten, not given a second one
+    ycc_tables = tables[:2] + jpeg.ADOBE_RGB_SEGMENT[:-1] + b"\x01" + tables[2:]
+    fixed = jpeg.splice_prefix(ycc_tables, mark_rgb=True)
+    assert len(fixed) == len(ycc_tables) - 2
+    assert jpeg.splice(fixed, tiles[0]) == old_surgery(tiles[0], ycc_tables, 2, 3)
+    with pytest.raises(ValueError):
+        jpeg.splice_prefix(b"\xff\xd8\xff\xdb\x00", mark_rgb=True)

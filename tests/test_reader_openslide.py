@@ -207,3 +207,28 @@ def test_close(files: dict[str, Path]) -> None:
         reader.read_region(0, 0, 0, 10, 10)
     with pytest.raises(SlideUnreadable):
         reader.read_encoded_tile(0, 0, 0)
+
+
+def test_stored_tiles_are_built_at_open(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The passthrough path is ready when the reader is: no tifffile parse on the first tile."""
+    from slideserver.readers import openslide as module
+    from slideserver.readers.tiff import TiffReader
+
+    built: list[Path] = []
+    real = module.StoredTiles
+
+    def counting(path: Path, sizes: list[tuple[int, int]]) -> object:
+        built.append(path)
+        return real(path, sizes)
+
+    monkeypatch.setattr(module, "StoredTiles", counting)
+    with OpenSlideReader(SlideSource(files["svs"])) as reader:
+        assert built == [files["svs"]]
+        assert reader._stored is not None and reader._stored_levels
+        tile = reader.read_encoded_tile(0, 1, 1)
+        assert built == [files["svs"]]
+        with TiffReader(SlideSource(files["svs"])) as tiff_reader:
+            same = tiff_reader.read_encoded_tile(0, 1, 1)
+        assert tile is not None and same is not None and tile.data == same.data

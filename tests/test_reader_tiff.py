@@ -7,6 +7,7 @@ import io
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -296,3 +297,76 @@ def test_closed_reader_refuses(files: dict[str, Path]) -> None:
 
 def test_tissue_helper_is_deterministic() -> None:
     assert np.array_equal(tissue(32, 16), tissue(32, 16))
+
+
+# --- the passthrough splice ---------------------------------------------------------------------
+
+
+def surgery(tile: bytes, tables: bytes | None, photometric: int, samples: int) -> bytes:
+    """The per-tile header walk the splice replaces: merge the tables, mark RGB where needed."""
+    merged = jpeg.merge_jpeg_tables(tile, tables)
+    if jpeg.needs_adobe_rgb_marker(photometric, 7, samples, merged):
+        merged = jpeg.add_adobe_rgb_marker(merged)
+    return merged
+
+
+def stored_tile(path: Path, size: tuple[int, int], index: int) -> tuple[bytes, Any]:
+    with tifffile.TiffFile(path) as tif:
+        pages = [p for p in tiff_module._all_pages(tif) if p.is_tiled]
+        page = next(p for p in pages if (p.imagewidth, p.imagelength) == size)
+        tif.filehandle.seek(page.dataoffsets[index])
+        data = tif.filehandle.read(page.databytecounts[index])
+        return data, (page.jpegtables, int(page.photometric), int(page.samplesperpixel))
+
+
+@pytest.mark.parametrize("name", ["ome", "subifd", "flat", "svs"])
+def test_encoded_tiles_are_the_merged_and_marked_stream(files: dict[str, Path], name: str) -> None:
+    with TiffReader(SlideSource(files[name])) as reader:
+        for level, lv in enumerate(reader.info.levels):
+            cols, rows = -(-lv.width // 256), -(-lv.height // 256)
+            for index in range(cols * rows):
+                tile = reader.read_encoded_tile(level, index % cols, index // cols)
+                assert tile is not None
+                data, (tables, photometric, spp) = stored_tile(
+                    files[name], (lv.width, lv.height), index
+                )
+                assert tile.data == surgery(data, tables, photometric, spp)
+            assert reader._passthrough._plan(level, reader._structure.levels[level]) is not None
+
+
+def test_tiles_with_their_own_app14_take_the_header_walk(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A level whose sample tile carries APP14 is never spliced: every tile is walked."""
+    ycc = jpeg.ADOBE_RGB_SEGMENT[:-1] + b"\x01"
+    real = tiff_module._SegmentFile.segment
+
+    def with_app14(self: Any, layout: Any, index: int) -> bytes | None:
+        data = real(self, layout, index)
+        return None if data is None else data[:2] + ycc + data[2:]
+
+    monkeypatch.setattr(tiff_module._SegmentFile, "segment", with_app14)
+    with TiffReader(SlideSource(files["svs"])) as reader:
+        tile = reader.read_encoded_tile(0, 1, 1)
+        assert reader._passthrough._plan(0, reader._structure.levels[0]) is None
+    assert tile is not None
+    data, (tables, photometric, spp) = stored_tile(files["svs"], (1100, 900), 6)
+    assert tile.data == surgery(data[:2] + ycc + data[2:], tables, photometric, spp)
+    assert jpeg.adobe_transform(tile.data) == 0 and tile.data.count(b"Adobe") == 1
+
+
+def test_truncated_tile_fails_on_the_splice_path(files: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "cut.svs"
+    shutil.copy(files["svs"], bad)
+    with tifffile.TiffFile(bad) as tif:
+        offset, count = tif.pages[0].dataoffsets[6], tif.pages[0].databytecounts[6]
+    with bad.open("r+b") as f:
+        f.seek(offset + count // 2)
+        f.write(b"\x00" * (count - count // 2))  # second half lost: header intact, no EOI
+    with TiffReader(SlideSource(bad)) as reader:
+        assert reader.read_encoded_tile(0, 0, 0) is not None  # plans the level from tile 0
+        assert reader._passthrough._plan(0, reader._structure.levels[0]) is not None
+        with pytest.raises(TileUnreadable):
+            reader.read_encoded_tile(0, 1, 1)
+        padded = reader.read_encoded_tile(0, 2, 1)
+        assert padded is not None

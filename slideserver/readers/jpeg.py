@@ -9,6 +9,11 @@ transform, and say so only through the TIFF ``Photometric`` tag. A stand-alone J
 no TIFF tags: without a hint it assumes YCbCr and shows wrong colours. An Adobe APP14 segment
 with transform 0 is that hint, understood by libjpeg(-turbo), browsers and Pillow
 (:func:`add_adobe_rgb_marker`, decided by :func:`needs_adobe_rgb_marker`).
+
+Both edits only insert bytes right after the tile's SOI (or rewrite bytes of the tables), and the
+tables are shared by every tile of a level. So for tiles whose own header has no JFIF or Adobe
+segment the result is ``splice_prefix(tables) + tile[2:]``: :func:`splice_prefix` does the header
+work once per level and :func:`splice` is plain byte concatenation per tile.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ EOI = b"\xff\xd9"
 _SOI, _EOI, _SOS, _APP0, _APP14, _TEM = 0xD8, 0xD9, 0xDA, 0xE0, 0xEE, 0x01
 _STANDALONE = {_SOI, _EOI, _TEM, *range(0xD0, 0xD8)}
 """Markers without a length field."""
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+SOF_MARKERS = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
+"""Start-of-frame markers (not DHT 0xC4, JPG 0xC8 nor DAC 0xCC)."""
 
 ADOBE_RGB_SEGMENT = (
     b"\xff\xee"  # APP14
@@ -179,7 +187,7 @@ def needs_adobe_rgb_marker(
 def frame_header(stream: bytes) -> FrameHeader:
     """Return the SOF frame header; ``ValueError`` when there is none before SOS."""
     for seg in iter_header_segments(stream):
-        if seg.marker in _SOF:
+        if seg.marker in SOF_MARKERS:
             p = seg.payload
             if seg.end - p < 6:
                 raise ValueError("truncated SOF segment")
@@ -194,4 +202,29 @@ def frame_header(stream: bytes) -> FrameHeader:
 
 def ends_with_eoi(stream: bytes) -> bool:
     """Whether the stream ends with EOI (ignoring zero padding some writers append)."""
-    return stream.rstrip(b"\x00").endswith(EOI)
+    return stream.endswith(EOI) or stream.rstrip(b"\x00").endswith(EOI)
+
+
+def carries_colour_marker(stream: bytes) -> bool:
+    """Whether the header has a JFIF APP0 or an Adobe APP14 segment (either decides colour)."""
+    return _adobe_segment(stream) is not None or has_jfif_marker(stream)
+
+
+def splice_prefix(tables: bytes | None, *, mark_rgb: bool) -> bytes:
+    """Return what goes before ``tile[2:]``: SOI, [Adobe APP14 transform 0], the tables' segments.
+
+    For a tile whose header has no JFIF or Adobe segment, ``splice(prefix, tile)`` equals
+    ``merge_jpeg_tables(tile, tables)`` followed, when ``mark_rgb`` and
+    :func:`needs_adobe_rgb_marker` says so, by :func:`add_adobe_rgb_marker`. APP14 goes right
+    after SOI, where libjpeg(-turbo), browsers and Pillow all read it. ``ValueError`` when the
+    tables are malformed.
+    """
+    stream = merge_jpeg_tables(SOI + EOI, tables)
+    if mark_rgb and not (adobe_transform(stream) == 0 or has_jfif_marker(stream)):
+        stream = add_adobe_rgb_marker(stream)
+    return stream[:-2]
+
+
+def splice(prefix: bytes, tile: bytes) -> bytes:
+    """Return ``prefix`` (from :func:`splice_prefix`) followed by the tile after its SOI."""
+    return prefix + memoryview(tile)[2:]

@@ -149,7 +149,10 @@ class OpenSlideReader(SlideReader):
         )
         self._stored: StoredTiles | None = None
         self._stored_levels: frozenset[int] = frozenset()
-        self._stored_ready = vendor not in PASSTHROUGH_VENDORS
+        if vendor in PASSTHROUGH_VENDORS:
+            # built here, off the request path (readers are opened in a worker thread): one
+            # tifffile parse of a file OpenSlide has just read; other vendors never need it
+            self._open_stored_tiles()
 
     def _open(self) -> openslide.OpenSlide:
         try:
@@ -239,33 +242,27 @@ class OpenSlideReader(SlideReader):
         rgba = self._call(f"associated image {name!r}", lambda s: s.associated_images[name])
         return _flatten(rgba.convert("RGBA"), self._background)
 
-    def _stored_tiles(self) -> StoredTiles | None:
-        """Open the passthrough path on first use, for the levels whose tile grid is OpenSlide's."""
-        with self._lock:
-            if self._closed:
-                raise SlideUnreadable(f"{self.source.path.name!r} is closed")
-            if self._stored_ready:
-                return self._stored
-            self._stored_ready = True
-            try:
-                stored = StoredTiles(
-                    self.source.path, [(lv.width, lv.height) for lv in self._info.levels]
-                )
-            except SlideUnreadable:
-                return None
-            self._stored_levels = frozenset(
-                i
-                for i, lv in enumerate(self._info.levels)
-                if lv.tile_width is not None
-                and stored.tile_size(i) == (lv.tile_width, lv.tile_height)
+    def _open_stored_tiles(self) -> None:
+        """Open the passthrough path for the levels whose tile grid is OpenSlide's."""
+        try:
+            stored = StoredTiles(
+                self.source.path, [(lv.width, lv.height) for lv in self._info.levels]
             )
-            self._stored = stored
-            return stored
+        except SlideUnreadable:
+            return  # OpenSlide reads it; every tile is rendered
+        self._stored_levels = frozenset(
+            i
+            for i, lv in enumerate(self._info.levels)
+            if lv.tile_width is not None and stored.tile_size(i) == (lv.tile_width, lv.tile_height)
+        )
+        self._stored = stored
 
     def read_encoded_tile(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
         if not 0 <= level < len(self._info.levels):
             raise TileNotFound(f"level {level} outside 0..{len(self._info.levels) - 1}")
-        stored = self._stored_tiles()
+        if self._closed:
+            raise SlideUnreadable(f"{self.source.path.name!r} is closed")
+        stored = self._stored
         if stored is None or level not in self._stored_levels:
             return None
         return stored.read(level, t_col, t_row)

@@ -308,17 +308,9 @@ def _check_jpeg_tile(data: bytes, layout: _Layout) -> bool:
     )
 
 
-def _encoded_tile(
-    file: _SegmentFile, layout: _Layout | None, t_col: int, t_row: int
-) -> EncodedTile | None:
-    if layout is None or not layout.passthrough:
-        return None
-    if not (0 <= t_col < layout.cols and 0 <= t_row < layout.rows):
-        raise TileNotFound(
-            f"tile ({t_col}, {t_row}) outside the {layout.cols}x{layout.rows} tile grid"
-        )
-    data = file.segment(layout, t_row * layout.cols + t_col)
-    if data is None or not _check_jpeg_tile(data, layout):
+def _slow_encoded_tile(data: bytes, layout: _Layout) -> EncodedTile | None:
+    """The full header walk: check the tile, merge the tables, add APP14 where needed."""
+    if not _check_jpeg_tile(data, layout):
         return None
     try:
         stream = jpeg.merge_jpeg_tables(data, layout.jpegtables)
@@ -329,6 +321,93 @@ def _encoded_tile(
     except ValueError as exc:
         raise TileUnreadable(f"stored JPEG tile or tables are corrupt: {exc}") from exc
     return EncodedTile(stream, "image/jpeg", layout.seg_width, layout.seg_height)
+
+
+@dataclass(frozen=True)
+class _Splice:
+    """How the tiles of one level become stand-alone JPEGs without walking their headers."""
+
+    head: bytes
+    """The sample tile from SOI through its SOF segment. A tile that starts with these bytes has
+    the sample's (checked) frame header and the same segments before it."""
+    prefix: bytes
+    """:func:`jpeg.splice_prefix` of the level's tables."""
+
+
+_SAMPLE_TILES = 8
+"""Tiles tried, in order, for a level's sample (sparse and malformed ones are skipped)."""
+_UNDECIDED = object()
+
+
+def _plan_splice(file: _SegmentFile, layout: _Layout) -> _Splice | None:
+    """Decide once per level, from its first readable tile, whether tiles can be spliced.
+
+    None (the full header walk for every tile) when no sample is found, the sample does not
+    match the level's tile geometry, the tables are malformed, or the sample carries a JFIF or
+    Adobe segment while the colour marker is to be decided (that decision then depends on
+    each tile's header).
+    """
+    mark_rgb = (
+        layout.photometric == jpeg.TIFF_PHOTOMETRIC_RGB
+        and layout.compression == jpeg.TIFF_COMPRESSION_JPEG
+        and layout.samples == 3
+    )
+    for index in range(min(_SAMPLE_TILES, layout.cols * layout.rows)):
+        try:
+            data = file.segment(layout, index)
+            if data is None or not _check_jpeg_tile(data, layout):
+                continue
+            sof = next(s for s in jpeg.iter_header_segments(data) if s.marker in jpeg.SOF_MARKERS)
+            if mark_rgb and jpeg.carries_colour_marker(data):
+                return None
+            return _Splice(
+                head=data[: sof.end],
+                prefix=jpeg.splice_prefix(layout.jpegtables, mark_rgb=mark_rgb),
+            )
+        except (TileUnreadable, ValueError, StopIteration):
+            continue
+    return None
+
+
+class _Passthrough:
+    """Sends the stored JPEG tiles of a set of levels; each level's splice planned on first use."""
+
+    def __init__(self, file: _SegmentFile, layouts: Sequence[_Layout | None]) -> None:
+        self._file = file
+        self._layouts = tuple(layouts)
+        self._plans: list[object] = [_UNDECIDED] * len(self._layouts)
+        self._lock = threading.Lock()
+
+    def _plan(self, level: int, layout: _Layout) -> _Splice | None:
+        plan = self._plans[level]
+        if plan is _UNDECIDED:
+            with self._lock:
+                plan = self._plans[level]
+                if plan is _UNDECIDED:
+                    plan = self._plans[level] = _plan_splice(self._file, layout)
+        return plan  # type: ignore[return-value]
+
+    def read(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
+        """Return the stored tile as a stand-alone JPEG, or None when it must be rendered."""
+        layout = self._layouts[level]
+        if layout is None or not layout.passthrough:
+            return None
+        if not (0 <= t_col < layout.cols and 0 <= t_row < layout.rows):
+            raise TileNotFound(
+                f"tile ({t_col}, {t_row}) outside the {layout.cols}x{layout.rows} tile grid"
+            )
+        data = self._file.segment(layout, t_row * layout.cols + t_col)
+        if data is None:
+            return None
+        plan = self._plan(level, layout)
+        if plan is None or not data.startswith(plan.head):
+            return _slow_encoded_tile(data, layout)
+        # same frame header as the checked sample: only the end is left to check
+        if len(data) < len(plan.head) + 4 or not jpeg.ends_with_eoi(data):
+            raise TileUnreadable("stored JPEG tile is truncated: no EOI marker")
+        return EncodedTile(
+            jpeg.splice(plan.prefix, data), "image/jpeg", layout.seg_width, layout.seg_height
+        )
 
 
 def _all_pages(tif: tifffile.TiffFile) -> list[Any]:
@@ -363,6 +442,7 @@ class StoredTiles:
             raise SlideUnreadable(f"{self.path.name!r} is not a readable TIFF: {exc}") from exc
         self._layouts = tuple(layouts)
         self._file = _SegmentFile(self.path)
+        self._passthrough = _Passthrough(self._file, self._layouts)
 
     @staticmethod
     def _match(pages: Iterable[Any], size: tuple[int, int]) -> _Layout | None:
@@ -388,7 +468,7 @@ class StoredTiles:
         """Return the stored tile as a stand-alone JPEG, or None when it must be rendered."""
         if not 0 <= level < len(self._layouts):
             raise TileNotFound(f"level {level} outside 0..{len(self._layouts) - 1}")
-        return _encoded_tile(self._file, self._layouts[level], t_col, t_row)
+        return self._passthrough.read(level, t_col, t_row)
 
     def close(self) -> None:
         """Close the file descriptor."""
@@ -642,6 +722,7 @@ class TiffReader(SlideReader):
             raise SlideUnreadable(f"{path.name!r} is not a readable TIFF: {exc}") from exc
         _check_complete(path, self._structure.levels)
         self._file = _SegmentFile(path)
+        self._passthrough = _Passthrough(self._file, self._structure.levels)
         base = self._structure.levels[0]
         self._info = SlideInfo(
             format=self._structure.format,
@@ -684,8 +765,8 @@ class TiffReader(SlideReader):
         return Image.fromarray(pixels, "RGB")
 
     def read_encoded_tile(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
-        layout, _ = self._level(level)
-        return _encoded_tile(self._file, layout, t_col, t_row)
+        self._level(level)
+        return self._passthrough.read(level, t_col, t_row)
 
     def associated(self, name: str) -> Image.Image:
         layout = self._structure.associated.get(name)
