@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from slideserver import __version__
+from slideserver.readers.base import quiet_backend_logs
 from slideserver.settings import ENV_PREFIX, Settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -357,9 +358,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # Backend libraries log absolute paths (which may name patients) with their tracebacks;
-    # readers translate those failures into our own errors, so keep only critical records.
-    for noisy in ("wsidicom", "tifffile", "pydicom"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    quiet_backend_logs()
     result: int = args.func(args)
     return result

@@ -70,7 +70,7 @@ def test_create_app_fails_for_a_route_without_a_policy_row(monkeypatch: Any) -> 
     from starlette.routing import Route
 
     from slideserver.api import app as app_module
-    from slideserver.security import PolicyError
+    from slideserver.api.policy import PolicyError
     from slideserver.settings import Settings
 
     def extra() -> list[Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from slideserver.security.policy import POLICY
+from slideserver.api.policy import POLICY
 from tests.helpers import SVS
 
 ROLES = ("admin", "pathologist", "researcher", "lis")

@@ -13,8 +13,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from slideserver.api.auth import AuthenticationMiddleware
 from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
+from slideserver.api.policy import secure_routes
 from slideserver.api.routes import audit, cases, deepzoom, health, iiif, lis, session, slides
 from slideserver.api.state import AppState
 from slideserver.cache.base import TileCache
@@ -22,9 +24,9 @@ from slideserver.cache.memory import MemoryCache
 from slideserver.catalog.base import Catalog
 from slideserver.handles import HandlePool
 from slideserver.metrics import Metrics
+from slideserver.readers.base import quiet_backend_logs
 from slideserver.readers.registry import ReaderRegistry, default_registry
-from slideserver.security import Security, secure_routes
-from slideserver.security.middleware import AuthenticationMiddleware
+from slideserver.security import Security
 from slideserver.services import SlideService
 from slideserver.settings import Settings
 
@@ -70,6 +72,7 @@ def create_app(
     registry: ReaderRegistry | None = None,
 ) -> Starlette:
     """Build the ASGI app for ``settings``; shared resources open in the lifespan."""
+    quiet_backend_logs()
     registry = registry or default_registry()
     metrics = Metrics()
     security = Security(settings)

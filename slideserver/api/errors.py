@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from slideserver.api.middleware import route_template
 from slideserver.errors import SlideServerError
 
 log = logging.getLogger("slideserver.api")
@@ -37,7 +39,11 @@ async def handle_slideserver_error(request: Request, exc: Exception) -> Response
     assert isinstance(exc, SlideServerError)
     if exc.status >= 500:
         log.warning(
-            "%s %s answered %s (%s)", request.method, request.url.path, exc.status, exc.code
+            "%s %s answered %s (%s)",
+            request.method,
+            route_template(request.scope),
+            exc.status,
+            exc.code,
         )
     return error_response(exc.status, exc.code, exc.detail)
 
@@ -55,8 +61,15 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    # Frames only: exception messages can carry values (SQL parameters, file names) that are PHI,
+    # and paths can carry accession numbers, so the route template stands in for the path.
+    frames = "".join(traceback.format_tb(exc.__traceback__))
     log.error(
-        "unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc
+        "unexpected %s on %s %s\n%s",
+        type(exc).__name__,
+        request.method,
+        route_template(request.scope),
+        frames,
     )
     return error_response(500, "internal_error", "the server could not complete this request")
 

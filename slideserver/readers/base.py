@@ -11,6 +11,7 @@ exceptions. Readers must be safe to call from several threads at once.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -74,3 +75,17 @@ class SlideReader(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+BACKEND_LOGGERS = ("wsidicom", "tifffile", "pydicom", "openslide")
+
+
+def quiet_backend_logs() -> None:
+    """Keep only critical records from the backend libraries.
+
+    They log absolute paths (which may name patients) with their tracebacks; readers translate
+    those failures into our own errors, so nothing useful is lost. Called by the CLI and by
+    ``create_app``, so every worker process gets it.
+    """
+    for name in BACKEND_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 from anyio.to_thread import run_sync
 from sqlalchemy import Engine
-from starlette.types import Scope
 
 from slideserver.security.audit import AuditStore
 from slideserver.security.oidc import InvalidToken, KeysUnavailable, OidcVerifier
@@ -138,7 +137,9 @@ class Security:
 
     # -- collections --
 
-    async def slide_visible(self, scope: Scope, principal: Principal, slide_id: str) -> bool:
+    async def slide_visible(
+        self, scope: Mapping[str, Any], principal: Principal, slide_id: str
+    ) -> bool:
         """Tell whether a collection-limited principal may see ``slide_id``."""
         entry = self._locations.get(slide_id)
         if entry is None or entry[0] < time.monotonic():
@@ -151,7 +152,7 @@ class Security:
         return location is not None and in_collections(principal.collections, *location)
 
     @staticmethod
-    def _locate(scope: Scope, slide_id: str) -> tuple[str, str] | None:
+    def _locate(scope: Mapping[str, Any], slide_id: str) -> tuple[str, str] | None:
         state: Any = getattr(scope["app"].state, "slideserver", None)
         record = state.catalog.get(slide_id) if state is not None else None
         return (record.root.name, record.relpath) if record is not None else None

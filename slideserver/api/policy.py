@@ -114,7 +114,7 @@ def rule_for(path: str) -> Rule:
     rule = POLICY.get(path)
     if rule is None:
         raise PolicyError(
-            f"route {path!r} has no row in slideserver/security/policy.py POLICY; every route "
+            f"route {path!r} has no row in slideserver/api/policy.py POLICY; every route "
             "must say which roles may use it"
         )
     return rule
@@ -122,7 +122,7 @@ def rule_for(path: str) -> Rule:
 
 def secure_routes(routes: list[BaseRoute], security: Security) -> list[BaseRoute]:
     """Wrap every route in its policy's guard; fail when any route lacks a rule."""
-    from slideserver.security.middleware import RouteGuard
+    from slideserver.api.auth import RouteGuard
 
     missing = [route_path(r) for r in routes if route_path(r) not in POLICY]
     if missing:

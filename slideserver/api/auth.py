@@ -3,7 +3,7 @@
 :class:`AuthenticationMiddleware` runs before routing: it turns the ``Authorization`` header or
 the session cookie into a :class:`Principal` (or a reason for refusal) in the scope's state. It
 refuses nothing itself: public routes stay reachable with bad credentials. :class:`RouteGuard`
-wraps each route (see :func:`slideserver.security.policy.secure_routes`), so it knows the route's
+wraps each route (see :func:`slideserver.api.policy.secure_routes`), so it knows the route's
 rule and path parameters: it answers 401/403, applies collection limits, marks image responses
 ``private`` for caching, and writes the audit trail, failing closed.
 """
@@ -25,7 +25,7 @@ from slideserver.security.principals import ERROR_KEY, STATE_KEY, Principal
 from slideserver.security.session import csrf_ok
 
 if TYPE_CHECKING:
-    from slideserver.security.policy import Rule
+    from slideserver.api.policy import Rule
     from slideserver.security.service import AuthFailure, Security
 
 log = logging.getLogger("slideserver.security")
