@@ -34,6 +34,20 @@ class _Opening:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+class Loan:
+    """An open reader lent by :meth:`HandlePool.lend_if_open`; release it exactly once."""
+
+    __slots__ = ("_entry", "_pool", "reader")
+
+    def __init__(self, pool: HandlePool, entry: _Entry) -> None:
+        self._pool = pool
+        self._entry = entry
+        self.reader = entry.reader
+
+    def release(self) -> None:
+        self._pool._release(self._entry)
+
+
 class HandlePool:
     """Open readers keyed by slide ID, at most ``size`` kept when idle."""
 
@@ -64,6 +78,20 @@ class HandlePool:
             yield entry.reader
         finally:
             self._release(entry)
+
+    def lend_if_open(self, record: SlideRecord, fingerprint: str) -> Loan | None:
+        """Lend the reader of ``record`` if it is open already (never opens: cheap, no I/O).
+
+        For the event loop: it reads stored tiles that are in the page cache without a thread
+        hop, and must not wait for a slide to open. The caller must :meth:`Loan.release` it.
+        """
+        with self._lock:
+            entry = self._entries.get(record.id)
+            if entry is None or entry.fingerprint != fingerprint:
+                return None
+            entry.users += 1
+            self._entries.move_to_end(record.id)
+        return Loan(self, entry)
 
     def _acquire(self, record: SlideRecord, fingerprint: str) -> _Entry:
         key = record.id

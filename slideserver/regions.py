@@ -9,11 +9,14 @@ from __future__ import annotations
 import io
 import math
 
+import numpy as np
+import simplejpeg
 from PIL import Image
 
 from slideserver.errors import TileUnreadable, TooLarge
 from slideserver.models import SlideInfo
 from slideserver.readers.base import SlideReader
+from slideserver.render import Pixels
 
 WHITE = (255, 255, 255)
 MAX_READ_PIXELS = 64 * 1024 * 1024
@@ -45,15 +48,58 @@ def read_scaled_region(
 
     The rectangle may extend past the slide; that part is white.
     """
-    info = reader.info
-    downsample = max(l0_width / max(z_width, 1), l0_height / max(z_height, 1))
-    level = best_level(info, downsample)
-    l_down = info.levels[level].downsample
+    level = _level_for(reader.info, l0_width, l0_height, z_width, z_height)
+    fast = _read_from_stored_tiles(
+        reader, level, l0_x, l0_y, l0_width, l0_height, z_width, z_height
+    )
+    if fast is not None:
+        return Image.fromarray(fast, "RGB")
+    return _read_resampled(reader, level, l0_x, l0_y, l0_width, l0_height, z_width, z_height)
+
+
+def read_scaled_array(
+    reader: SlideReader,
+    l0_x: int,
+    l0_y: int,
+    l0_width: int,
+    l0_height: int,
+    z_width: int,
+    z_height: int,
+) -> Pixels:
+    """Like :func:`read_scaled_region`, as a ``(z_height, z_width, 3)`` uint8 RGB array.
+
+    For callers that only encode the result (:func:`slideserver.render.encode_image` takes
+    arrays): the stored-tile fast path then never builds a PIL image.
+    """
+    level = _level_for(reader.info, l0_width, l0_height, z_width, z_height)
     fast = _read_from_stored_tiles(
         reader, level, l0_x, l0_y, l0_width, l0_height, z_width, z_height
     )
     if fast is not None:
         return fast
+    image = _read_resampled(reader, level, l0_x, l0_y, l0_width, l0_height, z_width, z_height)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def _level_for(info: SlideInfo, l0_width: int, l0_height: int, z_width: int, z_height: int) -> int:
+    downsample = max(l0_width / max(z_width, 1), l0_height / max(z_height, 1))
+    return best_level(info, downsample)
+
+
+def _read_resampled(
+    reader: SlideReader,
+    level: int,
+    l0_x: int,
+    l0_y: int,
+    l0_width: int,
+    l0_height: int,
+    z_width: int,
+    z_height: int,
+) -> Image.Image:
+    """The general path: read the region of ``level`` and resample it to the output size."""
+    l_down = reader.info.levels[level].downsample
     l_width = max(1, math.ceil(l0_width / l_down))
     l_height = max(1, math.ceil(l0_height / l_down))
     if l_width * l_height > MAX_READ_PIXELS:
@@ -87,12 +133,14 @@ def _read_from_stored_tiles(
     l0_height: int,
     z_width: int,
     z_height: int,
-) -> Image.Image | None:
+) -> Pixels | None:
     """Assemble the output from stored JPEG tiles decoded at reduced DCT scale.
 
     libjpeg-turbo decodes a JPEG at 1/2, 1/4 or 1/8 scale for a fraction of the cost of a full
     decode plus resize; this is what makes Deep Zoom levels without a stored copy (every second
-    level of an Aperio pyramid) cheap. Returns ``None`` when the fast path does not apply.
+    level of an Aperio pyramid) cheap. Tiles are decoded by simplejpeg straight into numpy arrays
+    and copied into one white ``(z_height, z_width, 3)`` array; Pillow decodes the streams
+    simplejpeg does not take. Returns ``None`` when the fast path does not apply.
     """
     info = reader.info
     lvl = info.levels[level]
@@ -120,9 +168,9 @@ def _read_from_stored_tiles(
     t_col0, t_row0 = l_x // tw, l_y // th
     t_col1 = (min(l_x + l_w, lvl.width) - 1) // tw
     t_row1 = (min(l_y + l_h, lvl.height) - 1) // th
+    out = np.full((z_height, z_width, 3), 255, np.uint8)
     if l_x >= lvl.width or l_y >= lvl.height:
-        return Image.new("RGB", (z_width, z_height), WHITE)
-    out = Image.new("RGB", (z_width, z_height), WHITE)
+        return out
     stw, sth = tw // scale, th // scale
     for t_row in range(t_row0, t_row1 + 1):
         for t_col in range(t_col0, t_col1 + 1):
@@ -130,21 +178,45 @@ def _read_from_stored_tiles(
             if encoded is None or encoded.media_type != "image/jpeg":
                 return None
             try:
-                stored = Image.open(io.BytesIO(encoded.data))
-                stored.draft("RGB", (stw, sth))
-                if stored.size != (stw, sth):
-                    return None
-                tile = stored.convert("RGB")
-            except (OSError, ValueError) as exc:
+                tile = _decode_scaled(encoded.data, stw, sth)
+            except (OSError, ValueError, SyntaxError) as exc:
                 raise TileUnreadable(
                     f"stored tile {t_col},{t_row} of level {level} cannot be decoded"
                 ) from exc
-            # Clip the stored tile's padding beyond the level edge to white.
-            valid_w = -(-min(tw, lvl.width - t_col * tw) // scale)
-            valid_h = -(-min(th, lvl.height - t_row * th) // scale)
-            if valid_w < stw or valid_h < sth:
-                tile = tile.crop((0, 0, max(valid_w, 0), max(valid_h, 0)))
+            if tile is None:
+                return None
+            # Where the tile lands in the output; its padding beyond the level edge stays white.
             z_x = (t_col * tw - l_x) // scale
             z_y = (t_row * th - l_y) // scale
-            out.paste(tile, (z_x, z_y))
+            valid_w = -(-min(tw, lvl.width - t_col * tw) // scale)
+            valid_h = -(-min(th, lvl.height - t_row * th) // scale)
+            x0, x1 = max(z_x, 0), min(z_x + valid_w, z_width)
+            y0, y1 = max(z_y, 0), min(z_y + valid_h, z_height)
+            if x1 > x0 and y1 > y0:
+                out[y0:y1, x0:x1] = tile[y0 - z_y : y1 - z_y, x0 - z_x : x1 - z_x]
     return out
+
+
+_SIMPLEJPEG_COLORSPACES = frozenset({"RGB", "YCbCr", "Gray"})
+"""Colour spaces simplejpeg (TurboJPEG) converts to RGB; CMYK and YCCK are left to Pillow."""
+
+
+def _decode_scaled(data: bytes, width: int, height: int) -> Pixels | None:
+    """Decode a stand-alone JPEG of a stored tile at reduced DCT scale to ``width`` x ``height``.
+
+    Returns an RGB array, or ``None`` when the decoder cannot produce exactly that size (the
+    caller then takes the general path). A stream simplejpeg refuses goes to Pillow, whose
+    ``OSError``/``ValueError``/``SyntaxError`` on a corrupt stream propagates.
+    """
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        if colorspace in _SIMPLEJPEG_COLORSPACES:
+            pixels: Pixels = simplejpeg.decode_jpeg(data, "RGB", min_width=width, min_height=height)
+            return pixels if pixels.shape == (height, width, 3) else None
+    except ValueError:
+        pass  # Pillow has the last word: it reads some streams TurboJPEG refuses.
+    with Image.open(io.BytesIO(data)) as stored:
+        stored.draft("RGB", (width, height))
+        if stored.size != (width, height):
+            return None
+        return np.asarray(stored.convert("RGB"))

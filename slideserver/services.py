@@ -13,6 +13,8 @@ import anyio
 from anyio.to_thread import run_sync
 
 from slideserver.cache.base import TileCache
+from slideserver.cache.memory import MemoryCache
+from slideserver.cache.redis import RedisCache
 from slideserver.cache.tiered import TieredCache
 from slideserver.catalog.base import Catalog, SlideRecord
 from slideserver.errors import (
@@ -23,8 +25,8 @@ from slideserver.errors import (
 )
 from slideserver.handles import HandlePool
 from slideserver.models import SlideInfo
-from slideserver.readers.base import SlideReader
-from slideserver.regions import read_scaled_region
+from slideserver.readers.base import SlideReader, WouldBlock
+from slideserver.regions import read_scaled_array, read_scaled_region
 from slideserver.render import MEDIA_TYPES, encode_image, normalize_format
 from slideserver.settings import Settings
 from slideserver.tiling.deepzoom import DeepZoomGrid
@@ -68,6 +70,12 @@ class SingleFlight:
             del self._running[key]
 
 
+def _as_memory(cache: TileCache) -> MemoryCache:
+    if not isinstance(cache, MemoryCache):
+        raise TypeError(f"the tile cache must be a MemoryCache or a TieredCache, not {cache!r}")
+    return cache
+
+
 def etag_for(key: str) -> str:
     """Return a strong ETag derived from a cache key."""
     return '"' + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + '"'
@@ -88,7 +96,12 @@ class SlideService:
         self.handles = handles
         self.cache = cache
         # Stored tiles sent as they are only ever go to the in-process tier (see deepzoom_tile).
-        self.local_cache: TileCache = cache.local if isinstance(cache, TieredCache) else cache
+        self.local_cache: MemoryCache = (
+            cache.local if isinstance(cache, TieredCache) else _as_memory(cache)
+        )
+        self.remote_cache: RedisCache | None = (
+            cache.remote if isinstance(cache, TieredCache) else None
+        )
         self._checked: dict[str, tuple[float, SlideRecord, str]] = {}
         self.limiter = anyio.CapacityLimiter(settings.thread_count)
         self.flights = SingleFlight()
@@ -178,22 +191,28 @@ class SlideService:
         make: Callable[[], Awaitable[tuple[bytes, str]]],
         *,
         shared: bool = True,
+        local_checked: bool = False,
     ) -> ImageResult:
         """Serve from the cache, else compute once (single flight) and store.
 
         ``shared=False`` keeps the bytes out of Redis: for stored tiles sent as they are, a pread
         of a page-cached file is cheaper than a network round trip, and Redis memory is better
-        spent on what is costly to make.
+        spent on what is costly to make. ``local_checked``: the caller already missed the
+        in-process tier, so only Redis is asked.
         """
-        cache = self.cache if shared else self.local_cache
-        cached = await cache.get(key)
+        if local_checked:
+            cached = await self.remote_cache.get(key) if shared and self.remote_cache else None
+            if cached is not None:
+                self.local_cache.set_sync(key, cached)
+        else:
+            cached = await (self.cache if shared else self.local_cache).get(key)
         if cached is not None:
             return ImageResult(cached, media_type, etag_for(key), "cache")
 
         async def compute() -> ImageResult:
             data, source = await make()
             if source == "passthrough":
-                await self.local_cache.set(key, data)
+                self.local_cache.set_sync(key, data)
             else:
                 await self.cache.set(key, data)
             return ImageResult(data, media_type, etag_for(key), source)
@@ -208,7 +227,13 @@ class SlideService:
     async def deepzoom_tile(
         self, slide_id: str, z_level: int, t_col: int, t_row: int, fmt: str
     ) -> ImageResult:
-        """Return one Deep Zoom tile: the stored bytes where possible, else rendered."""
+        """Return one Deep Zoom tile: the stored bytes where possible, else rendered.
+
+        What a viewer asks for most is answered on the event loop, without a thread hop: tiles
+        in the in-process cache, and stored tiles whose bytes are in the page cache. The rest
+        (Redis, rendering, reads that would wait for a disk) goes through single flight and the
+        worker threads.
+        """
         fmt = normalize_format(fmt)
         record, fingerprint, grid, info = await self.grid(slide_id)
         geometry = grid.geometry(z_level, t_col, t_row)
@@ -217,6 +242,10 @@ class SlideService:
             f"dz:{record.id}:{record.content_hash}:{fingerprint}:"
             f"{z_level}:{t_col}:{t_row}:{fmt}:{quality}"
         )
+        media_type = MEDIA_TYPES[fmt]
+        cached = self.local_cache.get_sync(key)
+        if cached is not None:
+            return ImageResult(cached, media_type, etag_for(key), "cache")
         stored = geometry.stored_level
         if stored is not None:
             level = info.levels[stored]
@@ -224,13 +253,20 @@ class SlideService:
                 t_row + 1
             ) * grid.tile_size > level.height:
                 stored = None
+        passthrough = stored is not None and fmt == "jpeg"
+        if passthrough:
+            assert stored is not None
+            data = self._stored_tile_nowait(record, fingerprint, stored, t_col, t_row)
+            if data is not None:
+                self.local_cache.set_sync(key, data)
+                return ImageResult(data, media_type, etag_for(key), "passthrough")
 
         def make(reader: SlideReader) -> tuple[bytes, str]:
             if stored is not None and fmt == "jpeg":
                 encoded = reader.read_encoded_tile(stored, t_col, t_row)
                 if encoded is not None and encoded.media_type == "image/jpeg":
                     return encoded.data, "passthrough"
-            image = read_scaled_region(
+            pixels = read_scaled_array(
                 reader,
                 geometry.l0_x,
                 geometry.l0_y,
@@ -239,13 +275,35 @@ class SlideService:
                 geometry.z_width,
                 geometry.z_height,
             )
-            return encode_image(image, fmt, quality), "render"
+            return encode_image(pixels, fmt, quality), "render"
 
         async def compute() -> tuple[bytes, str]:
             return await self._with_reader(record, fingerprint, make)
 
-        shared = not (stored is not None and fmt == "jpeg")
-        return await self._cached_image(key, MEDIA_TYPES[fmt], compute, shared=shared)
+        return await self._cached_image(
+            key, media_type, compute, shared=not passthrough, local_checked=True
+        )
+
+    def _stored_tile_nowait(
+        self, record: SlideRecord, fingerprint: str, level: int, t_col: int, t_row: int
+    ) -> bytes | None:
+        """Return a stored JPEG tile if its reader is open and its bytes are in memory, else None.
+
+        Runs on the event loop: a ``preadv(RWF_NOWAIT)`` of a page-cached tile costs a few
+        microseconds, a hop to a worker thread and back costs tens.
+        """
+        loan = self.handles.lend_if_open(record, fingerprint)
+        if loan is None:
+            return None
+        try:
+            encoded = loan.reader.read_encoded_tile(level, t_col, t_row, nowait=True)
+        except WouldBlock:
+            return None
+        finally:
+            loan.release()
+        if encoded is None or encoded.media_type != "image/jpeg":
+            return None
+        return encoded.data
 
     async def thumbnail(self, slide_id: str, max_size: int) -> ImageResult:
         """Return a JPEG of the whole slide fitting in ``max_size`` x ``max_size``."""

@@ -341,8 +341,8 @@ def test_tiles_with_their_own_app14_take_the_header_walk(
     ycc = jpeg.ADOBE_RGB_SEGMENT[:-1] + b"\x01"
     real = tiff_module._SegmentFile.segment
 
-    def with_app14(self: Any, layout: Any, index: int) -> bytes | None:
-        data = real(self, layout, index)
+    def with_app14(self: Any, layout: Any, index: int, **kwargs: Any) -> bytes | None:
+        data = real(self, layout, index, **kwargs)
         return None if data is None else data[:2] + ycc + data[2:]
 
     monkeypatch.setattr(tiff_module._SegmentFile, "segment", with_app14)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.to_thread import run_sync
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
 
 from slideserver.api.auth import AuthenticationMiddleware
 from slideserver.api.errors import EXCEPTION_HANDLERS
@@ -19,6 +22,7 @@ from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextM
 from slideserver.api.policy import secure_routes
 from slideserver.api.routes import audit, cases, deepzoom, health, iiif, lis, session, slides
 from slideserver.api.state import AppState
+from slideserver.api.tile_lane import TileLane
 from slideserver.cache.base import TileCache
 from slideserver.cache.memory import MemoryCache
 from slideserver.catalog.base import Catalog
@@ -56,6 +60,19 @@ def build_cache(settings: Settings) -> TileCache:
     return TieredCache(local, remote)
 
 
+def freeze_startup_objects() -> None:
+    """Exempt everything built at start-up from the cyclic garbage collector.
+
+    The libraries loaded by then (SQLAlchemy, pydantic's FHIR models, pydicom's dictionaries,
+    numpy) hold some 200,000 objects; each full collection walked them all, an 80 ms pause every
+    few thousand requests that set the 99th percentile latency. Frozen objects are still freed
+    by reference counting; only cycles among them are never collected, and start-up leaves none
+    worth collecting (they were collected just before).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def viewer_routes() -> list[BaseRoute]:
     """Return the viewer's page and asset routes, when the viewer module is present."""
     try:
@@ -63,6 +80,21 @@ def viewer_routes() -> list[BaseRoute]:
     except ImportError:
         return []
     return list(make(STATIC_DIR))
+
+
+class SlideServerApp(Starlette):
+    """Starlette, with Deep Zoom tile URLs answered by the :class:`TileLane` before routing."""
+
+    def __init__(self, tile_lane: TileLane, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tile_lane = tile_lane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.tile_lane.match(scope):
+            scope["app"] = self
+            await self.tile_lane(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -90,6 +122,7 @@ def create_app(
         app.state.slideserver = AppState(settings, catalog, handles, cache, service, metrics)
         await run_sync(security.open)
         mllp = await lis.start_mllp(settings, catalog) if settings.mllp_port else None
+        freeze_startup_objects()
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(security.run_flusher)
@@ -118,7 +151,8 @@ def create_app(
     ]
     # Every route must have a row in the policy table: a new route without one fails here.
     routes = secure_routes(routes, security)
-    app = Starlette(
+    app = SlideServerApp(
+        TileLane(security, metrics),
         routes=routes,
         middleware=[
             Middleware(RequestContextMiddleware, metrics=metrics),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from anyio.to_thread import run_sync
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from slideserver.api.errors import error_response
@@ -37,6 +38,22 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
+_CREDENTIAL_HEADERS = (b"authorization", b"cookie")
+
+
+def credential_headers(scope: Scope) -> dict[str, str]:
+    """Return the headers that carry credentials (the only ones authentication reads).
+
+    ASGI servers give header names in lower case; decoding every header of every tile request
+    (a browser sends a dozen) would cost more than answering a cached tile.
+    """
+    found: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        if name in _CREDENTIAL_HEADERS:
+            found[name.decode("latin-1")] = value.decode("latin-1")
+    return found
+
+
 class AuthenticationMiddleware:
     """Attach the caller's principal (or why it was refused) to every HTTP request."""
 
@@ -47,7 +64,7 @@ class AuthenticationMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             state = scope.setdefault("state", {})
-            principal, failure = await self.security.authenticate(_headers(scope))
+            principal, failure = await self.security.authenticate(credential_headers(scope))
             state[STATE_KEY] = principal
             state[ERROR_KEY] = failure
         elif scope["type"] == "websocket":
@@ -57,19 +74,19 @@ class AuthenticationMiddleware:
         await self.app(scope, receive, send)
 
 
-class RouteGuard:
-    """Enforce one policy row around one route's ASGI app."""
+class RouteAccess:
+    """One policy row applied to a request: who may pass, and what they may see."""
 
-    def __init__(self, app: ASGIApp, rule: Rule, template: str, security: Security) -> None:
-        self.app = app
+    def __init__(self, rule: Rule, template: str, security: Security) -> None:
         self.rule = rule
         self.template = template
         self.security = security
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.rule.public:
-            await self.app(scope, receive, send)
-            return
+    async def refusal(self, scope: Scope) -> Response | None:
+        """Return the error answer for a caller the rule refuses, or ``None`` to proceed.
+
+        Proceeding marks image answers ``private`` for caches when the caller is a real user.
+        """
         state = scope.setdefault("state", {})
         principal: Principal | None = state.get(STATE_KEY)
         method: str = scope["method"]
@@ -84,18 +101,15 @@ class RouteGuard:
             )
             if status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="slideserver"'
-            await response(scope, receive, send)
-            return
+            return response
         if principal.role not in self.rule.roles_for(method) and not (
             self.rule.demo and principal.demo
         ):
             detail = f"the {principal.role} role may not {method} {self.template}"
-            await error_response(403, "forbidden", detail)(scope, receive, send)
-            return
+            return error_response(403, "forbidden", detail)
         if principal.method == "session" and not csrf_ok(method, _headers(scope)):
             detail = "cookie-authenticated changes need the X-Requested-With header, same origin"
-            await error_response(403, "csrf_check_failed", detail)(scope, receive, send)
-            return
+            return error_response(403, "csrf_check_failed", detail)
         if not principal.demo:
             state["private_cache"] = True
         slide_id = scope.get("path_params", {}).get("slide_id")
@@ -104,22 +118,43 @@ class RouteGuard:
             and isinstance(slide_id, str)
             and not await self.security.slide_visible(scope, principal, slide_id)
         ):
-            detail = f"no slide with id {slide_id[:MAX_ID]!r}"
-            await error_response(404, "slide_not_found", detail)(scope, receive, send)
+            return error_response(404, "slide_not_found", f"no slide with id {slide_id[:MAX_ID]!r}")
+        return None
+
+    def count_tile_read(self, scope: Scope) -> None:
+        """Add a pixel read to the caller's audit summary (no I/O)."""
+        slide_id = scope.get("path_params", {}).get("slide_id")
+        principal = scope["state"].get(STATE_KEY)
+        if isinstance(slide_id, str) and principal is not None and self.security.audit:
+            self.security.audit.tile_read(principal, slide_id[:MAX_ID], _client(scope))
+
+
+class RouteGuard:
+    """Enforce one policy row around one route's ASGI app."""
+
+    def __init__(self, app: ASGIApp, rule: Rule, template: str, security: Security) -> None:
+        self.app = app
+        self.rule = rule
+        self.template = template
+        self.security = security
+        self.access = RouteAccess(rule, template, security)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.rule.public:
+            await self.app(scope, receive, send)
             return
+        refusal = await self.access.refusal(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        principal: Principal = scope["state"][STATE_KEY]
         if self.rule.audit == "tiles":
-            await self._tiles(scope, receive, send, principal, slide_id)
+            await self.app(scope, receive, send)
+            self.access.count_tile_read(scope)
         elif self.rule.audit == "request":
             await self._audited(scope, receive, send, principal)
         else:
             await self.app(scope, receive, send)
-
-    async def _tiles(
-        self, scope: Scope, receive: Receive, send: Send, principal: Principal, slide_id: Any
-    ) -> None:
-        await self.app(scope, receive, send)
-        if isinstance(slide_id, str) and self.security.audit is not None:
-            self.security.audit.tile_read(principal, slide_id[:MAX_ID], _client(scope))
 
     def _event(
         self, scope: Scope, principal: Principal, kind: str, status: int | None

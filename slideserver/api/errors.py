@@ -8,6 +8,7 @@ import traceback
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
 from slideserver.api.middleware import route_template
 from slideserver.errors import SlideServerError
@@ -35,17 +36,22 @@ def error_response(status: int, code: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
-async def handle_slideserver_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, SlideServerError)
+def slideserver_error_response(scope: Scope, exc: SlideServerError) -> JSONResponse:
+    """Return the JSON answer to one of our errors; server-side ones are logged (no PHI)."""
     if exc.status >= 500:
         log.warning(
             "%s %s answered %s (%s)",
-            request.method,
-            route_template(request.scope),
+            scope["method"],
+            route_template(scope),
             exc.status,
             exc.code,
         )
     return error_response(exc.status, exc.code, exc.detail)
+
+
+async def handle_slideserver_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SlideServerError)
+    return slideserver_error_response(request.scope, exc)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -60,18 +66,23 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return response
 
 
-async def handle_unexpected(request: Request, exc: Exception) -> Response:
+def unexpected_error_response(scope: Scope, exc: BaseException) -> JSONResponse:
+    """Log a bug without PHI and return the generic 500 answer."""
     # Frames only: exception messages can carry values (SQL parameters, file names) that are PHI,
     # and paths can carry accession numbers, so the route template stands in for the path.
     frames = "".join(traceback.format_tb(exc.__traceback__))
     log.error(
         "unexpected %s on %s %s\n%s",
         type(exc).__name__,
-        request.method,
-        route_template(request.scope),
+        scope["method"],
+        route_template(scope),
         frames,
     )
     return error_response(500, "internal_error", "the server could not complete this request")
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    return unexpected_error_response(request.scope, exc)
 
 
 EXCEPTION_HANDLERS = {

@@ -35,8 +35,8 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or _new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = begin_request(scope)
+        id_header = (b"x-request-id", request_id.encode())
         start = time.perf_counter()
         status = 500
 
@@ -45,24 +45,37 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
+                headers.append(id_header)
                 message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - start
-            template = route_template(scope)
-            self.metrics.observe_request(scope["method"], template, status, elapsed)
-            access_log.info(
-                "%s %s %s %.1fms id=%s",
-                scope["method"],
-                template,
-                status,
-                elapsed * 1000,
-                request_id,
-            )
+            end_request(self.metrics, scope, status, start, request_id)
+
+
+def begin_request(scope: Scope) -> str:
+    """Give the request its ID (the caller's ``X-Request-ID`` when well formed) in its state."""
+    request_id = _incoming_request_id(scope) or _new_request_id()
+    scope.setdefault("state", {})["request_id"] = request_id
+    return request_id
+
+
+def end_request(metrics: Metrics, scope: Scope, status: int, start: float, request_id: str) -> None:
+    """Count and log a finished request by its route template: never its path or query."""
+    elapsed = time.perf_counter() - start
+    template = route_template(scope)
+    metrics.observe_request(scope["method"], template, status, elapsed)
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "%s %s %s %.1fms id=%s",
+            scope["method"],
+            template,
+            status,
+            elapsed * 1000,
+            request_id,
+        )
 
 
 _ID_PREFIX = os.urandom(4).hex()

@@ -20,6 +20,14 @@ from PIL import Image
 from slideserver.models import EncodedTile, SlideInfo, SlideSource
 
 
+class WouldBlock(Exception):
+    """The bytes asked for with ``nowait=True`` are not in memory: read them in a worker thread.
+
+    Not an error: the event loop answers what the page cache already holds, and hands the rest to
+    the thread pool, where waiting for a disk is harmless.
+    """
+
+
 class SlideReader(ABC):
     """An open slide."""
 
@@ -50,12 +58,16 @@ class SlideReader(ABC):
         Parts outside the slide, and transparent or empty areas, are white.
         """
 
-    def read_encoded_tile(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
+    def read_encoded_tile(
+        self, level: int, t_col: int, t_row: int, *, nowait: bool = False
+    ) -> EncodedTile | None:
         """Return the stored bytes of one native tile when they can be sent as they are.
 
         The result decodes to exactly the native tile (``tile_width`` x ``tile_height``, padding
         included at the right and bottom edges). ``None`` means "no fast path here": the caller
-        falls back to :meth:`read_region`.
+        falls back to :meth:`read_region`. With ``nowait``, raise :class:`WouldBlock` instead of
+        waiting for a disk (the caller is the event loop); readers that cannot tell whether a
+        read would wait raise it whenever they would read at all.
         """
         return None
 

@@ -62,7 +62,7 @@ from slideserver.errors import (
 )
 from slideserver.models import EncodedTile, Level, SlideInfo, SlideSource
 from slideserver.readers import jpeg
-from slideserver.readers.base import SlideReader
+from slideserver.readers.base import SlideReader, WouldBlock
 
 __all__ = ["DicomReader", "group_series"]
 
@@ -353,7 +353,11 @@ class DicomReader(SlideReader):
             canvas.paste(region.convert("RGB"), (x0 - l_x, y0 - l_y))
         return canvas
 
-    def read_encoded_tile(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
+    def read_encoded_tile(
+        self, level: int, t_col: int, t_row: int, *, nowait: bool = False
+    ) -> EncodedTile | None:
+        if nowait:
+            raise WouldBlock  # wsidicom reads frames with blocking I/O
         wsi_level = self._level(level)
         info = self._info.levels[level]
         tile_w, tile_h = info.tile_width or info.width, info.tile_height or info.height

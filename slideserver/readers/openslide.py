@@ -257,7 +257,9 @@ class OpenSlideReader(SlideReader):
         )
         self._stored = stored
 
-    def read_encoded_tile(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
+    def read_encoded_tile(
+        self, level: int, t_col: int, t_row: int, *, nowait: bool = False
+    ) -> EncodedTile | None:
         if not 0 <= level < len(self._info.levels):
             raise TileNotFound(f"level {level} outside 0..{len(self._info.levels) - 1}")
         if self._closed:
@@ -265,7 +267,7 @@ class OpenSlideReader(SlideReader):
         stored = self._stored
         if stored is None or level not in self._stored_levels:
             return None
-        return stored.read(level, t_col, t_row)
+        return stored.read(level, t_col, t_row, nowait=nowait)
 
     def close(self) -> None:
         with self._lock:

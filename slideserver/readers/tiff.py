@@ -39,7 +39,10 @@ from slideserver.errors import (
 )
 from slideserver.models import EncodedTile, Level, SlideInfo, SlideSource
 from slideserver.readers import jpeg
-from slideserver.readers.base import SlideReader
+from slideserver.readers.base import SlideReader, WouldBlock
+
+RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
+"""Linux's "fail rather than wait for the disk" read flag (0 where there is none)."""
 
 RGBArray = NDArray[np.uint8]
 
@@ -186,15 +189,22 @@ class _SegmentFile:
         except OSError as exc:
             raise SlideUnreadable(f"cannot open {path.name!r}: {exc.strerror}") from exc
         self._lock = threading.Lock()
+        self._nowait = RWF_NOWAIT != 0
 
-    def segment(self, layout: _Layout, index: int) -> bytes | None:
-        """Return the stored bytes of one segment, ``None`` for a sparse (never written) one."""
+    def segment(self, layout: _Layout, index: int, *, nowait: bool = False) -> bytes | None:
+        """Return the stored bytes of one segment, ``None`` for a sparse (never written) one.
+
+        With ``nowait``, the bytes come from the page cache or :class:`WouldBlock` is raised
+        (``preadv`` with ``RWF_NOWAIT``): the event loop may call it, never waiting for a disk.
+        """
         offset, count = layout.offsets[index], layout.bytecounts[index]
         if count == 0 or offset == 0:
             return None
         fd = self._fd
         if fd is None:
             raise SlideUnreadable(f"{self.path.name!r} is closed")
+        if nowait:
+            return self._segment_nowait(fd, offset, count)
         try:
             data = os.pread(fd, count, offset)
         except OSError as exc:
@@ -202,6 +212,22 @@ class _SegmentFile:
         if len(data) != count:
             raise TileUnreadable(f"tile at byte {offset} of {self.path.name!r} is truncated")
         return data
+
+    def _segment_nowait(self, fd: int, offset: int, count: int) -> bytes:
+        if not self._nowait:
+            raise WouldBlock
+        buffer = bytearray(count)
+        try:
+            got = os.preadv(fd, (buffer,), offset, RWF_NOWAIT)
+        except BlockingIOError:
+            raise WouldBlock from None
+        except OSError:
+            # No RWF_NOWAIT on this file system (or another fault): the blocking read decides.
+            self._nowait = False
+            raise WouldBlock from None
+        if got != count:
+            raise WouldBlock  # partly cached, or truncated: the blocking read tells which
+        return bytes(buffer)
 
     def decode_segment(self, layout: _Layout, index: int) -> tuple[RGBArray | None, int, int]:
         """Decode one segment to RGB; return it with its level-pixel origin (x, y).
@@ -387,7 +413,9 @@ class _Passthrough:
                     plan = self._plans[level] = _plan_splice(self._file, layout)
         return plan  # type: ignore[return-value]
 
-    def read(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
+    def read(
+        self, level: int, t_col: int, t_row: int, *, nowait: bool = False
+    ) -> EncodedTile | None:
         """Return the stored tile as a stand-alone JPEG, or None when it must be rendered."""
         layout = self._layouts[level]
         if layout is None or not layout.passthrough:
@@ -396,7 +424,10 @@ class _Passthrough:
             raise TileNotFound(
                 f"tile ({t_col}, {t_row}) outside the {layout.cols}x{layout.rows} tile grid"
             )
-        data = self._file.segment(layout, t_row * layout.cols + t_col)
+        plan = self._plans[level]
+        if nowait and plan is _UNDECIDED:
+            raise WouldBlock  # planning reads sample tiles: let a worker thread do it
+        data = self._file.segment(layout, t_row * layout.cols + t_col, nowait=nowait)
         if data is None:
             return None
         plan = self._plan(level, layout)
@@ -464,11 +495,16 @@ class StoredTiles:
             return None
         return layout.seg_width, layout.seg_height
 
-    def read(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
-        """Return the stored tile as a stand-alone JPEG, or None when it must be rendered."""
+    def read(
+        self, level: int, t_col: int, t_row: int, *, nowait: bool = False
+    ) -> EncodedTile | None:
+        """Return the stored tile as a stand-alone JPEG, or None when it must be rendered.
+
+        With ``nowait``, raise :class:`WouldBlock` rather than wait for the disk.
+        """
         if not 0 <= level < len(self._layouts):
             raise TileNotFound(f"level {level} outside 0..{len(self._layouts) - 1}")
-        return self._passthrough.read(level, t_col, t_row)
+        return self._passthrough.read(level, t_col, t_row, nowait=nowait)
 
     def close(self) -> None:
         """Close the file descriptor."""
@@ -764,9 +800,11 @@ class TiffReader(SlideReader):
         pixels = self._file.read(layout, l_x, l_y, l_width, l_height)
         return Image.fromarray(pixels, "RGB")
 
-    def read_encoded_tile(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
+    def read_encoded_tile(
+        self, level: int, t_col: int, t_row: int, *, nowait: bool = False
+    ) -> EncodedTile | None:
         self._level(level)
-        return self._passthrough.read(level, t_col, t_row)
+        return self._passthrough.read(level, t_col, t_row, nowait=nowait)
 
     def associated(self, name: str) -> Image.Image:
         layout = self._structure.associated.get(name)
