@@ -57,9 +57,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     _export_env(settings)
+    from slideserver.http_protocol import CoalescingHttpToolsProtocol
+
     uvicorn.run(
         "slideserver.api.asgi:app_from_env",
         factory=True,
+        http=CoalescingHttpToolsProtocol,
         host=settings.host,
         port=settings.port,
         workers=settings.workers if settings.workers > 1 else None,
@@ -287,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="server processes ($SLIDESERVER_WORKERS)")
     serve.add_argument("--redis-url", help="shared tile cache ($SLIDESERVER_REDIS_URL)")
     serve.add_argument("--memory-cache-bytes", type=int, help="in-process cache size")
-    serve.add_argument("--threads", type=int, help="threads for blocking reads")
+    serve.add_argument("--threads", type=int, help="threads decoding and encoding tiles")
     serve.add_argument("--public-url", help="base URL used in links given to other systems")
     serve.add_argument("--auth", help="open, tokens or oidc ($SLIDESERVER_AUTH)")
     serve.add_argument(

@@ -104,6 +104,7 @@ class SlideService:
         )
         self._checked: dict[str, tuple[float, SlideRecord, str]] = {}
         self.limiter = anyio.CapacityLimiter(settings.thread_count)
+        self.io_limiter = anyio.CapacityLimiter(max(1, settings.io_threads))
         self.flights = SingleFlight()
         self._grids: dict[tuple[str, str], tuple[DeepZoomGrid, SlideInfo]] = {}
 
@@ -120,17 +121,24 @@ class SlideService:
             raise SlideUnreadable(f"slide {slide_id!r} cannot be read: {record.error}")
         return record
 
-    async def _in_thread(self, func: Callable[[], T]) -> T:
-        return await run_sync(func, limiter=self.limiter)
+    async def _in_thread(self, func: Callable[[], T], *, io: bool = False) -> T:
+        return await run_sync(func, limiter=self.io_limiter if io else self.limiter)
 
     async def _with_reader(
-        self, record: SlideRecord, fingerprint: str, func: Callable[[SlideReader], T]
+        self,
+        record: SlideRecord,
+        fingerprint: str,
+        func: Callable[[SlideReader], T],
+        *,
+        io: bool = False,
     ) -> T:
+        """Run ``func`` with the slide's reader in a worker thread (``io``: from the I/O pool)."""
+
         def call() -> T:
             with self.handles.borrow(record, fingerprint) as reader:
                 return func(reader)
 
-        return await self._in_thread(call)
+        return await self._in_thread(call, io=io)
 
     async def fingerprint(self, record: SlideRecord) -> str:
         """Return the current on-disk fingerprint (raises SlideGone when the file went away)."""
@@ -176,6 +184,16 @@ class SlideService:
                 self._grids.clear()
             self._grids[(slide_id, fingerprint)] = cached
         return record, fingerprint, cached[0], cached[1]
+
+    def _known_grid(self, slide_id: str) -> tuple[SlideRecord, str, DeepZoomGrid, SlideInfo] | None:
+        """What :meth:`grid` returns, when it is known and fresh: no await, no I/O."""
+        known = self._checked.get(slide_id)
+        if known is None or time.monotonic() - known[0] >= self.settings.fingerprint_ttl:
+            return None
+        cached = self._grids.get((slide_id, known[2]))
+        if cached is None:
+            return None
+        return known[1], known[2], cached[0], cached[1]
 
     async def info(self, slide_id: str) -> tuple[SlideRecord, SlideInfo]:
         """Return the record and what its reader reports."""
@@ -235,8 +253,7 @@ class SlideService:
         worker threads.
         """
         fmt = normalize_format(fmt)
-        record, fingerprint, grid, info = await self.grid(slide_id)
-        geometry = grid.geometry(z_level, t_col, t_row)
+        record, fingerprint, grid, info = self._known_grid(slide_id) or await self.grid(slide_id)
         quality = self.settings.jpeg_quality
         key = (
             f"dz:{record.id}:{record.content_hash}:{fingerprint}:"
@@ -244,8 +261,9 @@ class SlideService:
         )
         media_type = MEDIA_TYPES[fmt]
         cached = self.local_cache.get_sync(key)
-        if cached is not None:
+        if cached is not None:  # only valid addresses are ever stored: no geometry to check
             return ImageResult(cached, media_type, etag_for(key), "cache")
+        geometry = grid.geometry(z_level, t_col, t_row)
         stored = geometry.stored_level
         if stored is not None:
             level = info.levels[stored]
@@ -278,7 +296,7 @@ class SlideService:
             return encode_image(pixels, fmt, quality), "render"
 
         async def compute() -> tuple[bytes, str]:
-            return await self._with_reader(record, fingerprint, make)
+            return await self._with_reader(record, fingerprint, make, io=passthrough)
 
         return await self._cached_image(
             key, media_type, compute, shared=not passthrough, local_checked=True

@@ -45,7 +45,10 @@ class Settings:
     handle_pool_size: int = 64
     """How many slides stay open at once."""
     threads: int = 0
-    """Threads for blocking reads; 0 means two per core."""
+    """Worker threads decoding and encoding tiles (CPU-bound); 0 means two per core."""
+    io_threads: int = 32
+    """Worker threads reading stored tiles that are not in the page cache (waiting on a disk or
+    a network file system, not on a CPU), so such reads do not queue behind rendering."""
     jpeg_quality: int = 85
     """Quality of JPEG and WebP tiles we encode ourselves."""
     iiif_max_width: int = 10000

@@ -160,3 +160,37 @@ def test_dicom_full_resolution_tile_passes_through(client: Any) -> None:
     response = client.get(f"/dz/{sid}_files/{top}/0_0.jpeg")
     assert response.status_code == 200
     assert response.headers["x-tile-source"] == "passthrough"
+
+
+def test_stored_tiles_not_in_memory_are_read_by_a_worker_thread_alike(
+    samples_dir: dict[str, Path], tmp_path: Path
+) -> None:
+    """The event loop answers page-cached tiles itself; the rest wait in a thread, same bytes."""
+    import os
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from slideserver.api.app import create_app
+    from slideserver.settings import Settings
+
+    shutil.copy(samples_dir[SVS], tmp_path / SVS)
+    settings = Settings(roots=(tmp_path,), database_url=f"sqlite:///{tmp_path / 'c.db'}")
+    with TestClient(create_app(settings)) as client:
+        sid = slide_id(client, SVS)
+        top = math.ceil(math.log2(max(dzi(client, sid)[2:])))
+        warm = client.get(f"/dz/{sid}_files/{top}/0_0.jpeg")  # opens the slide
+        fd = os.open(tmp_path / SVS, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        cold = client.get(f"/dz/{sid}_files/{top}/1_0.jpeg")
+        cached = client.get(f"/dz/{sid}_files/{top}/2_0.jpeg")
+        again = client.get(f"/dz/{sid}_files/{top}/1_0.jpeg")
+    assert warm.headers["x-tile-source"] == cold.headers["x-tile-source"] == "passthrough"
+    assert cached.headers["x-tile-source"] == "passthrough"
+    assert again.headers["x-tile-source"] == "cache" and again.content == cold.content
+    with openslide.OpenSlide(tmp_path / SVS) as osr:
+        expected = np.asarray(osr.read_region((256, 0), 0, (256, 256)).convert("RGB"))
+    assert np.array_equal(decode(cold.content), expected.astype(np.int16))

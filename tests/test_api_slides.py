@@ -89,5 +89,39 @@ def test_metrics_count_requests_by_route_template(client: Any) -> None:
     assert sid not in text
 
 
+def test_metrics_count_tiles_by_where_they_came_from(client: Any) -> None:
+    sid = slide_id(client, SVS)
+    before = client.get("/metrics").text
+    first = client.get(f"/dz/{sid}_files/11/0_0.jpeg").headers["x-tile-source"]
+    again = client.get(f"/dz/{sid}_files/11/0_0.jpeg").headers["x-tile-source"]
+    after = client.get("/metrics").text
+
+    def count(text: str, source: str) -> int:
+        prefix = f'slideserver_tiles_total{{source="{source}"}} '
+        return sum(
+            int(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix)
+        )
+
+    assert again == "cache"
+    assert count(after, "cache") - count(before, "cache") == 1 + (first == "cache")
+    if first != "cache":
+        assert count(after, first) - count(before, first) == 1
+
+
+def test_tile_answers_carry_the_callers_request_id(client: Any) -> None:
+    sid = slide_id(client, SVS)
+    response = client.get(f"/dz/{sid}_files/11/0_0.jpeg", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    missing = client.get(f"/dz/{sid}_files/11/999_0.jpeg", headers={"X-Request-ID": "abc-124"})
+    assert missing.status_code == 404 and missing.headers["x-request-id"] == "abc-124"
+
+
 def test_every_response_has_a_request_id(client: Any) -> None:
     assert client.get("/healthz").headers["x-request-id"]
+
+
+def test_start_up_objects_are_kept_out_of_the_garbage_collectors_passes(client: Any) -> None:
+    import gc
+
+    # Walking them took 80 ms per full collection: the 99th percentile latency under load.
+    assert gc.get_freeze_count() > 10_000

@@ -74,3 +74,35 @@ def test_a_deleted_file_is_gone(root: Path) -> None:
     (root / SVS).unlink()
     with pytest.raises(SlideGone), pool.borrow(record):  # type: ignore[arg-type]
         pass
+
+
+def test_lend_if_open_never_opens_a_slide(root: Path) -> None:
+    pool = HandlePool(default_registry(), [root], size=4)
+    record = records(root)[SVS]
+    assert pool.lend_if_open(record, pool.fingerprint(record)) is None  # type: ignore[arg-type]
+    assert len(pool) == 0
+
+
+def test_lend_if_open_lends_the_open_reader_for_its_fingerprint_only(root: Path) -> None:
+    pool = HandlePool(default_registry(), [root], size=4)
+    record = records(root)[SVS]
+    with pool.borrow(record) as reader:  # type: ignore[arg-type]
+        pass
+    loan = pool.lend_if_open(record, pool.fingerprint(record))  # type: ignore[arg-type]
+    assert loan is not None and loan.reader is reader
+    loan.release()
+    assert pool.lend_if_open(record, "another file") is None  # type: ignore[arg-type]
+
+
+def test_a_lent_reader_evicted_meanwhile_stays_open_until_released(root: Path) -> None:
+    pool = HandlePool(default_registry(), [root], size=1)
+    recs = records(root)
+    with pool.borrow(recs[SVS]):  # type: ignore[arg-type]
+        pass
+    loan = pool.lend_if_open(recs[SVS], pool.fingerprint(recs[SVS]))  # type: ignore[arg-type]
+    assert loan is not None
+    with pool.borrow(recs[GENERIC_TIFF]):  # type: ignore[arg-type]
+        pass  # evicts SVS from the pool while the loan is out
+    assert loan.reader.read_encoded_tile(0, 0, 0) is not None
+    loan.release()
+    assert len(pool) == 1

@@ -353,3 +353,10 @@ def test_frame_contradicting_its_photometric_interpretation_is_not_passed_throug
     Image.fromarray(pixels).save(ycbcr, "JPEG")  # JFIF: YCbCr
     assert _browser_jpeg(ycbcr.getvalue(), rgb=True, width=16, height=16) is None
     assert _browser_jpeg(ycbcr.getvalue(), rgb=False, width=32, height=16) is None
+
+
+def test_nowait_reads_are_left_to_worker_threads(reader: DicomReader) -> None:
+    from slideserver.readers.base import WouldBlock
+
+    with pytest.raises(WouldBlock):  # wsidicom's frame reads may wait for a disk
+        reader.read_encoded_tile(0, 1, 1, nowait=True)

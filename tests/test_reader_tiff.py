@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -27,6 +28,7 @@ from slideserver.errors import (
 from slideserver.models import SlideSource
 from slideserver.readers import jpeg
 from slideserver.readers import tiff as tiff_module
+from slideserver.readers.base import WouldBlock
 from slideserver.readers.tiff import StoredTiles, TiffReader
 
 
@@ -135,6 +137,7 @@ def test_region_decodes_only_covering_tiles(
 
     monkeypatch.setattr(tiff_module._SegmentFile, "segment", spy)
     with TiffReader(SlideSource(files["subifd"])) as reader:
+        seen.clear()  # opening reads one sample tile per level (the passthrough plan)
         reader.read_region(300, 300, 0, 100, 100)  # inside tile (1, 1) only
         assert seen == [1 * 4 + 1]
         seen.clear()
@@ -370,3 +373,33 @@ def test_truncated_tile_fails_on_the_splice_path(files: dict[str, Path], tmp_pat
             reader.read_encoded_tile(0, 1, 1)
         padded = reader.read_encoded_tile(0, 2, 1)
         assert padded is not None
+
+
+def _drop_from_page_cache(path: Path) -> None:
+    """Ask the kernel to forget the file's cached pages (clean pages only: the file is on disk)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_nowait_reads_of_cached_tiles_equal_blocking_reads(files: dict[str, Path]) -> None:
+    with TiffReader(SlideSource(files["svs"])) as reader:
+        blocking = reader.read_encoded_tile(0, 1, 1)
+        assert blocking is not None
+        assert reader.read_encoded_tile(0, 1, 1, nowait=True) == blocking
+
+
+def test_nowait_reads_of_tiles_not_in_memory_would_block(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    copy = tmp_path / "cold.svs"
+    shutil.copy(files["svs"], copy)
+    with TiffReader(SlideSource(copy)) as reader:
+        _drop_from_page_cache(copy)
+        with pytest.raises(WouldBlock):
+            reader.read_encoded_tile(0, 1, 1, nowait=True)
+        assert reader.read_encoded_tile(0, 1, 1) is not None  # the worker thread's read
+        assert reader.read_encoded_tile(0, 1, 1, nowait=True) is not None  # cached again

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope, Send
 
+from slideserver.api.state import state_of
 from slideserver.services import ImageResult
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -31,6 +32,7 @@ def matches_etag(if_none_match: str, etag: str) -> bool:
 
 def image_response(request: Request, result: ImageResult, cache_control: str = SHORT) -> Response:
     """Answer ``result``, or 304 when the client already holds it."""
+    state_of(request).metrics.observe_tile(result.source)
     headers = {
         "ETag": result.etag,
         "Cache-Control": cache_control_for(request.scope, cache_control),

@@ -113,4 +113,5 @@ class TileLane:
             )
         except SlideServerError as exc:
             return exc.status, slideserver_error_response(scope, exc)
+        self.metrics.observe_tile(result.source)
         return await send_image(scope, send, result, IMMUTABLE, extra), None

@@ -396,13 +396,22 @@ def _plan_splice(file: _SegmentFile, layout: _Layout) -> _Splice | None:
 
 
 class _Passthrough:
-    """Sends the stored JPEG tiles of a set of levels; each level's splice planned on first use."""
+    """Sends the stored JPEG tiles of a set of levels, each level's splice planned at open.
+
+    Planning reads a sample tile, which the event loop must not wait for (``nowait`` reads
+    raise :class:`WouldBlock` while a level is unplanned), so it is done when the slide is
+    opened, in a worker thread: otherwise every request racing the first one of a level would
+    queue for the worker threads.
+    """
 
     def __init__(self, file: _SegmentFile, layouts: Sequence[_Layout | None]) -> None:
         self._file = file
         self._layouts = tuple(layouts)
         self._plans: list[object] = [_UNDECIDED] * len(self._layouts)
         self._lock = threading.Lock()
+        for level, layout in enumerate(self._layouts):
+            if layout is not None and layout.passthrough:
+                self._plan(level, layout)
 
     def _plan(self, level: int, layout: _Layout) -> _Splice | None:
         plan = self._plans[level]

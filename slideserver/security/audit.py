@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -146,10 +147,19 @@ class AuditStore:
             raise AuditUnavailable("the audit trail cannot be written; try again later") from exc
 
     def tile_read(self, principal: Principal, slide_id: str, client: str | None) -> None:
-        """Count one tile (or Deep Zoom/IIIF/thumbnail) read of ``slide_id`` (no I/O)."""
-        now = datetime.now(UTC)
-        window = int(now.timestamp()) // self.tile_window
-        key = (principal.subject, principal.role, principal.token_name, slide_id, window)
+        """Count one tile (or Deep Zoom/IIIF/thumbnail) read of ``slide_id`` (no I/O).
+
+        Called for every tile a viewer fetches, so it keeps POSIX seconds; datetimes are made
+        when the summaries are written.
+        """
+        now = time.time()
+        key = (
+            principal.subject,
+            principal.role,
+            principal.token_name,
+            slide_id,
+            int(now) // self.tile_window,
+        )
         with self._lock:
             entry = self._tiles.get(key)
             if entry is None:
@@ -169,7 +179,7 @@ class AuditStore:
             taken = {k: self._tiles.pop(k) for k in keys}
         events = [
             AuditEvent(
-                at=first,
+                at=datetime.fromtimestamp(first, UTC),
                 kind="tiles",
                 subject=subject,
                 role=role,
@@ -179,7 +189,7 @@ class AuditStore:
                 slide_id=slide_id,
                 client=client,
                 count=count,
-                last_at=last,
+                last_at=datetime.fromtimestamp(last, UTC),
             )
             for (subject, role, token_name, slide_id, _), (count, first, last, client) in (
                 taken.items()

@@ -1,0 +1,79 @@
+"""uvicorn's httptools protocol, with each response's head and body sent in one system call.
+
+uvicorn writes the status line and headers to the socket as soon as the app sends
+``http.response.start``, then the body when it sends ``http.response.body``: two ``send``
+system calls for every tile. Profiling a server answering cached tiles showed those two calls
+were a third of its CPU time. :class:`CoalescingWriter` holds a write back until the next one
+(the body, a moment later in the same task) or the end of the event loop's current iteration,
+whichever comes first, and hands both to the transport together (one ``writev``). Nothing is
+delayed past the current loop iteration, so interim answers such as ``100 Continue`` still
+leave before the server waits for the request body.
+
+``slideserver serve`` passes :class:`CoalescingHttpToolsProtocol` to uvicorn as its ``http``
+protocol class (a documented uvicorn option); under any other ASGI server the app is unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class CoalescingWriter:
+    """A transport stand-in that merges writes made within one event loop iteration."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        pending = self._pending
+        if pending is None:
+            self._pending = bytes(data)
+            self._loop.call_soon(self.flush)
+        else:
+            self._pending = None
+            self._transport.writelines((pending, data))
+
+    def writelines(self, chunks: Any) -> None:
+        self.flush()
+        self._transport.writelines(chunks)
+
+    def flush(self) -> None:
+        """Send what is held back, if anything."""
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            if not self._transport.is_closing():
+                self._transport.write(pending)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def get_write_buffer_size(self) -> int:
+        held = len(self._pending) if self._pending is not None else 0
+        return held + self._transport.get_write_buffer_size()
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (is_closing, get_extra_info, pause_reading, abort, ...) is the
+        # transport's own; abort() drops a held write, as it drops the transport's buffer.
+        return getattr(self._transport, name)
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools HTTP/1.1 protocol writing through a :class:`CoalescingWriter`."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        writer: Any = CoalescingWriter(transport, self.loop)  # type: ignore[arg-type]
+        super().connection_made(writer)
