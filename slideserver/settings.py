@@ -121,7 +121,15 @@ class Settings:
 
     @property
     def thread_count(self) -> int:
-        return self.threads or 2 * (os.cpu_count() or 1)
+        return self.threads or 2 * usable_cores()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity: ``taskset``, containers' cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def _parse(kind: Any, raw: str) -> Any:
