@@ -6,8 +6,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 from anyio.to_thread import run_sync
@@ -34,9 +33,8 @@ from slideserver.tiling.deepzoom import DeepZoomGrid
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class ImageResult:
-    """Encoded image bytes with what HTTP caching needs."""
+class ImageResult(NamedTuple):
+    """Encoded image bytes with what HTTP caching needs (a tuple: made for every tile)."""
 
     data: bytes
     media_type: str

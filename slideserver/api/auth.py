@@ -47,11 +47,11 @@ def credential_headers(scope: Scope) -> dict[str, str]:
     ASGI servers give header names in lower case; decoding every header of every tile request
     (a browser sends a dozen) would cost more than answering a cached tile.
     """
-    found: dict[str, str] = {}
-    for name, value in scope.get("headers", ()):
-        if name in _CREDENTIAL_HEADERS:
-            found[name.decode("latin-1")] = value.decode("latin-1")
-    return found
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope.get("headers", ())
+        if name in _CREDENTIAL_HEADERS
+    }
 
 
 class AuthenticationMiddleware:

@@ -57,7 +57,18 @@ class RequestContextMiddleware:
 
 def begin_request(scope: Scope) -> str:
     """Give the request its ID (the caller's ``X-Request-ID`` when well formed) in its state."""
-    request_id = _incoming_request_id(scope) or _new_request_id()
+    raw = None
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            raw = value
+            break
+    return set_request_id(scope, raw)
+
+
+def set_request_id(scope: Scope, incoming: bytes | None) -> str:
+    """Like :func:`begin_request`, given the ``X-Request-ID`` header's value (or ``None``)."""
+    request_id = _valid_request_id(incoming) if incoming else None
+    request_id = request_id or _new_request_id()
     scope.setdefault("state", {})["request_id"] = request_id
     return request_id
 
@@ -91,12 +102,10 @@ def _new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", []):
-        if name == b"x-request-id":
-            text: str = value.decode("latin-1")
-            if 0 < len(text) <= 64 and text.replace("-", "").isalnum():
-                return text
+def _valid_request_id(raw: bytes) -> str | None:
+    text = raw.decode("latin-1")
+    if 0 < len(text) <= 64 and text.replace("-", "").isalnum():
+        return text
     return None
 
 

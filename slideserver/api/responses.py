@@ -49,16 +49,13 @@ async def send_image(
     result: ImageResult,
     cache_control: str = SHORT,
     extra: tuple[tuple[bytes, bytes], ...] = (),
+    if_none_match: bytes = b"",
 ) -> int:
     """Send what :func:`image_response` would, straight as ASGI messages; return the status.
 
-    For the tile lane; ``extra`` headers are added (the request ID).
+    For the tile lane, which read ``If-None-Match`` already; ``extra`` headers are added (the
+    request ID).
     """
-    if_none_match = b""
-    for name, value in scope["headers"]:
-        if name == b"if-none-match":
-            if_none_match = value
-            break
     etag = result.etag
     headers = [
         (b"etag", etag.encode()),

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from slideserver.api.auth import RouteAccess, credential_headers
+from slideserver.api.auth import RouteAccess
 from slideserver.api.errors import slideserver_error_response, unexpected_error_response
-from slideserver.api.middleware import begin_request, end_request
+from slideserver.api.middleware import end_request, set_request_id
 from slideserver.api.policy import rule_for
 from slideserver.api.responses import IMMUTABLE, send_image
 from slideserver.errors import SlideServerError
@@ -47,6 +47,7 @@ class _TileRoute:
 
 
 TILE_ROUTE = _TileRoute()
+_LANE_HEADERS = frozenset({b"x-request-id", b"authorization", b"cookie", b"if-none-match"})
 
 
 class TileLane:
@@ -71,11 +72,20 @@ class TileLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
-        request_id = begin_request(scope)
+        wanted: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:  # one pass for every header the lane reads
+            if name in _LANE_HEADERS:
+                wanted[name] = value
+        request_id = set_request_id(scope, wanted.get(b"x-request-id"))
         extra = ((b"x-request-id", request_id.encode()),)
         status = 500
         try:
-            principal, failure = await self.security.authenticate(credential_headers(scope))
+            credentials = {
+                name.decode(): value.decode("latin-1")
+                for name, value in wanted.items()
+                if name in (b"authorization", b"cookie")
+            }
+            principal, failure = await self.security.authenticate(credentials)
             state = scope["state"]
             state[STATE_KEY] = principal
             state[ERROR_KEY] = failure
@@ -83,7 +93,8 @@ class TileLane:
             if response is None:
                 # Past the guard, every answer counts as a pixel read, as on routed image URLs.
                 self.access.count_tile_read(scope)
-                status, response = await self._tile(scope, send, extra)
+                if_none_match = wanted.get(b"if-none-match", b"")
+                status, response = await self._tile(scope, send, extra, if_none_match)
             if response is not None:
                 response.headers["X-Request-ID"] = request_id
                 status = response.status_code
@@ -98,7 +109,11 @@ class TileLane:
             end_request(self.metrics, scope, status, start, request_id)
 
     async def _tile(
-        self, scope: Scope, send: Send, extra: tuple[tuple[bytes, bytes], ...]
+        self,
+        scope: Scope,
+        send: Send,
+        extra: tuple[tuple[bytes, bytes], ...],
+        if_none_match: bytes,
     ) -> tuple[int, Response | None]:
         """Send the tile; or return the error answer to send instead."""
         service = scope["app"].state.slideserver.service
@@ -114,4 +129,4 @@ class TileLane:
         except SlideServerError as exc:
             return exc.status, slideserver_error_response(scope, exc)
         self.metrics.observe_tile(result.source)
-        return await send_image(scope, send, result, IMMUTABLE, extra), None
+        return await send_image(scope, send, result, IMMUTABLE, extra, if_none_match), None
