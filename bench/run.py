@@ -307,6 +307,8 @@ def markdown(results: list[Result], info: dict[str, str], duration: float) -> st
         "tiles of the three finest levels, each once; warm: 200 tiles repeated; pan: viewer "
         "sessions (zoom in, then pan). One-core servers and wrk are pinned to different cores; "
         "slideserver runs with Redis (flushed, and the server restarted, before each run). "
+        "Before every run the files a server reads (slides, or nginx's tile files) are read once, "
+        "so all start with them in the page cache. "
         "On a shared machine (see the load average) req/s varies with what else runs; requests "
         "per server CPU second (req/CPU-s) much less, so ratios are given both ways.",
         "",
@@ -371,6 +373,22 @@ class Config:
     restart: bool
     """Restart (and flush Redis) before every run: nothing cached carries over."""
     wrk_cpu: int | None
+    files: Callable[[], list[Path]] = list
+    """The files the server reads, put in the page cache before every run (see warm_page_cache)."""
+
+
+def warm_page_cache(files: list[Path]) -> None:
+    """Read ``files`` so that every server starts a run with them in the page cache.
+
+    "Cold" means tiles no server has cached, not a cold disk: a server in service reads slides
+    being viewed from memory. On machines that reclaim idle page cache pages (this one runs
+    DAMON_RECLAIM, which drops pages idle for two minutes), whoever runs minutes after the
+    slides were last read would otherwise pay for disk reads the others did not.
+    """
+    for file in files:
+        with file.open("rb") as stream:
+            while stream.read(1 << 22):
+                pass
 
 
 def measure(
@@ -394,6 +412,7 @@ def measure(
                         fill = Target(kind, "", prefixes[kind], {"cold": lists[kind]["warm"]})
                         wrk(base, fill, "cold", 16, 5, config.wrk_cpu)
                     target = Target(kind, config.name, prefixes[kind], todo)
+                    warm_page_cache(config.files())
                     cpu_before = process.cpu_seconds()
                     result = wrk(base, target, workload, conns, args.duration, config.wrk_cpu)
                     if result is None:
@@ -482,12 +501,18 @@ def main(argv: list[str] | None = None) -> int:
 
                 return start
 
+            def slide_files() -> list[Path]:
+                return list(slides.values())
+
+            def tile_files() -> list[Path]:
+                return sorted(p for p in tiles.rglob("*") if p.is_file())
+
             configs = [
-                Config(REF, reference, True, load_cpu),
-                Config(NGX1, nginx(1, one), False, load_cpu),
-                Config(NGXN, nginx(n, None), False, None),
-                Config(SS1, slideserver(1, one), True, load_cpu),
-                Config(SSN, slideserver(n, None), True, None),
+                Config(REF, reference, True, load_cpu, slide_files),
+                Config(NGX1, nginx(1, one), False, load_cpu, tile_files),
+                Config(NGXN, nginx(n, None), False, None, tile_files),
+                Config(SS1, slideserver(1, one), True, load_cpu, slide_files),
+                Config(SSN, slideserver(n, None), True, None, slide_files),
             ]
             for config in configs:
                 if not args.only or any(o in config.name for o in args.only):
