@@ -134,11 +134,13 @@ def _read_from_stored_tiles(
     z_width: int,
     z_height: int,
 ) -> Pixels | None:
-    """Assemble the output from stored JPEG tiles decoded at reduced DCT scale.
+    """Assemble the output from stored JPEG tiles decoded at full or reduced DCT scale.
 
     libjpeg-turbo decodes a JPEG at 1/2, 1/4 or 1/8 scale for a fraction of the cost of a full
     decode plus resize; this is what makes Deep Zoom levels without a stored copy (every second
-    level of an Aperio pyramid) cheap. Tiles are decoded by simplejpeg straight into numpy arrays
+    level of an Aperio pyramid) cheap. At full scale it serves the partial tiles at the right and
+    bottom edges of stored levels (a crop of one or two stored tiles) without the backend's
+    general region read. Tiles are decoded by simplejpeg straight into numpy arrays
     and copied into one white ``(z_height, z_width, 3)`` array; Pillow decodes the streams
     simplejpeg does not take. Returns ``None`` when the fast path does not apply.
     """
@@ -147,11 +149,11 @@ def _read_from_stored_tiles(
     if not lvl.tile_width or not lvl.tile_height:
         return None
     l_down = lvl.downsample
-    # The output must be an exact power-of-two reduction of the level's pixel grid.
+    # The output must be the level's pixel grid or an exact power-of-two reduction of it.
     scale_x = l0_width / l_down / z_width
     scale_y = l0_height / l_down / z_height
     scale = round(scale_x)
-    if scale not in (2, 4, 8) or abs(scale_x - scale) > 1e-6 or abs(scale_y - scale) > 1e-6:
+    if scale not in (1, 2, 4, 8) or abs(scale_x - scale) > 1e-6 or abs(scale_y - scale) > 1e-6:
         return None
     if l0_x % 1 or l0_y % 1:
         return None

@@ -45,7 +45,9 @@ class Settings:
     handle_pool_size: int = 64
     """How many slides stay open at once."""
     threads: int = 0
-    """Worker threads decoding and encoding tiles (CPU-bound); 0 means two per core."""
+    """Worker threads decoding and encoding tiles; 0 means 4 per usable core, at least 8. Under
+    load a job's round trip through the event loop takes milliseconds while the work takes less
+    than one, so more threads than cores keep the cores busy (decoders release the GIL)."""
     io_threads: int = 32
     """Worker threads reading stored tiles that are not in the page cache (waiting on a disk or
     a network file system, not on a CPU), so such reads do not queue behind rendering."""
@@ -121,7 +123,7 @@ class Settings:
 
     @property
     def thread_count(self) -> int:
-        return self.threads or 2 * usable_cores()
+        return self.threads or max(8, 4 * usable_cores())
 
 
 def usable_cores() -> int:

@@ -166,3 +166,34 @@ def test_symlink_out_of_the_root_is_never_served(
 )
 def test_nul_bytes_are_refused_with_400(client: Any, url: str) -> None:
     assert_error(client.get(url), 400, "bad_request")
+
+
+def test_a_bug_in_a_reader_is_a_json_500_without_its_message_and_serving_goes_on(
+    samples_dir: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tile URLs take the lean lane: it must keep the error contract of routed URLs."""
+    from slideserver.readers.registry import ReaderRegistry
+    from slideserver.readers.tiff import TiffReader
+
+    secret = "/secret/" + "-".join(("MRN", "0042")) + ".tif"  # not in any logged source line
+
+    class BuggyReader(TiffReader):
+        priority = 0
+
+        def read_encoded_tile(self, *args: Any, **kwargs: Any) -> Any:
+            raise ValueError(secret)  # a message that could carry PHI
+
+        def read_region(self, *args: Any, **kwargs: Any) -> Any:
+            raise ValueError(secret)
+
+    shutil.copy(samples_dir[GENERIC_TIFF], tmp_path / GENERIC_TIFF)
+    settings = Settings(roots=(tmp_path,), database_url=f"sqlite:///{tmp_path / 'c.db'}")
+    app = create_app(settings, registry=ReaderRegistry([BuggyReader]))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        sid = slide_id(client, GENERIC_TIFF)
+        response = client.get(f"/dz/{sid}_files/0/0_0.jpeg", headers={"X-Request-ID": "bug-1"})
+        assert_error(response, 500, "internal_error")
+        assert response.headers["x-request-id"] == "bug-1"
+        assert client.get(f"/dz/{sid}.dzi").status_code == 200
+    assert "MRN-0042" not in caplog.text
+    assert "unexpected ValueError" in caplog.text

@@ -219,3 +219,15 @@ def test_other_formats_of_an_array_go_through_pillow(fmt: str) -> None:
         assert image.format == fmt.upper() and image.size == (90, 70)
         decoded = np.asarray(image.convert("RGB"), dtype=np.int16)
     assert np.abs(decoded - pixels).mean() < (0.01 if fmt == "png" else 4.0)
+
+
+def test_edge_tiles_of_a_stored_level_are_cropped_from_its_stored_tiles(
+    reader: SlideReader,
+) -> None:
+    """The partial tile at the bottom-right corner, at full scale: stored pixels, no padding."""
+    x, y = 4 * TILE, 3 * TILE  # the last column and row of 1100 x 900
+    w, h = WIDTH - x, HEIGHT - y
+    got = _read_from_stored_tiles(reader, 0, x, y, w, h, w, h)
+    assert got is not None and got.shape == (h, w, 3)
+    want = np.asarray(reader.read_region(x, y, 0, w, h), dtype=np.int16)
+    assert np.abs(got.astype(np.int16) - want).max() <= 1
