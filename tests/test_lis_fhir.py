@@ -451,3 +451,37 @@ def test_round_trip_through_the_sql_store(fhir_client: Any) -> None:
     specimens = [revalidate(s, Specimen) for s in fhir.specimen_resources(case)]
     containers = {c.identifier[0].value for s in specimens for c in s.container or []}
     assert {"A1", "A2", "S24-01234-A1-1", "S24-01234-A2-1"} <= containers
+
+
+def test_capability_statement_is_public_and_valid(secure_env: Any) -> None:
+    from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+
+    client, _ = secure_env
+    response = client.get("/fhir/metadata")  # no credentials: FHIR clients read it first
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    statement = CapabilityStatement.model_validate(response.json())
+    assert (statement.kind, statement.fhirVersion, statement.format) == (
+        "instance",
+        "4.0.1",
+        ["json"],
+    )
+    assert [i.code for i in statement.rest[0].interaction] == ["transaction"]
+
+
+def test_capability_statement_lists_exactly_the_fhir_routes_served(secure_env: Any) -> None:
+    """Reads are ``/fhir/{Type}/{id}`` routes, searches ``/fhir/{Type}``: both ways round."""
+    from slideserver.api.policy import POLICY
+
+    client, _ = secure_env
+    rest = client.get("/fhir/metadata").json()["rest"][0]
+    declared = {(r["type"], i["code"]) for r in rest["resource"] for i in r["interaction"]}
+    served = set()
+    for path in POLICY:
+        parts = path.split("/")
+        if len(parts) >= 3 and parts[1] == "fhir" and parts[2][:1].isupper():
+            served.add((parts[2], "read" if len(parts) == 4 else "search-type"))
+    assert declared == served
+    params = {r["type"]: [p["name"] for p in r.get("searchParam", [])] for r in rest["resource"]}
+    assert params["ImagingStudy"] == ["identifier", "patient"]
+    assert params["Specimen"] == ["container-id"]

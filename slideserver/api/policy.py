@@ -86,6 +86,7 @@ POLICY: dict[str, Rule] = {
     "/api/lis/cases": Rule(write=WRITERS, phi=True),
     "/api/lis/hl7v2": Rule(write=WRITERS, phi=True),
     "/fhir": Rule(write=WRITERS, phi=True),
+    "/fhir/metadata": PUBLIC,
     "/fhir/Patient/{id}": Rule(read=CATALOG, phi=True),
     "/fhir/Specimen": Rule(read=CATALOG, phi=True),
     "/fhir/ImagingStudy": Rule(read=CATALOG, phi=True),

@@ -351,6 +351,13 @@ async def get_endpoint(request: Request) -> Response:
     return fhir_response(viewer if kind == "viewer" else iiif)
 
 
+async def metadata(request: Request) -> Response:
+    """``GET /fhir/metadata``: what this FHIR server does (public, as FHIR clients expect)."""
+    from slideserver import __version__
+
+    return fhir_response(fhir.capability_statement(base_url(request), __version__))
+
+
 def _fhir_guard(endpoint: Any) -> Any:
     """Answer unexpected failures of a FHIR route as an OperationOutcome, not a stack trace."""
 
@@ -376,6 +383,7 @@ def routes() -> list[Route]:
         Route("/api/lis/cases", post_case, methods=["POST"]),
         Route("/api/lis/hl7v2", post_hl7v2, methods=["POST"]),
         Route("/fhir", _fhir_guard(post_fhir), methods=["POST"]),
+        Route("/fhir/metadata", _fhir_guard(metadata), methods=["GET"]),
         Route("/fhir/Patient/{id}", _fhir_guard(get_patient), methods=["GET"]),
         Route("/fhir/Specimen", _fhir_guard(search_specimen), methods=["GET"]),
         Route("/fhir/ImagingStudy", _fhir_guard(search_imaging_study), methods=["GET"]),
