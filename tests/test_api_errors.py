@@ -162,7 +162,13 @@ def test_symlink_out_of_the_root_is_never_served(
 
 
 @pytest.mark.parametrize(
-    "url", ["/api/slides?accession=%00x", "/api/slides/%00abc", "/dz/%00x_files/0/0_0.jpeg"]
+    "url",
+    [
+        "/api/slides?accession=%00x",
+        "/api/slides/%00abc",
+        "/dz/%00x_files/0/0_0.jpeg",
+        "/dz/abc_files/0/0_0.jpeg?x=%00",
+    ],
 )
 def test_nul_bytes_are_refused_with_400(client: Any, url: str) -> None:
     assert_error(client.get(url), 400, "bad_request")

@@ -66,6 +66,10 @@ class TileLane:
         match = TILE_PATH.fullmatch(scope["path"])
         if match is None or scope["method"] not in ("GET", "HEAD"):
             return False
+        query = scope.get("query_string", b"")
+        if query and (b"%00" in query or b"\x00" in query):
+            return False  # the router's door refuses it, as for every URL
+
         scope["path_params"] = match.groupdict()
         scope["route"] = TILE_ROUTE
         return True
