@@ -142,6 +142,13 @@ class SlideService:
         """Return the current on-disk fingerprint (raises SlideGone when the file went away)."""
         return await self._in_thread(lambda: self.handles.fingerprint(record))
 
+    def _fresh_check(self, slide_id: str) -> tuple[SlideRecord, str] | None:
+        """The record and fingerprint of the last check, while ``fingerprint_ttl`` trusts it."""
+        known = self._checked.get(slide_id)
+        if known is None or time.monotonic() - known[0] >= self.settings.fingerprint_ttl:
+            return None
+        return known[1], known[2]
+
     async def checked(self, slide_id: str) -> tuple[SlideRecord, str]:
         """Return the catalog record and on-disk fingerprint, looked up at most once a recheck.
 
@@ -150,11 +157,11 @@ class SlideService:
         ``fingerprint_ttl``; a replaced file gets a new fingerprint, hence new cache keys
         and ETags, within that time.
         """
+        known = self._fresh_check(slide_id)
+        if known is not None:
+            return known
         ttl = self.settings.fingerprint_ttl
         now = time.monotonic()
-        known = self._checked.get(slide_id)
-        if known is not None and now - known[0] < ttl:
-            return known[1], known[2]
 
         def look_up() -> tuple[SlideRecord, str]:
             record = self.record(slide_id)
@@ -185,13 +192,11 @@ class SlideService:
 
     def _known_grid(self, slide_id: str) -> tuple[SlideRecord, str, DeepZoomGrid, SlideInfo] | None:
         """What :meth:`grid` returns, when it is known and fresh: no await, no I/O."""
-        known = self._checked.get(slide_id)
-        if known is None or time.monotonic() - known[0] >= self.settings.fingerprint_ttl:
+        known = self._fresh_check(slide_id)
+        cached = self._grids.get((slide_id, known[1])) if known is not None else None
+        if known is None or cached is None:
             return None
-        cached = self._grids.get((slide_id, known[2]))
-        if cached is None:
-            return None
-        return known[1], known[2], cached[0], cached[1]
+        return known[0], known[1], cached[0], cached[1]
 
     async def info(self, slide_id: str) -> tuple[SlideRecord, SlideInfo]:
         """Return the record and what its reader reports."""

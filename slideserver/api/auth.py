@@ -11,6 +11,7 @@ rule and path parameters: it answers 401/403, applies collection limits, marks i
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -41,7 +42,7 @@ def _headers(scope: Scope) -> dict[str, str]:
 _CREDENTIAL_HEADERS = (b"authorization", b"cookie")
 
 
-def credential_headers(scope: Scope) -> dict[str, str]:
+def credential_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """Return the headers that carry credentials (the only ones authentication reads).
 
     ASGI servers give header names in lower case; decoding every header of every tile request
@@ -49,7 +50,7 @@ def credential_headers(scope: Scope) -> dict[str, str]:
     """
     return {
         name.decode("latin-1"): value.decode("latin-1")
-        for name, value in scope.get("headers", ())
+        for name, value in headers
         if name in _CREDENTIAL_HEADERS
     }
 
@@ -64,7 +65,8 @@ class AuthenticationMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             state = scope.setdefault("state", {})
-            principal, failure = await self.security.authenticate(credential_headers(scope))
+            headers = scope.get("headers", ())
+            principal, failure = await self.security.authenticate(credential_headers(headers))
             state[STATE_KEY] = principal
             state[ERROR_KEY] = failure
         elif scope["type"] == "websocket":

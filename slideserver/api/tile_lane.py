@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from slideserver.api.auth import RouteAccess
+from slideserver.api.auth import RouteAccess, credential_headers
 from slideserver.api.errors import slideserver_error_response, unexpected_error_response
 from slideserver.api.middleware import end_request, set_request_id
 from slideserver.api.policy import rule_for
@@ -84,11 +84,7 @@ class TileLane:
         extra = ((b"x-request-id", request_id.encode()),)
         status = 500
         try:
-            credentials = {
-                name.decode(): value.decode("latin-1")
-                for name, value in wanted.items()
-                if name in (b"authorization", b"cookie")
-            }
+            credentials = credential_headers(wanted.items())
             principal, failure = await self.security.authenticate(credentials)
             state = scope["state"]
             state[STATE_KEY] = principal

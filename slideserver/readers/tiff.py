@@ -362,7 +362,6 @@ class _Splice:
 
 _SAMPLE_TILES = 8
 """Tiles tried, in order, for a level's sample (sparse and malformed ones are skipped)."""
-_UNDECIDED = object()
 
 
 def _plan_splice(file: _SegmentFile, layout: _Layout) -> _Splice | None:
@@ -398,29 +397,21 @@ def _plan_splice(file: _SegmentFile, layout: _Layout) -> _Splice | None:
 class _Passthrough:
     """Sends the stored JPEG tiles of a set of levels, each level's splice planned at open.
 
-    Planning reads a sample tile, which the event loop must not wait for (``nowait`` reads
-    raise :class:`WouldBlock` while a level is unplanned), so it is done when the slide is
-    opened, in a worker thread: otherwise every request racing the first one of a level would
-    queue for the worker threads.
+    Planning reads a sample tile, which the event loop must not wait for, so it is done when the
+    slide is opened (in a worker thread): ``nowait`` reads then never need it.
     """
 
     def __init__(self, file: _SegmentFile, layouts: Sequence[_Layout | None]) -> None:
         self._file = file
         self._layouts = tuple(layouts)
-        self._plans: list[object] = [_UNDECIDED] * len(self._layouts)
-        self._lock = threading.Lock()
-        for level, layout in enumerate(self._layouts):
-            if layout is not None and layout.passthrough:
-                self._plan(level, layout)
+        self._plans = tuple(
+            _plan_splice(file, layout) if layout is not None and layout.passthrough else None
+            for layout in self._layouts
+        )
 
     def _plan(self, level: int, layout: _Layout) -> _Splice | None:
-        plan = self._plans[level]
-        if plan is _UNDECIDED:
-            with self._lock:
-                plan = self._plans[level]
-                if plan is _UNDECIDED:
-                    plan = self._plans[level] = _plan_splice(self._file, layout)
-        return plan  # type: ignore[return-value]
+        """The splice planned for ``level`` at open (``layout`` is the level's, for callers)."""
+        return self._plans[level]
 
     def read(
         self, level: int, t_col: int, t_row: int, *, nowait: bool = False
@@ -433,13 +424,10 @@ class _Passthrough:
             raise TileNotFound(
                 f"tile ({t_col}, {t_row}) outside the {layout.cols}x{layout.rows} tile grid"
             )
-        plan = self._plans[level]
-        if nowait and plan is _UNDECIDED:
-            raise WouldBlock  # planning reads sample tiles: let a worker thread do it
         data = self._file.segment(layout, t_row * layout.cols + t_col, nowait=nowait)
         if data is None:
             return None
-        plan = self._plan(level, layout)
+        plan = self._plans[level]
         if plan is None or not data.startswith(plan.head):
             return _slow_encoded_tile(data, layout)
         # same frame header as the checked sample: only the end is left to check
