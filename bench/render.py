@@ -34,11 +34,11 @@ import numpy.typing as npt
 import simplejpeg
 from PIL import Image
 
+from slideserver.imaging.encode import encode_image
+from slideserver.imaging.regions import read_scaled_array
 from slideserver.models import SlideSource
 from slideserver.readers.base import SlideReader
 from slideserver.readers.registry import default_registry
-from slideserver.regions import read_scaled_array
-from slideserver.render import encode_image
 from slideserver.tiling.deepzoom import DeepZoomGrid, TileRequestGeometry
 
 BENCH_SLIDE = (
@@ -131,7 +131,7 @@ def service_path(reader: SlideReader) -> Callable[[Job], bytes]:
 
 def assembly_path(reader: SlideReader) -> Callable[[Job], bytes]:
     """The stored-tile assembly on level 0 at the job's scale, then the encode."""
-    from slideserver.regions import _read_from_stored_tiles
+    from slideserver.imaging.regions import _read_from_stored_tiles
 
     def run(job: Job) -> bytes:
         g = job.geometry

@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     _export_env(settings)
-    from slideserver.http_protocol import CoalescingHttpToolsProtocol
+    from slideserver.server.protocol import CoalescingHttpToolsProtocol
 
     uvicorn.run(
         "slideserver.api.asgi:app_from_env",

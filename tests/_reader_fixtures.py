@@ -15,7 +15,7 @@ import numpy as np
 import tifffile
 from numpy.typing import NDArray
 
-from slideserver.readers import jpeg
+from slideserver.codecs import jpeg
 
 
 def tissue(width: int, height: int, seed: int = 0) -> NDArray[np.uint8]:

@@ -10,9 +10,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from slideserver.api.app import create_app, default_catalog
+from slideserver.catalog.cases import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
 from slideserver.catalog.sql import SqlCatalog
-from slideserver.catalog.store.engine import default_database_url
-from slideserver.lis.model import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
+from slideserver.db.engine import default_database_url
 from slideserver.readers.registry import default_registry
 from slideserver.settings import Settings
 from tests.helpers import assert_error

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from slideserver.catalog.base import SlideQuery
+from slideserver.catalog.cases import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
 from slideserver.catalog.sql import SqlCatalog
-from slideserver.lis.model import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
 from slideserver.readers.registry import default_registry
 
 JANE = PatientIn("MRN1", name="DOE^JANE", birth_date="1970-01-02", sex="F")

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from slideserver.errors import AssociatedImageNotFound, InvalidIIIFParameter, UnsupportedTileFormat
-from slideserver.iiif_image import render_iiif, render_iiif_request
+from slideserver.imaging.iiif_transform import render_iiif, render_iiif_request
 from slideserver.models import Level, SlideInfo, SlideSource
 from slideserver.readers.base import SlideReader
 from slideserver.tiling.iiif import IIIFLimits, parse_image_request, plan_image

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from slideserver.errors import InvalidIIIFParameter, UnsupportedTileFormat
-from slideserver.iiif_image import iiif_scale_factors
+from slideserver.imaging.iiif_transform import iiif_scale_factors
 from slideserver.models import Level, SlideInfo
 from slideserver.tiling.iiif import (
     CONTEXT,

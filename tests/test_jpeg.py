@@ -12,7 +12,7 @@ import tifffile
 from _reader_fixtures import rgb_jpeg_tiles, tissue, write_aperio_like, write_generic_pyramid
 from PIL import Image
 
-from slideserver.readers import jpeg
+from slideserver.codecs import jpeg
 
 
 def pillow_rgb(data: bytes) -> np.ndarray:

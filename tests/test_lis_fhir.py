@@ -16,8 +16,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.specimen import Specimen
 
-from slideserver.lis import fhir
-from slideserver.lis.model import (
+from slideserver.catalog.cases import (
     ApplyResult,
     BlockView,
     CaseOrder,
@@ -26,6 +25,7 @@ from slideserver.lis.model import (
     SlideView,
     SpecimenView,
 )
+from slideserver.lis import fhir
 from tests.fixtures.lis.support import (
     JANE,
     SAMPLE_SPECIMENS,

@@ -9,6 +9,7 @@ from typing import Any
 import hl7
 import pytest
 
+from slideserver.catalog.cases import CaseOrder, PatientIn, SlideIn
 from slideserver.lis.hl7v2 import (
     Hl7Error,
     PatientMerge,
@@ -17,7 +18,6 @@ from slideserver.lis.hl7v2 import (
     parse_message,
     read_header,
 )
-from slideserver.lis.model import CaseOrder, PatientIn, SlideIn
 from tests.fixtures.lis.support import JANE, SAMPLE_SPECIMENS, RecordingStore, read, sql_lis_client
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from slideserver.catalog.cases import CaseOrder, PatientIn
 from slideserver.lis.json_orders import OrderError, parse_case_order
-from slideserver.lis.model import CaseOrder, PatientIn
 from tests.fixtures.lis import support
 from tests.fixtures.lis.support import JANE, SAMPLE_SPECIMENS, read, sql_lis_client
 

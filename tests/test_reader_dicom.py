@@ -16,13 +16,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from wsidicom import WsiDicom
 
+from slideserver.codecs import jpeg
 from slideserver.errors import (
     AssociatedImageNotFound,
     SlideUnreadable,
     TileNotFound,
 )
 from slideserver.models import SlideSource
-from slideserver.readers import jpeg
 from slideserver.readers.dicom import DicomReader, _browser_jpeg, group_series
 from slideserver.samples.dicom import write_dicom_wsi
 from slideserver.samples.tissue import TissueImage

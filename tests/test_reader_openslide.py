@@ -14,6 +14,7 @@ import tifffile
 from _reader_fixtures import write_reader_files
 from PIL import Image
 
+from slideserver.codecs import jpeg
 from slideserver.errors import (
     AssociatedImageNotFound,
     SlideUnreadable,
@@ -21,7 +22,6 @@ from slideserver.errors import (
     TileUnreadable,
 )
 from slideserver.models import SlideSource
-from slideserver.readers import jpeg
 from slideserver.readers.openslide import OpenSlideReader
 
 

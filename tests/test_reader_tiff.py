@@ -19,6 +19,7 @@ from _reader_fixtures import (
 )
 from PIL import Image
 
+from slideserver.codecs import jpeg
 from slideserver.errors import (
     AssociatedImageNotFound,
     SlideUnreadable,
@@ -26,7 +27,6 @@ from slideserver.errors import (
     TileUnreadable,
 )
 from slideserver.models import SlideSource
-from slideserver.readers import jpeg
 from slideserver.readers import tiff as tiff_module
 from slideserver.readers.base import WouldBlock
 from slideserver.readers.tiff import StoredTiles, TiffReader

@@ -16,13 +16,17 @@ import simplejpeg
 from numpy.typing import NDArray
 from PIL import Image
 
+from slideserver.codecs import jpeg
 from slideserver.errors import TileUnreadable
+from slideserver.imaging.encode import encode_image
+from slideserver.imaging.regions import (
+    _read_from_stored_tiles,
+    read_scaled_array,
+    read_scaled_region,
+)
 from slideserver.models import EncodedTile, SlideSource
-from slideserver.readers import jpeg
 from slideserver.readers.base import SlideReader
 from slideserver.readers.registry import default_registry
-from slideserver.regions import _read_from_stored_tiles, read_scaled_array, read_scaled_region
-from slideserver.render import encode_image
 from tests._reader_fixtures import tissue, write_aperio_like
 
 WIDTH, HEIGHT, TILE = 1100, 900, 256

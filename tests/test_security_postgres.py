@@ -31,7 +31,7 @@ ORDER = {"accession": "S24-09999", "patient": {"identifier": "MRN-0099999", "nam
 
 
 def _engine(url: str) -> Engine:
-    from slideserver.catalog.store.engine import make_engine
+    from slideserver.db.engine import make_engine
 
     return make_engine(url)
 
@@ -110,7 +110,7 @@ def test_migrations_create_the_tables_and_the_trigger_and_round_trip(
     from alembic.runtime.migration import MigrationContext
 
     from slideserver.catalog.migrations import upgrade as upgrade_catalog
-    from slideserver.catalog.store.engine import writer
+    from slideserver.db.engine import writer
     from slideserver.security.migrations import VERSION_TABLE, alembic_config, upgrade
     from slideserver.security.schema import metadata
 
@@ -170,7 +170,7 @@ def _migrate(url: str, index: int, wait: Callable[[], object], catalog: bool) ->
     (the app opens them one after the other).
     """
     from slideserver.catalog.migrations import upgrade as upgrade_catalog
-    from slideserver.catalog.store.engine import writer
+    from slideserver.db.engine import writer
     from slideserver.security.migrations import upgrade as upgrade_security
 
     engine = _engine(url)
@@ -250,7 +250,7 @@ def test_concurrent_start_ups_migrate_once(empty_database_url: str, workers: str
 
 
 def test_tokens_create_verify_revoke(database_url: str) -> None:
-    from slideserver.catalog.store.engine import writer
+    from slideserver.db.engine import writer
     from slideserver.security.migrations import upgrade
     from slideserver.security.tokens import TokenError, TokenStore
 
@@ -551,7 +551,7 @@ def test_phi_requests_fail_closed_when_the_app_role_may_not_insert_audit_rows(
     """
     from slideserver.api.app import create_app
     from slideserver.catalog.migrations import upgrade as upgrade_catalog
-    from slideserver.catalog.store.engine import writer
+    from slideserver.db.engine import writer
     from slideserver.security.migrations import upgrade
     from tests.conftest import SECURITY_ROLES, make_tokens
 

@@ -31,7 +31,7 @@ from slideserver.metrics import Metrics
 from slideserver.readers.base import quiet_backend_logs
 from slideserver.readers.registry import ReaderRegistry, default_registry
 from slideserver.security import Security
-from slideserver.services import SlideService
+from slideserver.services.tiles import SlideService
 from slideserver.settings import Settings
 
 log = logging.getLogger("slideserver")

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.types import Scope, Send
 
 from slideserver.api.state import state_of
-from slideserver.services import ImageResult
+from slideserver.services.tiles import ImageResult
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 """Tiles are addressed by content fingerprint, so a URL's bytes change only with the file."""

@@ -10,7 +10,7 @@ from slideserver.cache.base import TileCache
 from slideserver.catalog.base import Catalog
 from slideserver.handles import HandlePool
 from slideserver.metrics import Metrics
-from slideserver.services import SlideService
+from slideserver.services.tiles import SlideService
 from slideserver.settings import Settings
 
 

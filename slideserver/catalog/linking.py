@@ -34,8 +34,8 @@ from slideserver.catalog.schema import (
     scans,
     specimens,
 )
-from slideserver.catalog.store.engine import now
-from slideserver.catalog.store.upsert import get_or_create, insert_ignore
+from slideserver.db.engine import now
+from slideserver.db.upsert import get_or_create, insert_ignore
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from slideserver.catalog.discovery import (
 from slideserver.catalog.linking import flag_conflict, gather_evidence, link_scans, record_event
 from slideserver.catalog.rules import FilenameRules
 from slideserver.catalog.schema import scans
-from slideserver.catalog.store.engine import now
-from slideserver.catalog.store.upsert import dialect_insert
+from slideserver.db.engine import now
+from slideserver.db.upsert import dialect_insert
 from slideserver.errors import SlideServerError
 from slideserver.readers.registry import ReaderRegistry
 

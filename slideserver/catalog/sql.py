@@ -1,7 +1,7 @@
 """The SQL catalog: SQLite by default, PostgreSQL when the URL says so, same code for both.
 
 :class:`SqlCatalog` is a :class:`~slideserver.catalog.base.Catalog` (slides, search, scans) and a
-:class:`~slideserver.lis.model.LinkStore` (the LIS side: orders, patients, case views). Every
+:class:`~slideserver.catalog.cases.LinkStore` (the LIS side: orders, patients, case views). Every
 method is one transaction; the object is safe to share between threads.
 """
 
@@ -18,14 +18,14 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 
 from slideserver.catalog.base import SlidePage, SlideQuery, SlideRecord
+from slideserver.catalog.cases import ApplyResult, CaseOrder, CaseView, PatientIn
 from slideserver.catalog.migrations import upgrade
 from slideserver.catalog.rules import FilenameRules
 from slideserver.catalog.scanner import Progress, Scanner, ScanReport
 from slideserver.catalog.schema import conflicts, link_events
 from slideserver.catalog.store import links, slides
-from slideserver.catalog.store.engine import default_database_url, make_engine, writer
+from slideserver.db.engine import default_database_url, make_engine, writer
 from slideserver.errors import BackendUnavailable
-from slideserver.lis.model import ApplyResult, CaseOrder, CaseView, PatientIn
 from slideserver.readers.registry import ReaderRegistry
 from slideserver.settings import Settings
 

@@ -69,16 +69,7 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.specimen import Specimen, SpecimenContainer, SpecimenProcessing
 from pydantic import ValidationError
 
-from slideserver.lis.json_orders import (
-    OrderError,
-    check_identifier,
-    check_order,
-    check_text,
-    normalize_birth_date,
-    normalize_name,
-    normalize_sex,
-)
-from slideserver.lis.model import (
+from slideserver.catalog.cases import (
     ApplyResult,
     BlockIn,
     CaseOrder,
@@ -87,6 +78,15 @@ from slideserver.lis.model import (
     SlideIn,
     SlideView,
     SpecimenIn,
+)
+from slideserver.lis.json_orders import (
+    OrderError,
+    check_identifier,
+    check_order,
+    check_text,
+    normalize_birth_date,
+    normalize_name,
+    normalize_sex,
 )
 
 FHIR_VERSION = "4.0.1"

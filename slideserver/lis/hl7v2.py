@@ -40,6 +40,15 @@ from dataclasses import dataclass
 
 import hl7
 
+from slideserver.catalog.cases import (
+    ApplyResult,
+    BlockIn,
+    CaseOrder,
+    LinkStore,
+    PatientIn,
+    SlideIn,
+    SpecimenIn,
+)
 from slideserver.lis.json_orders import (
     OrderError,
     check_identifier,
@@ -48,15 +57,6 @@ from slideserver.lis.json_orders import (
     normalize_birth_date,
     normalize_name,
     normalize_sex,
-)
-from slideserver.lis.model import (
-    ApplyResult,
-    BlockIn,
-    CaseOrder,
-    LinkStore,
-    PatientIn,
-    SlideIn,
-    SpecimenIn,
 )
 
 log = logging.getLogger("slideserver.lis.hl7v2")

@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from slideserver.lis.model import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
+from slideserver.catalog.cases import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
 
 MAX_ID = 64
 """Longest identifier (accession, MRN, specimen, block, barcode) we store."""

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio.to_thread
 
+from slideserver.catalog.cases import LinkStore
 from slideserver.lis.hl7v2 import ERROR, REJECT, build_ack, handle_message, read_header
-from slideserver.lis.model import LinkStore
 
 log = logging.getLogger("slideserver.lis.mllp")
 

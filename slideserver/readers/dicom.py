@@ -51,6 +51,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import JPEGBaseline8Bit, VLWholeSlideMicroscopyImageStorage
 from wsidicom import WsiDicom
 
+from slideserver.codecs import jpeg
 from slideserver.errors import (
     AssociatedImageNotFound,
     BadRequest,
@@ -61,7 +62,6 @@ from slideserver.errors import (
     TileUnreadable,
 )
 from slideserver.models import EncodedTile, Level, SlideInfo, SlideSource
-from slideserver.readers import jpeg
 from slideserver.readers.base import SlideReader, WouldBlock
 
 __all__ = ["DicomReader", "group_series"]

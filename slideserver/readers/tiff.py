@@ -30,6 +30,7 @@ import tifffile
 from numpy.typing import NDArray
 from PIL import Image
 
+from slideserver.codecs import jpeg
 from slideserver.errors import (
     AssociatedImageNotFound,
     BadRequest,
@@ -38,7 +39,6 @@ from slideserver.errors import (
     TileUnreadable,
 )
 from slideserver.models import EncodedTile, Level, SlideInfo, SlideSource
-from slideserver.readers import jpeg
 from slideserver.readers.base import SlideReader, WouldBlock
 
 RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)

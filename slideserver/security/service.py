@@ -61,7 +61,7 @@ class Security:
 
     def open(self, database_url: str = "") -> None:
         """Open the database, migrate the security tables, and create the stores (blocking)."""
-        from slideserver.catalog.store.engine import default_database_url, make_engine, writer
+        from slideserver.db.engine import default_database_url, make_engine, writer
         from slideserver.security.migrations import upgrade
 
         self.engine = make_engine(database_url or default_database_url(self.settings))

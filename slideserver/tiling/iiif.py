@@ -2,7 +2,7 @@
 
 Pure functions, no I/O: every check (syntax, region bounds, upscaling, server limits) happens here,
 so a request that cannot be served is refused before a single pixel is read. The pixel pipeline
-that executes an :class:`IIIFPlan` is :mod:`slideserver.iiif_image`.
+that executes an :class:`IIIFPlan` is :mod:`slideserver.imaging.iiif_transform`.
 
 Choices where the specification leaves room (https://iiif.io/api/image/3.0/):
 

@@ -24,8 +24,8 @@ from slideserver.api.params import parse_int
 from slideserver.api.routes.slides import slide_summary
 from slideserver.api.state import state_of
 from slideserver.catalog.base import SlideQuery
+from slideserver.catalog.cases import CaseView, LinkStore, PatientIn
 from slideserver.errors import BackendUnavailable, BadRequest, NotFound
-from slideserver.lis.model import CaseView, LinkStore, PatientIn
 
 MAX_ID = 64
 """Longest accession number or MRN accepted in a URL."""

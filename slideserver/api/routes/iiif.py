@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from slideserver.api.responses import IMMUTABLE, image_response
 from slideserver.api.state import service_of, state_of
-from slideserver.iiif_image import iiif_scale_factors, render_iiif
+from slideserver.imaging.iiif_transform import iiif_scale_factors, render_iiif
 from slideserver.settings import Settings
 from slideserver.tiling.iiif import IIIFLimits, info_json, parse_image_request, plan_image
 

@@ -29,12 +29,12 @@ from starlette.routing import Route
 from slideserver.api.errors import error_response
 from slideserver.api.state import state_of
 from slideserver.catalog.base import SlideQuery
+from slideserver.catalog.cases import ApplyResult, CaseOrder, CaseView, LinkStore
 from slideserver.errors import BackendUnavailable
 from slideserver.lis import fhir
 from slideserver.lis.hl7v2 import ACCEPT, REJECT, handle_message, summarize
 from slideserver.lis.json_orders import OrderError, parse_case_order
 from slideserver.lis.mllp import MllpServer, decode, store_handler
-from slideserver.lis.model import ApplyResult, CaseOrder, CaseView, LinkStore
 from slideserver.settings import Settings
 
 log = logging.getLogger("slideserver.lis")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slideserver.migrations import MigrationChain
+from slideserver.db.migrations import MigrationChain
 
 HERE = Path(__file__).resolve().parent
 ADVISORY_LOCK = 0x51_1DE5_E4E4

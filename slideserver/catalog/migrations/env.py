@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from slideserver.catalog.schema import metadata
-from slideserver.migrations import run_environment
+from slideserver.db.migrations import run_environment
 
 run_environment("catalog", metadata, compare_type=True)

@@ -12,6 +12,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, or_, select, update
 
+from slideserver.catalog.cases import (
+    ApplyResult,
+    BlockView,
+    CaseOrder,
+    CaseView,
+    PatientIn,
+    SlideView,
+    SpecimenView,
+)
 from slideserver.catalog.linking import flag_conflict, link_scans, record_event
 from slideserver.catalog.schema import (
     blocks,
@@ -22,17 +31,8 @@ from slideserver.catalog.schema import (
     scans,
     specimens,
 )
-from slideserver.catalog.store.engine import now
-from slideserver.catalog.store.upsert import get_or_create
-from slideserver.lis.model import (
-    ApplyResult,
-    BlockView,
-    CaseOrder,
-    CaseView,
-    PatientIn,
-    SlideView,
-    SpecimenView,
-)
+from slideserver.db.engine import now
+from slideserver.db.upsert import get_or_create
 
 
 def apply_order(conn: Connection, order: CaseOrder) -> ApplyResult:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slideserver.migrations import MigrationChain
+from slideserver.db.migrations import MigrationChain
 
 HERE = Path(__file__).resolve().parent
 VERSION_TABLE = "slideserver_security_version"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slideserver.migrations import run_environment
+from slideserver.db.migrations import run_environment
 from slideserver.security.migrations import VERSION_TABLE
 from slideserver.security.schema import metadata
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from PIL import Image
 
+from slideserver.imaging.encode import MEDIA_TYPES, encode_image, flatten, normalize_format
+from slideserver.imaging.regions import read_scaled_region
 from slideserver.models import SlideInfo
 from slideserver.readers.base import SlideReader
-from slideserver.regions import read_scaled_region
-from slideserver.render import MEDIA_TYPES, encode_image, flatten, normalize_format
 from slideserver.tiling.iiif import IIIFLimits, IIIFPlan, parse_image_request, plan_image
 
 BITONAL_THRESHOLD = 128

@@ -14,9 +14,9 @@ import simplejpeg
 from PIL import Image
 
 from slideserver.errors import TileUnreadable, TooLarge
+from slideserver.imaging.encode import Pixels
 from slideserver.models import SlideInfo
 from slideserver.readers.base import SlideReader
-from slideserver.render import Pixels
 
 WHITE = (255, 255, 255)
 MAX_READ_PIXELS = 64 * 1024 * 1024
@@ -68,7 +68,7 @@ def read_scaled_array(
 ) -> Pixels:
     """Like :func:`read_scaled_region`, as a ``(z_height, z_width, 3)`` uint8 RGB array.
 
-    For callers that only encode the result (:func:`slideserver.render.encode_image` takes
+    For callers that only encode the result (:func:`slideserver.imaging.encode.encode_image` takes
     arrays): the stored-tile fast path then never builds a PIL image.
     """
     level = _level_for(reader.info, l0_width, l0_height, z_width, z_height)

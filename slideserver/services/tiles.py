@@ -23,10 +23,10 @@ from slideserver.errors import (
     SlideUnreadable,
 )
 from slideserver.handles import HandlePool
+from slideserver.imaging.encode import MEDIA_TYPES, encode_image, normalize_format
+from slideserver.imaging.regions import read_scaled_array, read_scaled_region
 from slideserver.models import SlideInfo
 from slideserver.readers.base import SlideReader, WouldBlock
-from slideserver.regions import read_scaled_array, read_scaled_region
-from slideserver.render import MEDIA_TYPES, encode_image, normalize_format
 from slideserver.settings import Settings
 from slideserver.tiling.deepzoom import DeepZoomGrid
 

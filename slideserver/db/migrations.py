@@ -53,7 +53,7 @@ class MigrationChain:
         """Migrate the database behind ``engine`` to the newest revision of this chain.
 
         ``engine`` must open write transactions (on SQLite ``BEGIN IMMEDIATE``, see
-        :func:`slideserver.catalog.store.engine.writer`): the revision is checked again under the
+        :func:`slideserver.db.engine.writer`): the revision is checked again under the
         lock, so a second process starting at the same moment finds the work done.
         """
         head = self.head_revision()

@@ -1,0 +1,1 @@
+"""Bitstream surgery on stored codestreams (no pixel decoding): JPEG tables and markers."""

@@ -1,0 +1,1 @@
+"""The database layer shared by the catalog and security: engine, upserts, migrations."""

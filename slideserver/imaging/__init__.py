@@ -1,0 +1,1 @@
+"""Pixels: reading scaled regions from readers, encoding, the IIIF transform."""

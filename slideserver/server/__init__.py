@@ -1,0 +1,1 @@
+"""Serving HTTP: the uvicorn runner and the protocol that writes each answer once."""

@@ -1,0 +1,1 @@
+"""The service layer: what routes call. No HTTP types, no ASGI scope."""
