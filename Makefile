@@ -54,6 +54,7 @@ system-deps:
 lint: install
 	$(BIN)/ruff check slideserver tests sample_data bench
 	$(BIN)/ruff format --check slideserver tests sample_data bench
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

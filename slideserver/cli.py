@@ -263,6 +263,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    try:
+        import skimage  # noqa: F401  (the tissue texture comes from its sample data)
+    except ImportError:
+        print(
+            "slideserver sample needs the samples extra: pip install 'slideserver[samples]'",
+            file=sys.stderr,
+        )
+        return 2
     from slideserver.samples import write_samples
 
     written = write_samples(Path(args.out), large=args.large)
