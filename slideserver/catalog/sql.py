@@ -23,7 +23,7 @@ from slideserver.catalog.migrations import upgrade
 from slideserver.catalog.rules import FilenameRules
 from slideserver.catalog.scanner import Progress, Scanner, ScanReport
 from slideserver.catalog.schema import conflicts, link_events
-from slideserver.catalog.store import links, slides
+from slideserver.catalog.store import cases, slides
 from slideserver.db.engine import default_database_url, make_engine, writer
 from slideserver.errors import BackendUnavailable
 from slideserver.readers.registry import ReaderRegistry
@@ -140,37 +140,37 @@ class SqlCatalog:
     def apply_order(self, order: CaseOrder) -> ApplyResult:
         """Create or update the case, patient, specimens, blocks and expected slides."""
         with self.writer.begin() as conn:
-            return links.apply_order(conn, order)
+            return cases.apply_order(conn, order)
 
     def update_patient(self, patient: PatientIn) -> bool:
         """Update demographics (ADT^A08); return whether the patient exists."""
         with self.writer.begin() as conn:
-            return links.update_patient(conn, patient)
+            return cases.update_patient(conn, patient)
 
     def merge_patients(self, surviving: PatientIn, merged_identifier: str) -> bool:
         """Move every case of ``merged_identifier`` to ``surviving`` (ADT^A40)."""
         with self.writer.begin() as conn:
-            return links.merge_patients(conn, surviving, merged_identifier)
+            return cases.merge_patients(conn, surviving, merged_identifier)
 
     def get_case(self, accession: str) -> CaseView | None:
         """Return the case with that accession number (LIS case, else file evidence)."""
         with self.engine.connect() as conn:
-            return links.get_case(conn, self._root_names, accession)
+            return cases.get_case(conn, self._root_names, accession)
 
     def has_case(self, accession: str) -> bool:
         """Tell whether the LIS sent a case with that accession number."""
         with self.engine.connect() as conn:
-            return links.has_case(conn, accession)
+            return cases.has_case(conn, accession)
 
     def cases_of_patient(self, identifier: str) -> list[CaseView]:
         """Return every case of the patient with that MRN."""
         with self.engine.connect() as conn:
-            return links.cases_of_patient(conn, self._root_names, identifier)
+            return cases.cases_of_patient(conn, self._root_names, identifier)
 
     def record_message(self, source: str, raw: str, status: str, detail: str = "") -> None:
         """Keep the raw inbound message with how it was answered."""
         with self.writer.begin() as conn:
-            links.record_message(conn, source, raw, status, detail)
+            cases.record_message(conn, source, raw, status, detail)
 
     # -- review --
 
