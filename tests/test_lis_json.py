@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from slideserver.catalog.cases import CaseOrder, PatientIn
-from slideserver.lis.json_orders import OrderError, parse_case_order
+from slideserver.lis.json_orders import parse_case_order
+from slideserver.lis.validate import OrderError
 from tests.fixtures.lis import support
 from tests.fixtures.lis.support import JANE, SAMPLE_SPECIMENS, read, sql_lis_client
 
