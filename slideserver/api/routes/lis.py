@@ -33,7 +33,8 @@ from slideserver.catalog.cases import ApplyResult, CaseOrder, CaseView, LinkStor
 from slideserver.errors import BackendUnavailable
 from slideserver.lis import fhir
 from slideserver.lis.hl7v2 import ACCEPT, REJECT, handle_message, summarize
-from slideserver.lis.json_orders import OrderError, parse_case_order
+from slideserver.lis.json_orders import parse_case_order
+from slideserver.lis.validate import OrderError
 from slideserver.lis.mllp import MllpServer, decode, store_handler
 from slideserver.settings import Settings
 
