@@ -18,7 +18,14 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 
 from slideserver.catalog.base import SlidePage, SlideQuery, SlideRecord
-from slideserver.catalog.cases import ApplyResult, CaseOrder, CaseView, PatientIn
+from slideserver.catalog.cases import (
+    ApplyResult,
+    CaseOrder,
+    CaseView,
+    Conflict,
+    LinkStore,
+    PatientIn,
+)
 from slideserver.catalog.migrations import upgrade
 from slideserver.catalog.rules import FilenameRules
 from slideserver.catalog.scanner import Progress, Scanner, ScanReport
@@ -32,18 +39,6 @@ from slideserver.settings import Settings
 log = logging.getLogger(__name__)
 
 __all__ = ["Conflict", "LinkEvent", "SqlCatalog", "open_catalog"]
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """A disagreement flagged for review (``GET /api/reconcile``). No PHI."""
-
-    id: int
-    at: datetime
-    kind: str
-    subject: str
-    detail: str
-    status: str
 
 
 @dataclass(frozen=True)
@@ -216,4 +211,9 @@ def open_catalog(settings: Settings, registry: ReaderRegistry) -> SqlCatalog:
     )
     if settings.watch:
         catalog.watch()
+    return catalog
+
+
+def _implements_link_store(catalog: SqlCatalog) -> LinkStore:
+    """Let mypy check that :class:`SqlCatalog` implements :class:`LinkStore` (never called)."""
     return catalog
