@@ -5,7 +5,7 @@ transaction through :class:`LinkStore`. Views come back as :class:`CaseView` for
 API, FHIR ImagingStudy bundles and launch links. Patient fields are PHI.
 
 :class:`LinkStore` is the one protocol of a catalog that keeps case links (the SQL catalog does;
-the in-memory one does not): :class:`slideserver.services.links.LinkService` checks it once.
+the in-memory one does not); it is runtime-checkable so that the layers above check it once.
 """
 
 from __future__ import annotations
