@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slideserver.catalog.linking import gather_evidence
+from slideserver.catalog.evidence import gather_evidence
 from slideserver.catalog.rules import FilenameRules, PathFacts
 from slideserver.errors import BadRequest
 

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from slideserver.catalog.cases import CaseOrder, PatientIn
-from slideserver.lis.json_orders import OrderError, parse_case_order
+from slideserver.lis.json_orders import parse_case_order
+from slideserver.lis.validate import OrderError
 from tests.fixtures.lis import support
 from tests.fixtures.lis.support import JANE, SAMPLE_SPECIMENS, read, sql_lis_client
 
@@ -161,14 +162,16 @@ def test_post_case_errors(lis_client: Any) -> None:
     assert lis_client.app.state.slideserver.catalog.get_case("S24-09876") is None
 
 
-def test_without_link_store_answers_503(tmp_path: Path) -> None:
+def test_without_link_store_answers_503_links_unavailable(tmp_path: Path) -> None:
     with support.lis_client(tmp_path, None, memory_catalog=True) as client:
         for method, path in (
             ("POST", "/api/lis/cases"),
             ("POST", "/api/lis/hl7v2"),
             ("POST", "/fhir"),
             ("GET", "/fhir/ImagingStudy?identifier=S24-01234"),
+            ("GET", "/api/cases/S24-01234"),
+            ("GET", "/api/reconcile"),
         ):
             response = client.request(method, path, content=b"{}")
             assert response.status_code == 503, path
-            assert response.json()["error"] == "backend_unavailable"
+            assert response.json()["error"] == "links_unavailable"

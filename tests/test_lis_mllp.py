@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import hl7
 import pytest
 
-from slideserver.lis.mllp import END, START, MllpServer, frame, store_handler
+from slideserver.catalog.memory import MemoryCatalog
+from slideserver.lis.mllp import END, START, MllpServer, frame
+from slideserver.readers.registry import default_registry
+from slideserver.services.links import LinkService
 from tests.fixtures.lis.support import RecordingStore, read, sql_lis_client
 
 TIMEOUT = 5.0
@@ -109,11 +113,11 @@ def test_idle_connections_are_closed() -> None:
     run(scenario)
 
 
-def test_store_handler_applies_and_acks() -> None:
+def test_link_service_handler_applies_and_acks() -> None:
     store = RecordingStore()
 
     async def scenario() -> None:
-        async with MllpServer(store_handler(store), port=0) as server:
+        async with MllpServer(LinkService(store).hl7v2_ack, port=0) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.write(frame(read("adt_a08.hl7")) + frame("garbage"))
             await writer.drain()
@@ -126,9 +130,11 @@ def test_store_handler_applies_and_acks() -> None:
     assert [m[2] for m in store.messages] == ["AA", "AR"]
 
 
-def test_no_store_answers_ae() -> None:
+def test_catalog_without_links_answers_ae(tmp_path: Path) -> None:
+    links = LinkService(MemoryCatalog([tmp_path], default_registry()))
+
     async def scenario() -> None:
-        async with MllpServer(store_handler(None), port=0) as server:
+        async with MllpServer(links.hl7v2_ack, port=0) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.write(frame(read("adt_a08.hl7")))
             await writer.drain()

@@ -27,10 +27,12 @@ from slideserver.cache.base import TileCache
 from slideserver.cache.memory import MemoryCache
 from slideserver.catalog.base import Catalog
 from slideserver.handles import HandlePool
+from slideserver.lis.mllp import MllpServer
 from slideserver.metrics import Metrics
 from slideserver.readers.base import quiet_backend_logs
 from slideserver.readers.registry import ReaderRegistry, default_registry
 from slideserver.security import Security
+from slideserver.services.links import LinkService
 from slideserver.services.tiles import SlideService
 from slideserver.settings import Settings
 
@@ -71,6 +73,16 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+async def start_mllp(settings: Settings, links: LinkService) -> MllpServer:
+    """Start the HL7 v2 MLLP listener on ``settings.mllp_port``; the lifespan stops it.
+
+    Each message goes to :meth:`LinkService.hl7v2_ack`, as ``POST /api/lis/hl7v2`` does.
+    """
+    server = MllpServer(links.hl7v2_ack, settings.host, settings.mllp_port)
+    await server.start()
+    return server
 
 
 def viewer_routes() -> list[BaseRoute]:
@@ -119,9 +131,12 @@ def create_app(
         handles = HandlePool(registry, settings.roots, settings.handle_pool_size)
         cache = build_cache(settings)
         service = SlideService(settings, catalog, handles, cache)
-        app.state.slideserver = AppState(settings, catalog, handles, cache, service, metrics)
+        links = LinkService(catalog)
+        app.state.slideserver = AppState(
+            settings, catalog, handles, cache, service, metrics, links=links
+        )
         await run_sync(security.open)
-        mllp = await lis.start_mllp(settings, catalog) if settings.mllp_port else None
+        mllp = await start_mllp(settings, links) if settings.mllp_port else None
         freeze_startup_objects()
         try:
             async with anyio.create_task_group() as tasks:

@@ -10,6 +10,7 @@ from slideserver.cache.base import TileCache
 from slideserver.catalog.base import Catalog
 from slideserver.handles import HandlePool
 from slideserver.metrics import Metrics
+from slideserver.services.links import LinkService
 from slideserver.services.tiles import SlideService
 from slideserver.settings import Settings
 
@@ -24,6 +25,8 @@ class AppState:
     cache: TileCache
     service: SlideService
     metrics: Metrics
+    links: LinkService
+    """LIS orders in, cases out, over the catalog's LinkStore."""
 
 
 def state_of(request: Request) -> AppState:
@@ -35,3 +38,8 @@ def state_of(request: Request) -> AppState:
 def service_of(request: Request) -> SlideService:
     """Return the slide service."""
     return state_of(request).service
+
+
+def links_of(request: Request) -> LinkService:
+    """Return the link service."""
+    return state_of(request).links

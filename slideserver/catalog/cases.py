@@ -3,12 +3,19 @@
 Parsers (JSON, FHIR R4, HL7 v2) build a :class:`CaseOrder`; the catalog applies it in one
 transaction through :class:`LinkStore`. Views come back as :class:`CaseView` for the JSON case
 API, FHIR ImagingStudy bundles and launch links. Patient fields are PHI.
+
+:class:`LinkStore` is the one protocol of a catalog that keeps case links (the SQL catalog does;
+the in-memory one does not); it is runtime-checkable so that the layers above check it once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from slideserver.catalog.base import SlideRecord
 
 
 @dataclass(frozen=True)
@@ -122,8 +129,21 @@ class CaseView:
     """Barcodes the LIS ordered that no scanned slide carries yet."""
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """A disagreement flagged for review (``GET /api/reconcile``). No PHI."""
+
+    id: int
+    at: datetime
+    kind: str
+    subject: str
+    detail: str
+    status: str
+
+
+@runtime_checkable
 class LinkStore(Protocol):
-    """The catalog's side of the LIS interfaces; every call is one transaction."""
+    """The catalog's side of the LIS interfaces; every call is one blocking transaction."""
 
     def apply_order(self, order: CaseOrder) -> ApplyResult:
         """Create or update the case, patient, specimens, blocks and expected slides."""
@@ -135,10 +155,19 @@ class LinkStore(Protocol):
         """Move every case of ``merged_identifier`` to ``surviving`` (ADT^A40)."""
 
     def get_case(self, accession: str) -> CaseView | None:
-        """Return the case with that accession number."""
+        """Return the case with that accession number (LIS case, else file evidence)."""
+
+    def has_case(self, accession: str) -> bool:
+        """Tell whether the LIS sent a case with that accession number."""
+
+    def get_many(self, slide_ids: Sequence[str]) -> list[SlideRecord]:
+        """Return the slide records of a case's slides, in path order; unknown IDs left out."""
 
     def cases_of_patient(self, identifier: str) -> list[CaseView]:
         """Return every case of the patient with that MRN."""
 
     def record_message(self, source: str, raw: str, status: str, detail: str = "") -> None:
         """Keep the raw inbound message with how it was answered."""
+
+    def conflicts(self, status: str = "open", limit: int = 100, after: int = 0) -> list[Conflict]:
+        """Return flagged conflicts (``status`` empty: all), oldest first, IDs above ``after``."""

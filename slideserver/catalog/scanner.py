@@ -34,7 +34,8 @@ from slideserver.catalog.discovery import (
     slide_id_from_hash,
     stat_fingerprint,
 )
-from slideserver.catalog.linking import flag_conflict, gather_evidence, link_scans, record_event
+from slideserver.catalog.evidence import gather_evidence
+from slideserver.catalog.late_binding import flag_conflict, link_scans, record_event
 from slideserver.catalog.rules import FilenameRules
 from slideserver.catalog.schema import scans
 from slideserver.db.engine import now

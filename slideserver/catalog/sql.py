@@ -18,12 +18,19 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 
 from slideserver.catalog.base import SlidePage, SlideQuery, SlideRecord
-from slideserver.catalog.cases import ApplyResult, CaseOrder, CaseView, PatientIn
+from slideserver.catalog.cases import (
+    ApplyResult,
+    CaseOrder,
+    CaseView,
+    Conflict,
+    LinkStore,
+    PatientIn,
+)
 from slideserver.catalog.migrations import upgrade
 from slideserver.catalog.rules import FilenameRules
 from slideserver.catalog.scanner import Progress, Scanner, ScanReport
 from slideserver.catalog.schema import conflicts, link_events
-from slideserver.catalog.store import links, slides
+from slideserver.catalog.store import cases, slides
 from slideserver.db.engine import default_database_url, make_engine, writer
 from slideserver.errors import BackendUnavailable
 from slideserver.readers.registry import ReaderRegistry
@@ -32,18 +39,6 @@ from slideserver.settings import Settings
 log = logging.getLogger(__name__)
 
 __all__ = ["Conflict", "LinkEvent", "SqlCatalog", "open_catalog"]
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """A disagreement flagged for review (``GET /api/reconcile``). No PHI."""
-
-    id: int
-    at: datetime
-    kind: str
-    subject: str
-    detail: str
-    status: str
 
 
 @dataclass(frozen=True)
@@ -140,37 +135,37 @@ class SqlCatalog:
     def apply_order(self, order: CaseOrder) -> ApplyResult:
         """Create or update the case, patient, specimens, blocks and expected slides."""
         with self.writer.begin() as conn:
-            return links.apply_order(conn, order)
+            return cases.apply_order(conn, order)
 
     def update_patient(self, patient: PatientIn) -> bool:
         """Update demographics (ADT^A08); return whether the patient exists."""
         with self.writer.begin() as conn:
-            return links.update_patient(conn, patient)
+            return cases.update_patient(conn, patient)
 
     def merge_patients(self, surviving: PatientIn, merged_identifier: str) -> bool:
         """Move every case of ``merged_identifier`` to ``surviving`` (ADT^A40)."""
         with self.writer.begin() as conn:
-            return links.merge_patients(conn, surviving, merged_identifier)
+            return cases.merge_patients(conn, surviving, merged_identifier)
 
     def get_case(self, accession: str) -> CaseView | None:
         """Return the case with that accession number (LIS case, else file evidence)."""
         with self.engine.connect() as conn:
-            return links.get_case(conn, self._root_names, accession)
+            return cases.get_case(conn, self._root_names, accession)
 
     def has_case(self, accession: str) -> bool:
         """Tell whether the LIS sent a case with that accession number."""
         with self.engine.connect() as conn:
-            return links.has_case(conn, accession)
+            return cases.has_case(conn, accession)
 
     def cases_of_patient(self, identifier: str) -> list[CaseView]:
         """Return every case of the patient with that MRN."""
         with self.engine.connect() as conn:
-            return links.cases_of_patient(conn, self._root_names, identifier)
+            return cases.cases_of_patient(conn, self._root_names, identifier)
 
     def record_message(self, source: str, raw: str, status: str, detail: str = "") -> None:
         """Keep the raw inbound message with how it was answered."""
         with self.writer.begin() as conn:
-            links.record_message(conn, source, raw, status, detail)
+            cases.record_message(conn, source, raw, status, detail)
 
     # -- review --
 
@@ -216,4 +211,9 @@ def open_catalog(settings: Settings, registry: ReaderRegistry) -> SqlCatalog:
     )
     if settings.watch:
         catalog.watch()
+    return catalog
+
+
+def _implements_link_store(catalog: SqlCatalog) -> LinkStore:
+    """Let mypy check that :class:`SqlCatalog` implements :class:`LinkStore` (never called)."""
     return catalog

@@ -14,10 +14,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-import anyio.to_thread
-
-from slideserver.catalog.cases import LinkStore
-from slideserver.lis.hl7v2 import ERROR, REJECT, build_ack, handle_message, read_header
+from slideserver.lis.hl7v2.ack import ERROR, REJECT, build_ack
+from slideserver.lis.hl7v2.parse import read_header
 
 log = logging.getLogger("slideserver.lis.mllp")
 
@@ -26,7 +24,7 @@ END = b"\x1c\x0d"
 MAX_MESSAGE_BYTES = 1 << 20
 
 Handler = Callable[[str], Awaitable[str]]
-"""Takes one ER7 message, returns its ACK."""
+"""Takes one ER7 message, returns its ACK (the app's is ``LinkService.hl7v2_ack``)."""
 
 
 def frame(message: str) -> bytes:
@@ -40,20 +38,6 @@ def decode(payload: bytes) -> str:
         return payload.decode("utf-8")
     except UnicodeDecodeError:
         return payload.decode("latin-1")
-
-
-def store_handler(store: LinkStore | None) -> Handler:
-    """Return a handler applying messages to ``store`` in a worker thread (AE when no store)."""
-
-    async def handle(raw: str) -> str:
-        if store is None:
-            return build_ack(
-                read_header(raw), ERROR, "the catalog cannot store LIS messages", error_code=207
-            )
-        reply = await anyio.to_thread.run_sync(handle_message, raw, store)
-        return reply.ack
-
-    return handle
 
 
 class MllpServer:
@@ -179,4 +163,4 @@ class MllpServer:
             await writer.drain()
 
 
-__all__ = ["END", "MAX_MESSAGE_BYTES", "START", "MllpServer", "decode", "frame", "store_handler"]
+__all__ = ["END", "MAX_MESSAGE_BYTES", "START", "Handler", "MllpServer", "decode", "frame"]

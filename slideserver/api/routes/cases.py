@@ -8,6 +8,9 @@
 
 Slides are :func:`slide_summary` objects, as in ``/api/slides``. ``patient`` is PHI
 (``id`` (MRN), ``issuer``, ``name``, ``birth_date``, ``sex``): role filters drop it whole.
+
+The cases come from the :class:`~slideserver.services.links.LinkService`; without case links (the
+in-memory catalog) ``/api/cases`` and ``/api/reconcile`` answer 503 ``links_unavailable``.
 """
 
 from __future__ import annotations
@@ -15,17 +18,16 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from anyio.to_thread import run_sync
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from slideserver.api.params import parse_int
 from slideserver.api.routes.slides import slide_summary
-from slideserver.api.state import state_of
+from slideserver.api.state import links_of
 from slideserver.catalog.base import SlideQuery
-from slideserver.catalog.cases import CaseView, LinkStore, PatientIn
-from slideserver.errors import BackendUnavailable, BadRequest, NotFound
+from slideserver.catalog.cases import CaseView, PatientIn
+from slideserver.errors import BadRequest, NotFound
 
 MAX_ID = 64
 """Longest accession number or MRN accepted in a URL."""
@@ -35,14 +37,6 @@ class CaseNotFound(NotFound):
     """No case with that accession number, from the LIS or in any slide."""
 
     code = "case_not_found"
-
-
-def link_store_of(request: Request) -> Any:
-    """Return the catalog as a :class:`LinkStore`; 503 when the catalog cannot store links."""
-    catalog = state_of(request).catalog
-    if not all(hasattr(catalog, m) for m in ("apply_order", "get_case", "get_many", "has_case")):
-        raise BackendUnavailable("this server's catalog keeps no case links (no database)")
-    return catalog
 
 
 def slide_query_from_params(params: Any) -> SlideQuery:
@@ -108,14 +102,11 @@ def case_json(case: CaseView, summaries: dict[str, dict[str, Any]], linked: bool
 
 async def get_case(request: Request) -> Response:
     accession = _checked("accession", request.path_params["accession"])
-    store = link_store_of(request)
-    case = await run_sync(store.get_case, accession)
-    if case is None:
+    found = await links_of(request).require().case_with_slides(accession)
+    if found is None:
         raise CaseNotFound(f"no case with accession {accession!r}")
-    records = await run_sync(store.get_many, [v.id for v in case.slides])
-    linked = await run_sync(store.has_case, accession)
-    summaries = {r.id: slide_summary(r) for r in records}
-    return JSONResponse(case_json(case, summaries, linked))
+    summaries = {r.id: slide_summary(r) for r in found.records}
+    return JSONResponse(case_json(found.case, summaries, found.linked))
 
 
 async def launch(request: Request) -> Response:
@@ -134,16 +125,14 @@ async def launch(request: Request) -> Response:
 
 async def reconcile(request: Request) -> Response:
     """List conflicts flagged for review, oldest first, with a cursor."""
-    store = link_store_of(request)
+    links = links_of(request).require()
     params = request.query_params
     status = params.get("status", "open")
     if status not in {"open", "resolved", "all"}:
         raise BadRequest("status must be open, resolved or all")
     limit = parse_int("limit", params.get("limit"), 100, 1, 1000)
     after = parse_int("cursor", params.get("cursor"), 0, 0, 1 << 30)
-    items = await run_sync(
-        lambda: store.conflicts("" if status == "all" else status, limit + 1, after)
-    )
+    items = await links.conflicts("" if status == "all" else status, limit + 1, after)
     more = len(items) > limit
     items = items[:limit]
     return JSONResponse(
@@ -180,4 +169,4 @@ def routes() -> list[Route]:
     ]
 
 
-__all__ = ["LinkStore", "case_json", "link_store_of", "routes", "slide_query_from_params"]
+__all__ = ["case_json", "routes", "slide_query_from_params"]

@@ -10,32 +10,30 @@
   FHIR errors are OperationOutcomes with the matching status.
 
 Every inbound message is kept raw by the store with how it was answered. All answers carry
-``Cache-Control: no-store``: they hold PHI. When the catalog keeps no links (the in-memory one),
-every route answers 503 ``backend_unavailable``.
+``Cache-Control: no-store``: they hold PHI. The work is the :class:`LinkService`'s; these routes
+only translate HTTP. When the catalog keeps no links (the in-memory one), every route but
+``/fhir/metadata`` answers 503 ``links_unavailable``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import Any
 
-from anyio.to_thread import run_sync
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from slideserver.api.errors import error_response
-from slideserver.api.state import state_of
-from slideserver.catalog.base import SlideQuery
-from slideserver.catalog.cases import ApplyResult, CaseOrder, CaseView, LinkStore
+from slideserver.api.state import links_of, state_of
+from slideserver.catalog.cases import ApplyResult, CaseOrder, CaseView
 from slideserver.errors import BackendUnavailable
 from slideserver.lis import fhir
-from slideserver.lis.hl7v2 import ACCEPT, REJECT, handle_message, summarize
-from slideserver.lis.json_orders import OrderError, parse_case_order
-from slideserver.lis.mllp import MllpServer, decode, store_handler
-from slideserver.settings import Settings
+from slideserver.lis.hl7v2.ack import ACCEPT, REJECT
+from slideserver.lis.json_orders import parse_case_order
+from slideserver.lis.mllp import decode
+from slideserver.lis.validate import OrderError
 
 log = logging.getLogger("slideserver.lis")
 
@@ -44,36 +42,6 @@ MAX_BODY = 4 * 1024 * 1024
 MAX_PARAM = 200
 HL7_MEDIA_TYPE = "application/hl7-v2"
 NO_STORE = {"Cache-Control": "no-store"}
-LINK_STORE_METHODS = (
-    "apply_order",
-    "update_patient",
-    "merge_patients",
-    "get_case",
-    "cases_of_patient",
-    "record_message",
-)
-
-
-def as_link_store(catalog: object) -> LinkStore | None:
-    """Return ``catalog`` when it implements :class:`LinkStore`, else ``None``."""
-    if all(callable(getattr(catalog, m, None)) for m in LINK_STORE_METHODS):
-        return catalog  # type: ignore[return-value]
-    return None
-
-
-def link_store(request: Request) -> LinkStore:
-    """Return the app's LinkStore; 503 ``backend_unavailable`` when the catalog is not one."""
-    store = as_link_store(state_of(request).catalog)
-    if store is None:
-        raise BackendUnavailable("this server's catalog keeps no case links (no database)")
-    return store
-
-
-async def start_mllp(settings: Settings, catalog: object) -> MllpServer:
-    """Start the MLLP listener of ``settings.mllp_port`` on ``settings.host`` (app lifespan)."""
-    server = MllpServer(store_handler(as_link_store(catalog)), settings.host, settings.mllp_port)
-    await server.start()
-    return server
 
 
 class BodyTooLarge(Exception):
@@ -95,14 +63,6 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     return b"".join(chunks)
 
 
-async def _record(store: LinkStore, source: str, raw: str, status: str, detail: str) -> None:
-    """Keep the raw message; a failure to record is logged, never answered."""
-    try:
-        await run_sync(store.record_message, source, raw, status, detail)
-    except Exception as exc:
-        log.warning("%s message not recorded: %s", source, type(exc).__name__)
-
-
 def apply_result_json(order: CaseOrder, result: ApplyResult) -> dict[str, Any]:
     """The JSON answer to an order."""
     return {
@@ -120,7 +80,7 @@ def apply_result_json(order: CaseOrder, result: ApplyResult) -> dict[str, Any]:
 
 async def post_case(request: Request) -> Response:
     """Create or update a case from a JSON order (idempotent)."""
-    store = link_store(request)
+    links = links_of(request).require()
     try:
         body = await read_body(request)
     except BodyTooLarge:
@@ -130,16 +90,14 @@ async def post_case(request: Request) -> Response:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         detail = f"the body is not JSON: {getattr(exc, 'msg', 'undecodable')}"
-        await _record(store, "json", raw, "rejected", detail)
+        await links.reject("json", raw, detail)
         return error_response(400, "bad_request", detail)
     try:
         order = parse_case_order(data)
     except OrderError as exc:
-        await _record(store, "json", raw, "rejected", str(exc))
-        response = error_response(422, "invalid_order", str(exc))
-        return response
-    result = await run_sync(store.apply_order, order)
-    await _record(store, "json", raw, "accepted", summarize(result))
+        await links.reject("json", raw, str(exc))
+        return error_response(422, "invalid_order", str(exc))
+    result = await links.apply_order(order, raw)
     return JSONResponse(
         apply_result_json(order, result),
         status_code=201 if result.created else 200,
@@ -152,12 +110,12 @@ async def post_case(request: Request) -> Response:
 
 async def post_hl7v2(request: Request) -> Response:
     """Apply one ER7 message; answer its ACK (the store keeps the message raw)."""
-    store = link_store(request)
+    links = links_of(request).require()
     try:
         body = await read_body(request)
     except BodyTooLarge:
         return error_response(413, "too_large", f"the message is larger than {MAX_BODY} bytes")
-    reply = await run_sync(handle_message, decode(body), store)
+    reply = await links.handle_hl7v2(decode(body))
     if reply.code == ACCEPT:
         status = 200
     elif reply.internal:
@@ -197,7 +155,7 @@ def base_url(request: Request) -> str:
 
 async def post_fhir(request: Request) -> Response:
     """Apply a transaction Bundle of Patient, ServiceRequest and Specimens."""
-    store = link_store(request)
+    links = links_of(request).require()
     try:
         body = await read_body(request)
     except BodyTooLarge:
@@ -206,28 +164,24 @@ async def post_fhir(request: Request) -> Response:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        await _record(store, "fhir", raw, "rejected", "not JSON")
+        await links.reject("fhir", raw, "not JSON")
         return fhir_error(400, "structure", "the body is not JSON")
     try:
         transaction = fhir.parse_transaction(data)
     except fhir.FhirError as exc:
-        await _record(store, "fhir", raw, "rejected", exc.diagnostics)
+        await links.reject("fhir", raw, exc.diagnostics)
         return fhir_error(exc.status, exc.issue, exc.diagnostics, exc.expression)
-    result = await run_sync(store.apply_order, transaction.order)
-    await _record(store, "fhir", raw, "accepted", summarize(result))
+    result = await links.apply_order(transaction.order, raw)
     return fhir_response(fhir.transaction_response(transaction, result))
 
 
 async def get_patient(request: Request) -> Response:
     """Read one Patient by ID (the MRN, or its ``x-`` encoded form)."""
-    store = link_store(request)
+    links = links_of(request).require()
     mrn = fhir.value_of_fhir_id(request.path_params["id"])
     if mrn is None:
         return fhir_error(404, "not-found", "no Patient with that id")
-    cases = await run_sync(store.cases_of_patient, mrn)
-    patient = next(
-        (c.patient for c in cases if c.patient is not None and c.patient.identifier == mrn), None
-    )
+    patient = await links.patient(mrn)
     if patient is None:
         return fhir_error(404, "not-found", "no Patient with that id")
     return fhir_response(fhir.patient_resource(patient))
@@ -248,54 +202,9 @@ def _token_value(token: str) -> str:
     return token.rsplit("|", 1)[-1]
 
 
-def accession_candidates(container_id: str) -> list[str]:
-    """Accessions a container ID may start with: LIS barcodes are mostly ``{accession}-...``.
-
-    ``S24-01234-A1-1`` -> ``S24-01234-A1``, ``S24-01234``: the longest first, at most three.
-    """
-    cuts = [m.start() for m in re.finditer(r"(?<=[^-_ ])[-_ ](?=[^-_ ])", container_id)]
-    return [container_id[:cut] for cut in reversed(cuts[1:])][:3]
-
-
-async def _case_of_container(
-    request: Request, store: LinkStore, container_id: str
-) -> CaseView | None:
-    """Find the case holding a block or slide with that container identifier.
-
-    LinkStore has no container lookup. A store may offer ``accession_of_container``; otherwise
-    the accessions the ID starts with are tried, then the scanned slides whose name or path
-    mention the ID are searched for their case link.
-    """
-    accessions: list[str] = []
-    lookup = getattr(store, "accession_of_container", None)
-    if callable(lookup):
-        found = await run_sync(lookup, container_id)
-        if isinstance(found, str) and found:
-            accessions.append(found)
-    else:
-        accessions.extend(accession_candidates(container_id))
-    for accession in accessions:
-        case = await run_sync(store.get_case, accession)
-        if case is not None and fhir.specimens_with_container(case, container_id):
-            return case
-    if callable(lookup):
-        return None
-    catalog = state_of(request).catalog
-    page = await run_sync(catalog.search, SlideQuery(q=container_id, limit=20))
-    for record in page.items:
-        link = (record.extra or {}).get("case")
-        linked = link.get("accession") if isinstance(link, dict) else None
-        if isinstance(linked, str) and linked and linked not in accessions:
-            accessions.append(linked)
-            case = await run_sync(store.get_case, linked)
-            if case is not None and fhir.specimens_with_container(case, container_id):
-                return case
-    return None
-
-
 async def search_specimen(request: Request) -> Response:
     """``GET /fhir/Specimen?container-id=``: the block or slide with that container ID."""
-    store = link_store(request)
+    links = links_of(request).require()
     try:
         container_id = _param(request, "container-id")
     except fhir.FhirError as exc:
@@ -303,14 +212,14 @@ async def search_specimen(request: Request) -> Response:
     if container_id is None:
         return fhir_error(400, "required", "container-id is required", "container-id")
     container_id = _token_value(container_id)
-    case = await _case_of_container(request, store, container_id)
+    case = await links.case_of_container(container_id)
     matches = fhir.specimens_with_container(case, container_id) if case is not None else []
     return fhir_response(fhir.searchset(matches, base_url(request), str(request.url)))
 
 
 async def search_imaging_study(request: Request) -> Response:
     """``GET /fhir/ImagingStudy?identifier=ACC`` or ``?patient=MRN``: one study per case."""
-    store = link_store(request)
+    links = links_of(request).require()
     try:
         identifier = _param(request, "identifier")
         patient = _param(request, "patient")
@@ -321,30 +230,30 @@ async def search_imaging_study(request: Request) -> Response:
     cases: list[CaseView] = []
     if patient is not None:
         mrn = fhir.value_of_fhir_id(patient.removeprefix("Patient/")) or patient
-        cases = await run_sync(store.cases_of_patient, mrn)
+        cases = await links.cases_of_patient(mrn)
         if identifier is not None:
             accession = _token_value(identifier)
             cases = [c for c in cases if c.accession == accession]
     elif identifier is not None:
-        case = await run_sync(store.get_case, _token_value(identifier))
+        case = await links.case(_token_value(identifier))
         cases = [case] if case is not None else []
     return fhir_response(fhir.imaging_study_searchset(cases, base_url(request), str(request.url)))
 
 
 async def get_endpoint(request: Request) -> Response:
     """Read one Endpoint: a slide's viewer or IIIF service, or a case's launch link."""
-    store = link_store(request)
+    links = links_of(request).require()
     parsed = fhir.parse_endpoint_id(request.path_params["id"])
     if parsed is None:
         return fhir_error(404, "not-found", "no Endpoint with that id")
     kind, key = parsed
     base = base_url(request)
     if kind == "case":
-        case = await run_sync(store.get_case, key)
+        case = await links.case(key)
         if case is None:
             return fhir_error(404, "not-found", "no Endpoint with that id")
         return fhir_response(fhir.case_endpoint(case.accession, base))
-    record = await run_sync(state_of(request).catalog.get, key)
+    record = await links.slide(key)
     if record is None:
         return fhir_error(404, "not-found", "no Endpoint with that id")
     viewer, iiif = fhir.slide_endpoints(record.id, base, record.status)
@@ -391,4 +300,4 @@ def routes() -> list[Route]:
     ]
 
 
-__all__ = ["as_link_store", "link_store", "read_body", "routes", "start_mllp"]
+__all__ = ["read_body", "routes"]

@@ -1,4 +1,5 @@
-"""SQL building blocks of the catalog: engines, upserts, slide queries, the LIS side.
+"""SQL building blocks of the catalog: engines, upserts, slide queries (``slides``), patients and
+cases (``cases``).
 
 :class:`slideserver.catalog.sql.SqlCatalog` puts them together.
 """

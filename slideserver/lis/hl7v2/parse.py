@@ -1,4 +1,4 @@
-"""HL7 v2 (ER7) in, ACK out: OML^O21 and ORM^O01 orders, ADT^A08 updates, ADT^A40 merges.
+"""Parse HL7 v2 (ER7): OML^O21 and ORM^O01 orders, ADT^A08 updates, ADT^A40 merges.
 
 Parsing uses python-hl7; this module only decides which field means what.
 
@@ -22,34 +22,21 @@ them.
 ``ADT^A08`` (and ``ADT^A31``) update demographics from PID; ``ADT^A40`` merges MRG-1 (prior patient
 identifier) into the PID-3 patient.
 
-Every message is answered with an ACK (original mode): ``AA`` when applied, ``AE`` when the
-message is understood but wrong (a required field missing, a bad date, duplicate barcodes) or the
-store failed, ``AR`` when it is not an HL7 v2 message we accept (garbage, unsupported type or
-version). MSA-2 echoes MSH-10; an ERR segment carries the HL7 table 0357 code, the location and
-the reason. :func:`handle_message` never raises.
+A message we cannot accept raises :class:`Hl7Error` with the ACK code it earns (``AE``:
+understood but wrong; ``AR``: not an HL7 v2 message we accept).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import logging
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import hl7
 
-from slideserver.catalog.cases import (
-    ApplyResult,
-    BlockIn,
-    CaseOrder,
-    LinkStore,
-    PatientIn,
-    SlideIn,
-    SpecimenIn,
-)
-from slideserver.lis.json_orders import (
+from slideserver.catalog.cases import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
+from slideserver.lis.hl7v2.ack import ERROR, REJECT, Header
+from slideserver.lis.validate import (
     OrderError,
     check_identifier,
     check_order,
@@ -59,52 +46,9 @@ from slideserver.lis.json_orders import (
     normalize_sex,
 )
 
-log = logging.getLogger("slideserver.lis.hl7v2")
-
-ACCEPT = "AA"
-ERROR = "AE"
-REJECT = "AR"
-
 ORDER_TYPES = frozenset({("OML", "O21"), ("ORM", "O01")})
 UPDATE_TYPES = frozenset({("ADT", "A08"), ("ADT", "A31")})
 MERGE_TYPES = frozenset({("ADT", "A40")})
-
-ERROR_TEXT = {
-    100: "Segment sequence error",
-    101: "Required field missing",
-    102: "Data type error",
-    103: "Table value not found",
-    200: "Unsupported message type",
-    201: "Unsupported event code",
-    203: "Unsupported version id",
-    204: "Unknown key identifier",
-    205: "Duplicate key identifier",
-    207: "Application internal error",
-}
-"""HL7 table 0357, the codes we answer with."""
-
-SENDER = "SLIDESERVER"
-"""MSH-3 of our ACKs when the message named no receiving application."""
-
-
-@dataclass(frozen=True)
-class Header:
-    """What an ACK needs from the MSH of the message it answers."""
-
-    sending_application: str = ""
-    sending_facility: str = ""
-    receiving_application: str = ""
-    receiving_facility: str = ""
-    message_code: str = ""
-    trigger: str = ""
-    control_id: str = ""
-    processing_id: str = ""
-    version: str = ""
-
-    @property
-    def message_type(self) -> str:
-        """``OML^O21`` style."""
-        return f"{self.message_code}^{self.trigger}" if self.trigger else self.message_code
 
 
 @dataclass(frozen=True)
@@ -133,24 +77,6 @@ class Hl7Error(Exception):
         self.code = code
         self.location = location
         """``SEG^sequence^field`` (HL7 ERL), e.g. ``PID^1^3``; empty when not one field."""
-
-
-@dataclass(frozen=True)
-class Hl7Reply:
-    """How a message was answered."""
-
-    code: str
-    """``AA``, ``AE`` or ``AR``."""
-    ack: str
-    """The ACK message, segments separated by carriage returns."""
-    detail: str
-    """The reason (AE/AR) or a short summary (AA); no PHI."""
-    internal: bool = False
-    """The store failed: the sender may retry later (HTTP 503, not 422)."""
-    result: ApplyResult | None = None
-
-
-# --- parsing ---
 
 
 def normalize(raw: str) -> str:
@@ -387,6 +313,12 @@ def _specimens(message: hl7.Message) -> tuple[SpecimenIn, ...]:
     )
 
 
+def split_messages(text: str) -> Sequence[str]:
+    """Split a text holding several ER7 messages at each MSH (for batch files and tests)."""
+    body = normalize(text)
+    return [m for m in re.split(r"\r(?=MSH\|)", body) if m.strip()]
+
+
 # --- field access ---
 
 
@@ -452,151 +384,15 @@ def _erl(field: str) -> str:
     return f"{seg}^{seq}^{num}" if num else f"{seg}^{seq}"
 
 
-# --- ACKs ---
-
-
-def escape(text: str) -> str:
-    """Escape ``text`` for an ER7 field with the standard encoding characters."""
-    out = text.replace("\\", "\\E\\")
-    for char, seq in (("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\")):
-        out = out.replace(char, seq)
-    return " ".join(out.split())
-
-
-def build_ack(
-    header: Header | None,
-    code: str,
-    reason: str = "",
-    *,
-    error_code: int | None = None,
-    location: str = "",
-    control_id: str | None = None,
-    now: dt.datetime | None = None,
-) -> str:
-    """Return an ACK (segments joined by ``\\r``) answering ``header`` with ``code``."""
-    h = header or Header()
-    now = now or dt.datetime.now(dt.UTC)
-    trigger = h.trigger if re.fullmatch(r"[A-Z0-9]{3}", h.trigger) else ""
-    msh = [
-        "MSH",
-        "^~\\&",
-        escape(h.receiving_application or SENDER),
-        escape(h.receiving_facility),
-        escape(h.sending_application),
-        escape(h.sending_facility),
-        now.strftime("%Y%m%d%H%M%S"),
-        "",
-        f"ACK^{trigger}^ACK" if trigger else "ACK",
-        control_id or uuid.uuid4().hex[:20],
-        escape(h.processing_id) or "P",
-        escape(h.version) if h.version.startswith("2.") else "2.5.1",
-    ]
-    segments = ["|".join(msh), "|".join(["MSA", code, escape(h.control_id), escape(reason)])]
-    if code != ACCEPT:
-        ecode = error_code or 207
-        segments.append(
-            "|".join(
-                [
-                    "ERR",
-                    "",
-                    location,
-                    f"{ecode}^{ERROR_TEXT.get(ecode, 'Error')}^HL70357",
-                    "E",
-                    "",
-                    "",
-                    "",
-                    escape(reason),
-                ]
-            )
-        )
-    return "\r".join(segments) + "\r"
-
-
-# --- applying ---
-
-
-def handle_message(raw: str, store: LinkStore) -> Hl7Reply:
-    """Parse, apply and acknowledge one message; store it raw with its answer. Never raises."""
-    header: Header | None = None
-    result: ApplyResult | None = None
-    internal = False
-    error_code: int | None = None
-    location = ""
-    try:
-        header = read_header(raw)
-        message = parse_message(raw)
-        header = message.header
-        try:
-            detail, result = _apply(message, store)
-        except Exception as exc:  # the store's own errors: retryable, never shown in detail
-            log.warning("HL7 %s not applied: %s", header.message_type, type(exc).__name__)
-            internal = True
-            raise Hl7Error(ERROR, "the message could not be stored; retry later") from None
-        code = ACCEPT
-    except Hl7Error as exc:
-        code, detail, error_code, location = exc.ack_code, exc.reason, exc.code, exc.location
-    except Exception as exc:  # garbage that broke the parser in an unforeseen way
-        code, detail, error_code = REJECT, f"unreadable message ({type(exc).__name__})", 102
-    ack = build_ack(header, code, detail, error_code=error_code, location=location)
-    log.info(
-        "HL7 %s answered %s%s",
-        header.message_type[:20] if header else "(no MSH)",
-        code,
-        f" ({error_code})" if error_code else "",
-    )
-    try:
-        store.record_message("hl7v2", raw, code, detail)
-    except Exception as exc:
-        log.warning("HL7 message not recorded: %s", type(exc).__name__)
-    return Hl7Reply(code, ack, detail, internal, result)
-
-
-def _apply(message: Hl7Message, store: LinkStore) -> tuple[str, ApplyResult | None]:
-    """Hand the message to the store; return a short summary without PHI."""
-    content = message.content
-    if isinstance(content, CaseOrder):
-        result = store.apply_order(content)
-        return summarize(result), result
-    if isinstance(content, PatientMerge):
-        if store.merge_patients(content.surviving, content.merged_identifier):
-            return "patients merged", None
-        return "merged patient not known; nothing to move", None
-    if store.update_patient(content):
-        return "patient updated", None
-    return "patient not known; nothing to update", None
-
-
-def summarize(result: ApplyResult) -> str:
-    """Say what an order changed, without PHI."""
-    if not result.changed:
-        return "no change (already applied)"
-    words = ["case created" if result.created else "case updated"]
-    if result.linked_slides:
-        words.append(f"{len(result.linked_slides)} slide(s) linked")
-    if result.conflicts:
-        words.append(f"{len(result.conflicts)} conflict(s) flagged for review")
-    return "; ".join(words)
-
-
-def split_messages(text: str) -> Sequence[str]:
-    """Split a text holding several ER7 messages at each MSH (for batch files and tests)."""
-    body = normalize(text)
-    return [m for m in re.split(r"\r(?=MSH\|)", body) if m.strip()]
-
-
 __all__ = [
-    "ACCEPT",
-    "ERROR",
-    "REJECT",
-    "Header",
+    "MERGE_TYPES",
+    "ORDER_TYPES",
+    "UPDATE_TYPES",
     "Hl7Error",
     "Hl7Message",
-    "Hl7Reply",
     "PatientMerge",
-    "build_ack",
-    "handle_message",
+    "normalize",
     "parse_message",
     "read_header",
     "split_messages",
-    "summarize",
 ]

@@ -1,4 +1,6 @@
-"""The catalog's side of the LIS interfaces: apply orders, update and merge patients, case views.
+"""The SQL store of patients, cases, specimens, blocks and ordered slides (the LinkStore side).
+
+Apply LIS orders, update and merge patients, keep inbound messages, build case views.
 
 Each function runs inside the caller's transaction (one per message). The LIS is the authority
 on cases and demographics; where it contradicts what the catalog already holds about *which*
@@ -21,7 +23,7 @@ from slideserver.catalog.cases import (
     SlideView,
     SpecimenView,
 )
-from slideserver.catalog.linking import flag_conflict, link_scans, record_event
+from slideserver.catalog.late_binding import flag_conflict, link_scans, record_event
 from slideserver.catalog.schema import (
     blocks,
     cases,
