@@ -31,7 +31,8 @@ from slideserver.metrics import Metrics
 from slideserver.readers.base import quiet_backend_logs
 from slideserver.readers.registry import ReaderRegistry, default_registry
 from slideserver.security import Security
-from slideserver.services.tiles import SlideService
+from slideserver.services.iiif import IIIFService
+from slideserver.services.tiles import TileService
 from slideserver.settings import Settings
 
 log = logging.getLogger("slideserver")
@@ -118,8 +119,10 @@ def create_app(
         log.info("catalog ready: %d slides indexed or changed", count)
         handles = HandlePool(registry, settings.roots, settings.handle_pool_size)
         cache = build_cache(settings)
-        service = SlideService(settings, catalog, handles, cache)
-        app.state.slideserver = AppState(settings, catalog, handles, cache, service, metrics)
+        service = TileService(settings, catalog, handles, cache)
+        app.state.slideserver = AppState(
+            settings, catalog, handles, cache, service, metrics, IIIFService(service)
+        )
         await run_sync(security.open)
         mllp = await lis.start_mllp(settings, catalog) if settings.mllp_port else None
         freeze_startup_objects()

@@ -10,7 +10,8 @@ from slideserver.cache.base import TileCache
 from slideserver.catalog.base import Catalog
 from slideserver.handles import HandlePool
 from slideserver.metrics import Metrics
-from slideserver.services.tiles import SlideService
+from slideserver.services.iiif import IIIFService
+from slideserver.services.tiles import TileService
 from slideserver.settings import Settings
 
 
@@ -22,8 +23,9 @@ class AppState:
     catalog: Catalog
     handles: HandlePool
     cache: TileCache
-    service: SlideService
+    service: TileService
     metrics: Metrics
+    iiif: IIIFService
 
 
 def state_of(request: Request) -> AppState:
@@ -32,6 +34,11 @@ def state_of(request: Request) -> AppState:
     return state
 
 
-def service_of(request: Request) -> SlideService:
-    """Return the slide service."""
+def service_of(request: Request) -> TileService:
+    """Return the tile service."""
     return state_of(request).service
+
+
+def iiif_of(request: Request) -> IIIFService:
+    """Return the IIIF service."""
+    return state_of(request).iiif
