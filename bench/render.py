@@ -4,7 +4,7 @@ Aperio pyramids step by 4, so every second Deep Zoom level is assembled from the
 level's JPEG tiles decoded at reduced DCT scale, then encoded. This times, in CPU time
 (``time.process_time``) per 256 x 256 output tile, over many repetitions:
 
-* the path the service takes for such a tile (``SlideService.deepzoom_tile``'s ``make``), at 2x
+* the path the service takes for such a tile (``TileService.deepzoom_tile``'s ``make``), at 2x
   of a stored level, and the same for 4x and 8x (assembly called on level 0 directly: an Aperio
   pyramid never asks for those through Deep Zoom, other pyramids and IIIF do);
 * the old Pillow-only path, reproduced here, as the baseline;
@@ -117,7 +117,7 @@ def timed(fn: Callable[[Job], object], jobs: Sequence[Job], budget: float, round
 
 
 def service_path(reader: SlideReader) -> Callable[[Job], bytes]:
-    """What ``SlideService.deepzoom_tile``'s ``make`` does for a tile without a stored copy."""
+    """What ``TileService.deepzoom_tile``'s ``make`` does for a tile without a stored copy."""
 
     def run(job: Job) -> bytes:
         g = job.geometry

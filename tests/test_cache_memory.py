@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from slideserver.cache.memory import MemoryCache
-from slideserver.services.tiles import SingleFlight
+from slideserver.services.single_flight import SingleFlight
 
 
 def test_memory_cache_returns_what_was_stored() -> None:

@@ -15,10 +15,10 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from slideserver.errors import AssociatedImageNotFound, InvalidIIIFParameter, UnsupportedTileFormat
-from slideserver.imaging.iiif_transform import render_iiif, render_iiif_request
+from slideserver.imaging.iiif_transform import render_iiif
 from slideserver.models import Level, SlideInfo, SlideSource
 from slideserver.readers.base import SlideReader
-from slideserver.tiling.iiif import IIIFLimits, parse_image_request, plan_image
+from slideserver.tiling.iiif import IIIFLimits, IIIFPlan, parse_image_request, plan_image
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 W, H = 320, 240
@@ -94,12 +94,19 @@ def render(
     quality: str = "default",
     fmt: str = "png",
 ) -> tuple[Image.Image, str]:
-    data, media_type, _ = render_iiif_request(
-        reader, region, size, rotation, quality, fmt, limits=LIMITS
-    )
+    data, plan = render_request(reader, region, size, rotation, quality, fmt)
     image = Image.open(io.BytesIO(data))
     image.load()
-    return image, media_type
+    return image, plan.media_type
+
+
+def render_request(
+    reader: SlideReader, region: str, size: str, rotation: str, quality: str, fmt: str
+) -> tuple[bytes, IIIFPlan]:
+    """Parse, plan against the reader's image, then render: the order the IIIF service keeps."""
+    request = parse_image_request(region, size, rotation, quality, fmt)
+    plan = plan_image(request, reader.info.width, reader.info.height, LIMITS)
+    return render_iiif(reader, plan), plan
 
 
 def corners(image: Image.Image) -> tuple[object, ...]:
@@ -248,16 +255,16 @@ def test_formats_encode_with_their_media_type(
     reader: ArrayReader, fmt: str, media_type: str, magic: bytes
 ) -> None:
     plan = plan_image(parse_image_request("full", "64,", "0", "default", fmt), W, H, LIMITS)
-    data, returned_type = render_iiif(reader, plan)
-    assert returned_type == media_type
+    data = render_iiif(reader, plan)
+    assert plan.media_type == media_type
     assert data.startswith(magic)
     assert Image.open(io.BytesIO(data)).size == (64, 48)
 
 
 def test_encoder_quality_is_passed_through(reader: ArrayReader) -> None:
     plan = plan_image(parse_image_request("full", "max", "0", "default", "jpg"), W, H, LIMITS)
-    small, _ = render_iiif(reader, plan, quality=10)
-    large, _ = render_iiif(reader, plan, quality=95)
+    small = render_iiif(reader, plan, quality=10)
+    large = render_iiif(reader, plan, quality=95)
     assert len(small) < len(large)
 
 
@@ -283,21 +290,18 @@ def test_refused_requests_never_read_pixels(
 ) -> None:
     refusing = RefusingReader(quadrants())
     with pytest.raises(error):
-        render_iiif_request(refusing, region, size, rotation, quality, fmt, limits=LIMITS)
+        render_request(refusing, region, size, rotation, quality, fmt)
 
 
 def test_refusing_reader_does_refuse() -> None:
     """Guards the test above: an acceptable request does reach the reader."""
     with pytest.raises(AssertionError, match="read"):
-        render_iiif_request(
-            RefusingReader(quadrants()), "full", "max", "0", "default", "jpg", limits=LIMITS
-        )
+        render_request(RefusingReader(quadrants()), "full", "max", "0", "default", "jpg")
 
 
 def test_render_request_returns_the_plan(reader: ArrayReader) -> None:
-    _, media_type, plan = render_iiif_request(
-        reader, "full", "!100,100", "90", "gray", "webp", limits=LIMITS
-    )
-    assert media_type == "image/webp"
+    data, plan = render_request(reader, "full", "!100,100", "90", "gray", "webp")
+    assert data.startswith(b"RIFF")
+    assert plan.media_type == "image/webp"
     assert plan.canonical == "full/100,75/90/gray.webp"
     assert plan.output_size == (75, 100)

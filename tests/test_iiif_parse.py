@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 
 from slideserver.errors import InvalidIIIFParameter, UnsupportedTileFormat
-from slideserver.imaging.iiif_transform import iiif_scale_factors
-from slideserver.models import Level, SlideInfo
 from slideserver.tiling.iiif import (
     CONTEXT,
     IIIFLimits,
@@ -21,6 +19,7 @@ from slideserver.tiling.iiif import (
     parse_image_request,
     parse_size,
     plan_image,
+    scale_factors,
 )
 
 W, H = 300, 200
@@ -536,10 +535,6 @@ def test_every_listed_size_and_tile_can_be_requested() -> None:
 # Scale factors
 
 
-def slide_info(width: int, height: int) -> SlideInfo:
-    return SlideInfo(format="test", vendor=None, levels=(Level(width, height, 1.0),))
-
-
 @pytest.mark.parametrize(
     ("size", "tile", "factors"),
     [
@@ -553,4 +548,4 @@ def slide_info(width: int, height: int) -> SlideInfo:
 def test_scale_factors_stop_where_the_image_fits_one_tile(
     size: tuple[int, int], tile: int, factors: list[int]
 ) -> None:
-    assert iiif_scale_factors(slide_info(*size), tile) == factors
+    assert scale_factors(*size, tile) == factors

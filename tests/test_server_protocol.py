@@ -67,11 +67,11 @@ async def tile_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 async def serve_requests(raw: bytes) -> RecordingTransport:
     """Feed ``raw`` to a real uvicorn protocol instance and return what it wrote."""
-    config = Config(app=tile_app, http=CoalescingHttpToolsProtocol, lifespan="off", log_level="error")
-    config.load()
-    protocol = CoalescingHttpToolsProtocol(
-        config=config, server_state=ServerState(), app_state={}
+    config = Config(
+        app=tile_app, http=CoalescingHttpToolsProtocol, lifespan="off", log_level="error"
     )
+    config.load()
+    protocol = CoalescingHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
     transport = RecordingTransport()
     protocol.connection_made(transport)
     protocol.data_received(raw)

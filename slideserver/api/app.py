@@ -32,8 +32,9 @@ from slideserver.metrics import Metrics
 from slideserver.readers.base import quiet_backend_logs
 from slideserver.readers.registry import ReaderRegistry, default_registry
 from slideserver.security import Security
+from slideserver.services.iiif import IIIFService
 from slideserver.services.links import LinkService
-from slideserver.services.tiles import SlideService
+from slideserver.services.tiles import TileService
 from slideserver.settings import Settings
 
 log = logging.getLogger("slideserver")
@@ -130,10 +131,10 @@ def create_app(
         log.info("catalog ready: %d slides indexed or changed", count)
         handles = HandlePool(registry, settings.roots, settings.handle_pool_size)
         cache = build_cache(settings)
-        service = SlideService(settings, catalog, handles, cache)
+        service = TileService(settings, catalog, handles, cache)
         links = LinkService(catalog)
         app.state.slideserver = AppState(
-            settings, catalog, handles, cache, service, metrics, links=links
+            settings, catalog, handles, cache, service, metrics, IIIFService(service), links
         )
         await run_sync(security.open)
         mllp = await start_mllp(settings, links) if settings.mllp_port else None

@@ -10,8 +10,9 @@ from slideserver.cache.base import TileCache
 from slideserver.catalog.base import Catalog
 from slideserver.handles import HandlePool
 from slideserver.metrics import Metrics
+from slideserver.services.iiif import IIIFService
 from slideserver.services.links import LinkService
-from slideserver.services.tiles import SlideService
+from slideserver.services.tiles import TileService
 from slideserver.settings import Settings
 
 
@@ -23,8 +24,9 @@ class AppState:
     catalog: Catalog
     handles: HandlePool
     cache: TileCache
-    service: SlideService
+    service: TileService
     metrics: Metrics
+    iiif: IIIFService
     links: LinkService
     """LIS orders in, cases out, over the catalog's LinkStore."""
 
@@ -35,9 +37,14 @@ def state_of(request: Request) -> AppState:
     return state
 
 
-def service_of(request: Request) -> SlideService:
-    """Return the slide service."""
+def service_of(request: Request) -> TileService:
+    """Return the tile service."""
     return state_of(request).service
+
+
+def iiif_of(request: Request) -> IIIFService:
+    """Return the IIIF service."""
+    return state_of(request).iiif
 
 
 def links_of(request: Request) -> LinkService:

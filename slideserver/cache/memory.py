@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from slideserver.cache.base import CacheStats
+
 
 class MemoryCache:
     """Thread-safe LRU; evicts least recently used entries once ``max_bytes`` is exceeded."""
@@ -43,14 +45,29 @@ class MemoryCache:
                 _, evicted = self._items.popitem(last=False)
                 self._bytes -= len(evicted)
 
+    # The whole cache is the in-process tier: the protocol's local methods are the sync ones.
+    get_local_sync = get_sync
+    set_local_sync = set_sync
+
     async def get(self, key: str) -> bytes | None:
         return self.get_sync(key)
+
+    async def get_remote(self, key: str) -> bytes | None:
+        """No shared tier: always a miss."""
+        return None
 
     async def set(self, key: str, value: bytes) -> None:
         self.set_sync(key, value)
 
     async def healthy(self) -> bool:
         return True
+
+    def stats(self) -> CacheStats:
+        return CacheStats(
+            memory_bytes=self._bytes,
+            memory_hits=self.hits,
+            memory_misses=self.misses,
+        )
 
     async def close(self) -> None:
         with self._lock:

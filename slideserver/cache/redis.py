@@ -19,6 +19,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from slideserver.cache.base import CacheStats
+
 log = logging.getLogger(__name__)
 
 FAULTS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
@@ -111,6 +113,21 @@ class RedisCache:
         return f"redis://...@{tail}" if head else self.url
 
     # -- operations ----------------------------------------------------------------------------
+
+    def get_local_sync(self, key: str) -> bytes | None:
+        """No in-process tier: always a miss (used alone, Redis is the only tier)."""
+        return None
+
+    def set_local_sync(self, key: str, value: bytes) -> None:
+        """No in-process tier: what is meant to stay local is dropped, never sent to Redis."""
+
+    async def get_remote(self, key: str) -> bytes | None:
+        """Redis is the shared tier: the same as :meth:`get`."""
+        return await self.get(key)
+
+    def stats(self) -> CacheStats:
+        """No in-process tier to count."""
+        return CacheStats()
 
     async def get(self, key: str) -> bytes | None:
         """Return the value, or ``None`` on a miss, a fault or while backing off."""

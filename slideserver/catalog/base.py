@@ -84,5 +84,8 @@ class Catalog(Protocol):
     def refresh(self) -> int:
         """Scan the roots again; return how many slides were added or changed."""
 
+    def ping(self) -> None:
+        """Return when the catalog can answer queries; raise when it cannot (readiness)."""
+
     def close(self) -> None:
         """Release connections."""

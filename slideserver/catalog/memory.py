@@ -86,5 +86,8 @@ class MemoryCatalog:
         end = start + query.limit
         return SlidePage(hits[start:end], str(end) if end < len(hits) else None)
 
+    def ping(self) -> None:
+        """Always answers: the slides are in this process."""
+
     def close(self) -> None:
         """Nothing to release."""

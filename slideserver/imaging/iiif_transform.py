@@ -1,19 +1,19 @@
 """Execute a IIIF image plan: read, scale, mirror, rotate, recolour, encode.
 
-All validation happened in :func:`slideserver.tiling.iiif.plan_image`; this module only reads the
-pixels a plan names, in the specification's order (region, size, rotation, quality, format).
-It blocks: call it from the worker thread pool, never on the event loop.
+All validation happened in :func:`slideserver.tiling.iiif.plan_image` (the plan also names the
+media type); this module only reads the pixels a plan names, in the specification's order
+(region, size, rotation, quality, format). :class:`slideserver.services.iiif.IIIFService` runs
+it; it blocks: call it from the worker thread pool, never on the event loop.
 """
 
 from __future__ import annotations
 
 from PIL import Image
 
-from slideserver.imaging.encode import MEDIA_TYPES, encode_image, flatten, normalize_format
+from slideserver.imaging.encode import encode_image, flatten, normalize_format
 from slideserver.imaging.regions import read_scaled_region
-from slideserver.models import SlideInfo
 from slideserver.readers.base import SlideReader
-from slideserver.tiling.iiif import IIIFLimits, IIIFPlan, parse_image_request, plan_image
+from slideserver.tiling.iiif import IIIFPlan
 
 BITONAL_THRESHOLD = 128
 """Grey level at or above which a bitonal pixel is white.
@@ -29,8 +29,8 @@ _ROTATIONS = {
 }
 
 
-def render_iiif(reader: SlideReader, plan: IIIFPlan, quality: int = 85) -> tuple[bytes, str]:
-    """Render ``plan`` from ``reader``; return the encoded bytes and their media type.
+def render_iiif(reader: SlideReader, plan: IIIFPlan, quality: int = 85) -> bytes:
+    """Render ``plan`` from ``reader``; return the encoded bytes (of ``plan.media_type``).
 
     ``quality`` is the JPEG/WebP encoder quality, not the IIIF quality (that is in the plan).
     """
@@ -48,13 +48,12 @@ def render_iiif(reader: SlideReader, plan: IIIFPlan, quality: int = 85) -> tuple
     if image.mode == "1" and fmt != "png":
         # JPEG cannot store 1-bit pixels and WebP would widen them to RGB; L keeps them black/white.
         image = image.convert("L")
-    return encode_image(image, fmt, quality), MEDIA_TYPES[fmt]
+    return encode_image(image, fmt, quality)
 
 
 def transform(image: Image.Image, plan: IIIFPlan) -> Image.Image:
     """Apply the plan's mirroring, rotation and quality to the scaled region, in that order."""
-    if image.mode != "RGB":
-        image = flatten(image)
+    image = flatten(image)
     if plan.mirror:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if plan.rotation:
@@ -66,32 +65,3 @@ def transform(image: Image.Image, plan: IIIFPlan) -> Image.Image:
             lambda value: 255 if value >= BITONAL_THRESHOLD else 0, mode="1"
         )
     return image
-
-
-def render_iiif_request(
-    reader: SlideReader,
-    region: str,
-    size: str,
-    rotation: str,
-    quality: str,
-    fmt: str,
-    *,
-    limits: IIIFLimits,
-    encode_quality: int = 85,
-) -> tuple[bytes, str, IIIFPlan]:
-    """Parse, plan and render one image request; every refusal is raised before any read."""
-    request = parse_image_request(region, size, rotation, quality, fmt)
-    info = reader.info
-    plan = plan_image(request, info.width, info.height, limits)
-    data, media_type = render_iiif(reader, plan, encode_quality)
-    return data, media_type, plan
-
-
-def iiif_scale_factors(info: SlideInfo, tile: int) -> list[int]:
-    """Return 1, 2, 4, ... up to the first factor at which the whole image fits in one tile."""
-    if tile < 1:
-        raise ValueError(f"tile size must be positive, got {tile}")
-    factors = [1]
-    while -(-info.width // factors[-1]) > tile or -(-info.height // factors[-1]) > tile:
-        factors.append(factors[-1] * 2)
-    return factors

@@ -18,7 +18,6 @@ from slideserver.imaging.encode import Pixels
 from slideserver.models import SlideInfo
 from slideserver.readers.base import SlideReader
 
-WHITE = (255, 255, 255)
 MAX_READ_PIXELS = 64 * 1024 * 1024
 """Largest stored-level region read for one request (slides without a pyramid)."""
 
@@ -48,13 +47,10 @@ def read_scaled_region(
 
     The rectangle may extend past the slide; that part is white.
     """
-    level = _level_for(reader.info, l0_width, l0_height, z_width, z_height)
-    fast = _read_from_stored_tiles(
-        reader, level, l0_x, l0_y, l0_width, l0_height, z_width, z_height
-    )
-    if fast is not None:
-        return Image.fromarray(fast, "RGB")
-    return _read_resampled(reader, level, l0_x, l0_y, l0_width, l0_height, z_width, z_height)
+    pixels = _read_scaled(reader, l0_x, l0_y, l0_width, l0_height, z_width, z_height)
+    if isinstance(pixels, Image.Image):
+        return pixels
+    return Image.fromarray(pixels, "RGB")
 
 
 def read_scaled_array(
@@ -71,21 +67,32 @@ def read_scaled_array(
     For callers that only encode the result (:func:`slideserver.imaging.encode.encode_image` takes
     arrays): the stored-tile fast path then never builds a PIL image.
     """
-    level = _level_for(reader.info, l0_width, l0_height, z_width, z_height)
+    pixels = _read_scaled(reader, l0_x, l0_y, l0_width, l0_height, z_width, z_height)
+    if isinstance(pixels, np.ndarray):
+        return pixels
+    if pixels.mode != "RGB":
+        pixels = pixels.convert("RGB")
+    return np.asarray(pixels)
+
+
+def _read_scaled(
+    reader: SlideReader,
+    l0_x: int,
+    l0_y: int,
+    l0_width: int,
+    l0_height: int,
+    z_width: int,
+    z_height: int,
+) -> Pixels | Image.Image:
+    """Read through the stored-tile fast path when it applies (an array), else resample (PIL)."""
+    downsample = max(l0_width / max(z_width, 1), l0_height / max(z_height, 1))
+    level = best_level(reader.info, downsample)
     fast = _read_from_stored_tiles(
         reader, level, l0_x, l0_y, l0_width, l0_height, z_width, z_height
     )
     if fast is not None:
         return fast
-    image = _read_resampled(reader, level, l0_x, l0_y, l0_width, l0_height, z_width, z_height)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image)
-
-
-def _level_for(info: SlideInfo, l0_width: int, l0_height: int, z_width: int, z_height: int) -> int:
-    downsample = max(l0_width / max(z_width, 1), l0_height / max(z_height, 1))
-    return best_level(info, downsample)
+    return _read_resampled(reader, level, l0_x, l0_y, l0_width, l0_height, z_width, z_height)
 
 
 def _read_resampled(

@@ -1,20 +1,21 @@
-"""Cache -> handles -> tiling -> render: what the routes call. No HTTP types here."""
+"""Deep Zoom tiles, thumbnails and associated images: cache -> handles -> tiling -> imaging.
+
+What the routes call for slide pixels; the IIIF service (:mod:`slideserver.services.iiif`) is
+built on it. No HTTP types here.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple, TypeVar
+from enum import StrEnum
+from typing import NamedTuple, TypeVar
 
 import anyio
 from anyio.to_thread import run_sync
 
 from slideserver.cache.base import TileCache
-from slideserver.cache.memory import MemoryCache
-from slideserver.cache.redis import RedisCache
-from slideserver.cache.tiered import TieredCache
 from slideserver.catalog.base import Catalog, SlideRecord
 from slideserver.errors import (
     AssociatedImageNotFound,
@@ -27,10 +28,29 @@ from slideserver.imaging.encode import MEDIA_TYPES, encode_image, normalize_form
 from slideserver.imaging.regions import read_scaled_array, read_scaled_region
 from slideserver.models import SlideInfo
 from slideserver.readers.base import SlideReader, WouldBlock
+from slideserver.services.single_flight import SingleFlight
 from slideserver.settings import Settings
 from slideserver.tiling.deepzoom import DeepZoomGrid
 
 T = TypeVar("T")
+
+
+class TileSource(StrEnum):
+    """Where an image came from: the ``X-Tile-Source`` header and the metrics label."""
+
+    PASSTHROUGH = "passthrough"
+    """The stored tile's bytes, sent as they are."""
+    CACHE = "cache"
+    """A tier of the tile cache."""
+    RENDER = "render"
+    """Read, resampled and encoded for this request."""
+
+
+# Members as module constants: on Python 3.11 ``TileSource.CACHE`` costs a few hundred
+# nanoseconds per lookup (the enum metaclass), as much as the rest of a cache hit.
+_CACHE = TileSource.CACHE
+_PASSTHROUGH = TileSource.PASSTHROUGH
+_RENDER = TileSource.RENDER
 
 
 class ImageResult(NamedTuple):
@@ -39,39 +59,19 @@ class ImageResult(NamedTuple):
     data: bytes
     media_type: str
     etag: str
-    source: str = "render"
-    """``passthrough``, ``cache`` or ``render``: for metrics and tests."""
+    source: TileSource = _RENDER
 
 
-class SingleFlight:
-    """Concurrent callers of one key share one computation."""
+class SlideView(NamedTuple):
+    """What serving a slide needs, looked up once per ``fingerprint_ttl``.
 
-    def __init__(self) -> None:
-        self._running: dict[str, asyncio.Future[Any]] = {}
+    ``fingerprint`` identifies the file's current bytes: it goes into every cache key and ETag.
+    """
 
-    async def run(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
-        running = self._running.get(key)
-        if running is not None:
-            return await asyncio.shield(running)  # type: ignore[no-any-return]
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._running[key] = future
-        try:
-            result = await compute()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            del self._running[key]
-
-
-def _as_memory(cache: TileCache) -> MemoryCache:
-    if not isinstance(cache, MemoryCache):
-        raise TypeError(f"the tile cache must be a MemoryCache or a TieredCache, not {cache!r}")
-    return cache
+    record: SlideRecord
+    fingerprint: str
+    grid: DeepZoomGrid
+    info: SlideInfo
 
 
 def etag_for(key: str) -> str:
@@ -79,8 +79,8 @@ def etag_for(key: str) -> str:
     return '"' + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + '"'
 
 
-class SlideService:
-    """Everything about slides, from catalog lookups to encoded tiles."""
+class TileService:
+    """Slides from catalog lookup to encoded Deep Zoom tiles, thumbnails and associated images."""
 
     def __init__(
         self,
@@ -93,18 +93,13 @@ class SlideService:
         self.catalog = catalog
         self.handles = handles
         self.cache = cache
-        # Stored tiles sent as they are only ever go to the in-process tier (see deepzoom_tile).
-        self.local_cache: MemoryCache = (
-            cache.local if isinstance(cache, TieredCache) else _as_memory(cache)
-        )
-        self.remote_cache: RedisCache | None = (
-            cache.remote if isinstance(cache, TieredCache) else None
-        )
-        self._checked: dict[str, tuple[float, SlideRecord, str]] = {}
+        # The hot path's in-process lookup, bound once (see deepzoom_tile).
+        self._get_local = cache.get_local_sync
+        self._views: dict[str, tuple[float, SlideView]] = {}
+        self._grids: dict[tuple[str, str], tuple[DeepZoomGrid, SlideInfo]] = {}
         self.limiter = anyio.CapacityLimiter(settings.thread_count)
         self.io_limiter = anyio.CapacityLimiter(max(1, settings.io_threads))
         self.flights = SingleFlight()
-        self._grids: dict[tuple[str, str], tuple[DeepZoomGrid, SlideInfo]] = {}
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -138,26 +133,26 @@ class SlideService:
 
         return await self._in_thread(call, io=io)
 
-    async def fingerprint(self, record: SlideRecord) -> str:
-        """Return the current on-disk fingerprint (raises SlideGone when the file went away)."""
-        return await self._in_thread(lambda: self.handles.fingerprint(record))
+    async def with_reader(self, view: SlideView, func: Callable[[SlideReader], T]) -> T:
+        """Run ``func`` with the slide's reader in the worker pool (IIIF and other renderers)."""
+        return await self._with_reader(view.record, view.fingerprint, func)
 
-    def _fresh_check(self, slide_id: str) -> tuple[SlideRecord, str] | None:
-        """The record and fingerprint of the last check, while ``fingerprint_ttl`` trusts it."""
-        known = self._checked.get(slide_id)
+    def _known_view(self, slide_id: str) -> SlideView | None:
+        """The last :meth:`view`, while ``fingerprint_ttl`` trusts it: no await, no allocation."""
+        known = self._views.get(slide_id)
         if known is None or time.monotonic() - known[0] >= self.settings.fingerprint_ttl:
             return None
-        return known[1], known[2]
+        return known[1]
 
-    async def checked(self, slide_id: str) -> tuple[SlideRecord, str]:
-        """Return the catalog record and on-disk fingerprint, looked up at most once a recheck.
+    async def view(self, slide_id: str) -> SlideView:
+        """Return the record, fingerprint, Deep Zoom grid and reader info of a slide.
 
         A catalog query and a stat cost a thread hop (the catalog may be SQL, the disk may be
         remote): per request, that is as much as sending a stored tile. So both are trusted for
         ``fingerprint_ttl``; a replaced file gets a new fingerprint, hence new cache keys
-        and ETags, within that time.
+        and ETags, within that time. The grid and info are kept per fingerprint.
         """
-        known = self._fresh_check(slide_id)
+        known = self._known_view(slide_id)
         if known is not None:
             return known
         ttl = self.settings.fingerprint_ttl
@@ -167,41 +162,29 @@ class SlideService:
             record = self.record(slide_id)
             return record, self.handles.fingerprint(record)
 
-        async def recheck() -> tuple[SlideRecord, str]:
+        async def recheck() -> SlideView:
             record, fingerprint = await self._in_thread(look_up)
+            grid_info = self._grids.get((slide_id, fingerprint))
+            if grid_info is None:
+                info = await self._with_reader(record, fingerprint, lambda r: r.info)
+                grid_info = (DeepZoomGrid.for_slide(info), info)
+                if len(self._grids) > 4096:
+                    self._grids.clear()
+                self._grids[(slide_id, fingerprint)] = grid_info
+            view = SlideView(record, fingerprint, grid_info[0], grid_info[1])
             if ttl > 0:
-                if len(self._checked) > 4096:
-                    self._checked.clear()
-                self._checked[slide_id] = (now, record, fingerprint)
-            return record, fingerprint
+                if len(self._views) > 4096:
+                    self._views.clear()
+                self._views[slide_id] = (now, view)
+            return view
 
         # When the check expires under load, one request looks up; the others wait for it.
         return await self.flights.run("check:" + slide_id, recheck)
 
-    async def grid(self, slide_id: str) -> tuple[SlideRecord, str, DeepZoomGrid, SlideInfo]:
-        """Return the record, fingerprint, Deep Zoom grid and reader info of a slide."""
-        record, fingerprint = await self.checked(slide_id)
-        cached = self._grids.get((slide_id, fingerprint))
-        if cached is None:
-            info = await self._with_reader(record, fingerprint, lambda r: r.info)
-            cached = (DeepZoomGrid.for_slide(info), info)
-            if len(self._grids) > 4096:
-                self._grids.clear()
-            self._grids[(slide_id, fingerprint)] = cached
-        return record, fingerprint, cached[0], cached[1]
-
-    def _known_grid(self, slide_id: str) -> tuple[SlideRecord, str, DeepZoomGrid, SlideInfo] | None:
-        """What :meth:`grid` returns, when it is known and fresh: no await, no I/O."""
-        known = self._fresh_check(slide_id)
-        cached = self._grids.get((slide_id, known[1])) if known is not None else None
-        if known is None or cached is None:
-            return None
-        return known[0], known[1], cached[0], cached[1]
-
     async def info(self, slide_id: str) -> tuple[SlideRecord, SlideInfo]:
         """Return the record and what its reader reports."""
-        record, _, _, info = await self.grid(slide_id)
-        return record, info
+        view = await self.view(slide_id)
+        return view.record, view.info
 
     # -- cached images -------------------------------------------------------------------------
 
@@ -209,7 +192,7 @@ class SlideService:
         self,
         key: str,
         media_type: str,
-        make: Callable[[], Awaitable[tuple[bytes, str]]],
+        make: Callable[[], Awaitable[tuple[bytes, TileSource]]],
         *,
         shared: bool = True,
         local_checked: bool = False,
@@ -219,31 +202,40 @@ class SlideService:
         ``shared=False`` keeps the bytes out of Redis: for stored tiles sent as they are, a pread
         of a page-cached file is cheaper than a network round trip, and Redis memory is better
         spent on what is costly to make. ``local_checked``: the caller already missed the
-        in-process tier, so only Redis is asked.
+        in-process tier, so only the shared tier is asked.
         """
+        cache = self.cache
         if local_checked:
-            cached = await self.remote_cache.get(key) if shared and self.remote_cache else None
-            if cached is not None:
-                self.local_cache.set_sync(key, cached)
+            cached = await cache.get_remote(key) if shared else None
+        elif shared:
+            cached = await cache.get(key)
         else:
-            cached = await (self.cache if shared else self.local_cache).get(key)
+            cached = cache.get_local_sync(key)
         if cached is not None:
-            return ImageResult(cached, media_type, etag_for(key), "cache")
+            return ImageResult(cached, media_type, etag_for(key), _CACHE)
 
         async def compute() -> ImageResult:
             data, source = await make()
-            if source == "passthrough":
-                self.local_cache.set_sync(key, data)
+            if source is _PASSTHROUGH:
+                cache.set_local_sync(key, data)
             else:
-                await self.cache.set(key, data)
+                await cache.set(key, data)
             return ImageResult(data, media_type, etag_for(key), source)
 
         return await self.flights.run(key, compute)
 
+    async def cached(
+        self, key: str, media_type: str, make: Callable[[], Awaitable[tuple[bytes, TileSource]]]
+    ) -> ImageResult:
+        """Serve ``make``'s bytes through the cache and single flight under ``key``."""
+        return await self._cached_image(key, media_type, make)
+
+    # -- Deep Zoom ----------------------------------------------------------------------------
+
     async def dzi(self, slide_id: str, fmt: str = "jpeg") -> str:
         """Return the Deep Zoom descriptor."""
-        _, _, grid, _ = await self.grid(slide_id)
-        return grid.dzi_xml(normalize_format(fmt))
+        view = await self.view(slide_id)
+        return view.grid.dzi_xml(normalize_format(fmt))
 
     async def deepzoom_tile(
         self, slide_id: str, z_level: int, t_col: int, t_row: int, fmt: str
@@ -256,20 +248,23 @@ class SlideService:
         worker threads.
         """
         fmt = normalize_format(fmt)
-        record, fingerprint, grid, info = self._known_grid(slide_id) or await self.grid(slide_id)
+        view = self._known_view(slide_id) or await self.view(slide_id)
+        record = view.record
+        fingerprint = view.fingerprint
+        grid = view.grid
         quality = self.settings.jpeg_quality
         key = (
             f"dz:{record.id}:{record.content_hash}:{fingerprint}:"
             f"{z_level}:{t_col}:{t_row}:{fmt}:{quality}"
         )
         media_type = MEDIA_TYPES[fmt]
-        cached = self.local_cache.get_sync(key)
+        cached = self._get_local(key)
         if cached is not None:  # only valid addresses are ever stored: no geometry to check
-            return ImageResult(cached, media_type, etag_for(key), "cache")
+            return ImageResult(cached, media_type, etag_for(key), _CACHE)
         geometry = grid.geometry(z_level, t_col, t_row)
         stored = geometry.stored_level
         if stored is not None:
-            level = info.levels[stored]
+            level = view.info.levels[stored]
             if (t_col + 1) * grid.tile_size > level.width or (
                 t_row + 1
             ) * grid.tile_size > level.height:
@@ -279,14 +274,14 @@ class SlideService:
             assert stored is not None
             data = self._stored_tile_nowait(record, fingerprint, stored, t_col, t_row)
             if data is not None:
-                self.local_cache.set_sync(key, data)
-                return ImageResult(data, media_type, etag_for(key), "passthrough")
+                self.cache.set_local_sync(key, data)
+                return ImageResult(data, media_type, etag_for(key), _PASSTHROUGH)
 
-        def make(reader: SlideReader) -> tuple[bytes, str]:
+        def make(reader: SlideReader) -> tuple[bytes, TileSource]:
             if stored is not None and fmt == "jpeg":
                 encoded = reader.read_encoded_tile(stored, t_col, t_row)
                 if encoded is not None and encoded.media_type == "image/jpeg":
-                    return encoded.data, "passthrough"
+                    return encoded.data, _PASSTHROUGH
             pixels = read_scaled_array(
                 reader,
                 geometry.l0_x,
@@ -296,9 +291,9 @@ class SlideService:
                 geometry.z_width,
                 geometry.z_height,
             )
-            return encode_image(pixels, fmt, quality), "render"
+            return encode_image(pixels, fmt, quality), _RENDER
 
-        async def compute() -> tuple[bytes, str]:
+        async def compute() -> tuple[bytes, TileSource]:
             return await self._with_reader(record, fingerprint, make, io=passthrough)
 
         return await self._cached_image(
@@ -326,51 +321,44 @@ class SlideService:
             return None
         return encoded.data
 
+    # -- whole-slide images --------------------------------------------------------------------
+
     async def thumbnail(self, slide_id: str, max_size: int) -> ImageResult:
         """Return a JPEG of the whole slide fitting in ``max_size`` x ``max_size``."""
         if not 1 <= max_size <= self.settings.thumbnail_max:
             raise BadRequest(f"max must be between 1 and {self.settings.thumbnail_max}")
-        record, fingerprint, _, info = await self.grid(slide_id)
+        view = await self.view(slide_id)
+        record, info = view.record, view.info
         scale = max(info.width, info.height) / max_size
         z_w = max(1, round(info.width / scale))
         z_h = max(1, round(info.height / scale))
         quality = self.settings.jpeg_quality
-        key = f"thumb:{record.id}:{record.content_hash}:{fingerprint}:{max_size}:{quality}"
+        key = f"thumb:{record.id}:{record.content_hash}:{view.fingerprint}:{max_size}:{quality}"
 
-        def make(reader: SlideReader) -> tuple[bytes, str]:
+        def make(reader: SlideReader) -> tuple[bytes, TileSource]:
             image = read_scaled_region(reader, 0, 0, info.width, info.height, z_w, z_h)
-            return encode_image(image, "jpeg", quality), "render"
+            return encode_image(image, "jpeg", quality), _RENDER
 
-        async def compute() -> tuple[bytes, str]:
-            return await self._with_reader(record, fingerprint, make)
+        async def compute() -> tuple[bytes, TileSource]:
+            return await self.with_reader(view, make)
 
         return await self._cached_image(key, "image/jpeg", compute)
 
     async def associated(self, slide_id: str, name: str) -> ImageResult:
         """Return an associated image (label, macro, ...) as JPEG."""
-        record, fingerprint, _, info = await self.grid(slide_id)
-        if name not in info.associated:
+        view = await self.view(slide_id)
+        if name not in view.info.associated:
             raise AssociatedImageNotFound(
                 f"slide {slide_id!r} has no associated image {name[:40]!r}"
             )
+        record = view.record
         quality = self.settings.jpeg_quality
-        key = f"assoc:{record.id}:{record.content_hash}:{fingerprint}:{name}:{quality}"
+        key = f"assoc:{record.id}:{record.content_hash}:{view.fingerprint}:{name}:{quality}"
 
-        def make(reader: SlideReader) -> tuple[bytes, str]:
-            return encode_image(reader.associated(name), "jpeg", quality), "render"
+        def make(reader: SlideReader) -> tuple[bytes, TileSource]:
+            return encode_image(reader.associated(name), "jpeg", quality), _RENDER
 
-        async def compute() -> tuple[bytes, str]:
-            return await self._with_reader(record, fingerprint, make)
+        async def compute() -> tuple[bytes, TileSource]:
+            return await self.with_reader(view, make)
 
         return await self._cached_image(key, "image/jpeg", compute)
-
-    async def run_with_reader(self, slide_id: str, func: Callable[[SlideReader], T]) -> T:
-        """Run ``func`` with the slide's reader in the worker pool (IIIF and other renderers)."""
-        record, fingerprint, _, _ = await self.grid(slide_id)
-        return await self._with_reader(record, fingerprint, func)
-
-    async def cached(
-        self, key: str, media_type: str, make: Callable[[], Awaitable[tuple[bytes, str]]]
-    ) -> ImageResult:
-        """Serve ``make``'s bytes through the cache and single flight under ``key``."""
-        return await self._cached_image(key, media_type, make)

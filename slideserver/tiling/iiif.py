@@ -470,6 +470,16 @@ def _canonical_size(
 # Image information
 
 
+def scale_factors(width: int, height: int, tile: int) -> list[int]:
+    """Return 1, 2, 4, ... up to the first factor at which the whole image fits in one tile."""
+    if tile < 1:
+        raise ValueError(f"tile size must be positive, got {tile}")
+    factors = [1]
+    while -(-width // factors[-1]) > tile or -(-height // factors[-1]) > tile:
+        factors.append(factors[-1] * 2)
+    return factors
+
+
 def info_json(
     *,
     image_id: str,

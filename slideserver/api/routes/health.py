@@ -2,36 +2,71 @@
 
 from __future__ import annotations
 
+import logging
+
+import anyio
+from anyio.to_thread import run_sync
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from slideserver import __version__
 from slideserver.api.state import state_of
-from slideserver.cache.memory import MemoryCache
+from slideserver.catalog.base import Catalog
+
+log = logging.getLogger(__name__)
+
+CATALOG_TIMEOUT = 2.0
+"""Seconds the catalog has to answer a readiness probe before it counts as unavailable."""
 
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
+async def catalog_answers(catalog: Catalog, timeout: float = CATALOG_TIMEOUT) -> bool:
+    """Ask the catalog, in a worker thread, to answer within ``timeout`` seconds.
+
+    A hung database leaves its thread behind (abandoned, not killed) while the probe answers
+    in time; the connection pool's own timeouts end that thread.
+    """
+    try:
+        with anyio.fail_after(timeout):
+            await run_sync(catalog.ping, abandon_on_cancel=True)
+    except TimeoutError:
+        log.warning("catalog did not answer the readiness probe within %.1fs", timeout)
+        return False
+    except Exception as exc:  # any failure to answer is "not ready", never a 500
+        log.warning("catalog unavailable for the readiness probe (%s)", type(exc).__name__)
+        return False
+    return True
+
+
 async def readyz(request: Request) -> Response:
     state = state_of(request)
+    catalog_ok = await catalog_answers(state.catalog)
     cache_ok = await state.cache.healthy()
-    checks = {"catalog": "ok", "cache": "ok" if cache_ok else "degraded"}
-    status = "ok" if cache_ok else "degraded"
+    checks = {
+        "catalog": "ok" if catalog_ok else "unavailable",
+        "cache": "ok" if cache_ok else "degraded",
+    }
+    if not catalog_ok:
+        # Without the catalog no slide can be found: take this process out of rotation.
+        return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503)
     # A degraded cache still serves tiles from the source: ready, but say so.
+    status = "ok" if cache_ok else "degraded"
     return JSONResponse({"status": status, "checks": checks}, status_code=200)
 
 
 async def metrics(request: Request) -> Response:
     state = state_of(request)
-    extra: dict[str, float] = {"slideserver_open_slides": float(len(state.handles))}
-    local = getattr(state.cache, "local", state.cache)
-    if isinstance(local, MemoryCache):
-        extra["slideserver_memory_cache_bytes"] = float(local.size_bytes)
-        extra["slideserver_memory_cache_hits"] = float(local.hits)
-        extra["slideserver_memory_cache_misses"] = float(local.misses)
+    stats = state.cache.stats()
+    extra: dict[str, float] = {
+        "slideserver_open_slides": float(len(state.handles)),
+        "slideserver_memory_cache_bytes": float(stats.memory_bytes),
+        "slideserver_memory_cache_hits": float(stats.memory_hits),
+        "slideserver_memory_cache_misses": float(stats.memory_misses),
+    }
     return PlainTextResponse(
         state.metrics.render(extra), media_type="text/plain; version=0.0.4; charset=utf-8"
     )

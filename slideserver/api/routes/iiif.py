@@ -1,4 +1,9 @@
-"""IIIF Image API 3.0: ``/iiif/3/{id}/info.json`` and image requests."""
+"""IIIF Image API 3.0: ``/iiif/3/{id}/info.json`` and image requests.
+
+HTTP only: the URL becomes a call to :class:`slideserver.services.iiif.IIIFService`, its result
+a response with the IIIF HTTP features (CORS, JSON-LD media type, canonical Link, base URI
+redirect).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,12 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from slideserver.api.responses import IMMUTABLE, image_response
-from slideserver.api.state import service_of, state_of
-from slideserver.imaging.iiif_transform import iiif_scale_factors, render_iiif
-from slideserver.settings import Settings
-from slideserver.tiling.iiif import IIIFLimits, info_json, parse_image_request, plan_image
+from slideserver.api.state import iiif_of, state_of
 
 INFO_MEDIA_TYPE = 'application/ld+json;profile="http://iiif.io/api/image/3/context.json"'
 CORS = {"Access-Control-Allow-Origin": "*"}
-
-
-def limits_of(settings: Settings) -> IIIFLimits:
-    return IIIFLimits(
-        max_width=settings.iiif_max_width,
-        max_height=settings.iiif_max_height,
-        max_area=settings.iiif_max_area,
-    )
+HTTP_FEATURES = ("baseUriRedirect", "cors", "jsonldMediaType")
+"""The info.json ``extraFeatures`` this module provides (the image features are the service's)."""
 
 
 def base_uri(request: Request, slide_id: str) -> str:
@@ -32,18 +28,7 @@ def base_uri(request: Request, slide_id: str) -> str:
 
 async def info(request: Request) -> Response:
     slide_id = request.path_params["slide_id"]
-    service = service_of(request)
-    _, _, grid, slide_info = await service.grid(slide_id)
-    body = info_json(
-        image_id=base_uri(request, slide_id),
-        width=slide_info.width,
-        height=slide_info.height,
-        tile_width=grid.tile_size,
-        tile_height=grid.tile_size,
-        scale_factors=iiif_scale_factors(slide_info, grid.tile_size),
-        limits=limits_of(service.settings),
-        extra={"extraFeatures": ["baseUriRedirect", "cors", "jsonldMediaType"]},
-    )
+    body = await iiif_of(request).info(slide_id, base_uri(request, slide_id), HTTP_FEATURES)
     headers = {**CORS, "Cache-Control": "no-cache"}
     accept = request.headers.get("accept", "")
     media_type = INFO_MEDIA_TYPE if "ld+json" in accept else "application/json"
@@ -58,28 +43,17 @@ async def base(request: Request) -> Response:
 async def image(request: Request) -> Response:
     params = request.path_params
     slide_id = params["slide_id"]
-    service = service_of(request)
-    iiif_request = parse_image_request(
-        params["region"], params["size"], params["rotation"], params["quality"], params["fmt"]
+    image = await iiif_of(request).image(
+        slide_id,
+        params["region"],
+        params["size"],
+        params["rotation"],
+        params["quality"],
+        params["fmt"],
     )
-    record, fingerprint, _, slide_info = await service.grid(slide_id)
-    plan = plan_image(
-        iiif_request, slide_info.width, slide_info.height, limits_of(service.settings)
-    )
-    quality = service.settings.jpeg_quality
-    key = f"iiif:{record.id}:{record.content_hash}:{fingerprint}:{plan.canonical}:{quality}"
-    media_type = plan.media_type
-
-    async def make() -> tuple[bytes, str]:
-        data, _ = await service.run_with_reader(
-            slide_id, lambda reader: render_iiif(reader, plan, quality)
-        )
-        return data, "render"
-
-    result = await service.cached(key, media_type, make)
-    response = image_response(request, result, IMMUTABLE)
+    response = image_response(request, image.result, IMMUTABLE)
     response.headers.update(CORS)
-    response.headers["Link"] = f'<{base_uri(request, slide_id)}/{plan.canonical}>;rel="canonical"'
+    response.headers["Link"] = f'<{base_uri(request, slide_id)}/{image.canonical}>;rel="canonical"'
     return response
 
 
