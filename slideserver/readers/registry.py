@@ -47,6 +47,6 @@ def default_registry() -> ReaderRegistry:
     """
     from slideserver.readers.dicom import DicomReader
     from slideserver.readers.openslide import OpenSlideReader
-    from slideserver.readers.tiff import TiffReader
+    from slideserver.readers.tiff.reader import TiffReader
 
     return ReaderRegistry([OpenSlideReader, TiffReader, DicomReader])
