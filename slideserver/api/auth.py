@@ -117,7 +117,7 @@ class RouteAccess:
         if (
             principal.collections
             and isinstance(slide_id, str)
-            and not await self.security.slide_visible(scope, principal, slide_id)
+            and not await self.security.slide_visible(principal, slide_id)
         ):
             return error_response(404, "slide_not_found", f"no slide with id {slide_id[:MAX_ID]!r}")
         return None

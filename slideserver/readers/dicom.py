@@ -40,7 +40,7 @@ import math
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -205,6 +205,12 @@ class DicomReader(SlideReader):
 
     name = "dicom"
     priority = 30
+    file_set_suffixes = frozenset({".dcm"})
+
+    @classmethod
+    def group_files(cls, files: Sequence[Path]) -> list[SlideSource]:
+        """Sort DICOM files of one folder into slides: :func:`group_series`."""
+        return group_series(files)
 
     def __init__(self, source: SlideSource) -> None:
         super().__init__(source)

@@ -133,14 +133,14 @@ class SlideService:
         """Run ``func`` with the slide's reader in a worker thread (``io``: from the I/O pool)."""
 
         def call() -> T:
-            with self.handles.borrow(record, fingerprint) as reader:
+            with self.handles.borrow(record.id, record.source, fingerprint) as reader:
                 return func(reader)
 
         return await self._in_thread(call, io=io)
 
     async def fingerprint(self, record: SlideRecord) -> str:
         """Return the current on-disk fingerprint (raises SlideGone when the file went away)."""
-        return await self._in_thread(lambda: self.handles.fingerprint(record))
+        return await self._in_thread(lambda: self.handles.fingerprint(record.id, record.source))
 
     def _fresh_check(self, slide_id: str) -> tuple[SlideRecord, str] | None:
         """The record and fingerprint of the last check, while ``fingerprint_ttl`` trusts it."""
@@ -165,7 +165,7 @@ class SlideService:
 
         def look_up() -> tuple[SlideRecord, str]:
             record = self.record(slide_id)
-            return record, self.handles.fingerprint(record)
+            return record, self.handles.fingerprint(record.id, record.source)
 
         async def recheck() -> tuple[SlideRecord, str]:
             record, fingerprint = await self._in_thread(look_up)
@@ -313,7 +313,7 @@ class SlideService:
         Runs on the event loop: a ``preadv(RWF_NOWAIT)`` of a page-cached tile costs a few
         microseconds, a hop to a worker thread and back costs tens.
         """
-        loan = self.handles.lend_if_open(record, fingerprint)
+        loan = self.handles.lend_if_open(record.id, fingerprint)
         if loan is None:
             return None
         try:
