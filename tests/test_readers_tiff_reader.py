@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import threading
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 from _reader_fixtures import (
+    blocks_once_evicted,
     tissue,
     write_reader_files,
 )
@@ -25,7 +25,6 @@ from slideserver.errors import (
     TileUnreadable,
 )
 from slideserver.models import SlideSource
-from slideserver.readers.base import WouldBlock
 from slideserver.readers.tiff.reader import TiffReader
 
 
@@ -242,16 +241,6 @@ def test_tissue_helper_is_deterministic() -> None:
     assert np.array_equal(tissue(32, 16), tissue(32, 16))
 
 
-def _drop_from_page_cache(path: Path) -> None:
-    """Ask the kernel to forget the file's cached pages (clean pages only: the file is on disk)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def test_nowait_reads_of_cached_tiles_equal_blocking_reads(files: dict[str, Path]) -> None:
     with TiffReader(SlideSource(files["svs"])) as reader:
         blocking = reader.read_encoded_tile(0, 1, 1)
@@ -265,8 +254,6 @@ def test_nowait_reads_of_tiles_not_in_memory_would_block(
     copy = tmp_path / "cold.svs"
     shutil.copy(files["svs"], copy)
     with TiffReader(SlideSource(copy)) as reader:
-        _drop_from_page_cache(copy)
-        with pytest.raises(WouldBlock):
-            reader.read_encoded_tile(0, 1, 1, nowait=True)
+        assert blocks_once_evicted(copy, lambda: reader.read_encoded_tile(0, 1, 1, nowait=True))
         assert reader.read_encoded_tile(0, 1, 1) is not None  # the worker thread's read
         assert reader.read_encoded_tile(0, 1, 1, nowait=True) is not None  # cached again
