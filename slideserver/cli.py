@@ -172,14 +172,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from slideserver.api.app import default_catalog
+    from slideserver.catalog.sql import open_catalog
     from slideserver.readers.registry import default_registry
 
     settings = _settings_from_args(args)
     if not settings.roots:
         print("slideserver index: give at least one folder of slides", file=sys.stderr)
         return 2
-    catalog = default_catalog(settings, default_registry())
+    catalog = open_catalog(settings, default_registry())
     try:
         scan = getattr(catalog, "scan", None)
         if scan is None:
@@ -228,7 +228,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 2
     registry = default_registry()
     if path.is_dir():
-        sources = [f.source for f in discover([path]) if f.source.path == path]
+        sources = [f.source for f in discover([path], registry) if f.source.path == path]
         source = sources[0] if sources else SlideSource(path)
     else:
         source = SlideSource(path)

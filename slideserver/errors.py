@@ -1,7 +1,8 @@
-"""One exception tree for the whole server.
+"""One exception tree for the whole server: domain errors, with no notion of HTTP.
 
-Every error carries a stable machine-readable ``code`` and the HTTP ``status`` the API layer
-answers with; the API layer is the only place that turns them into responses. Messages name the
+Every error carries a stable machine-readable ``code`` (clients and logs rely on it); what a
+transport answers with is decided where the transport is: the API layer maps these classes to
+HTTP statuses in one table (:data:`slideserver.api.errors.ERROR_STATUS`). Messages name the
 inputs that caused them but never patient data or absolute file paths.
 """
 
@@ -12,7 +13,6 @@ class SlideServerError(Exception):
     """Base of every error slideserver raises on purpose."""
 
     code = "internal_error"
-    status = 500
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -23,7 +23,6 @@ class BadRequest(SlideServerError):
     """The request is malformed (bad number, unknown parameter form)."""
 
     code = "bad_request"
-    status = 400
 
 
 class InvalidIIIFParameter(BadRequest):
@@ -38,11 +37,17 @@ class UnsupportedTileFormat(BadRequest):
     code = "unsupported_format"
 
 
+class InvalidRegion(SlideServerError):
+    """A region asked of a reader has no pixels (zero or negative width or height)."""
+
+    code = "bad_request"
+    """What the API has always answered for it."""
+
+
 class NotFound(SlideServerError):
     """Something addressed by the URL does not exist."""
 
     code = "not_found"
-    status = 404
 
 
 class SlideNotFound(NotFound):
@@ -73,14 +78,16 @@ class TooLarge(SlideServerError):
     """The requested output exceeds the configured limits."""
 
     code = "too_large"
-    status = 413
 
 
 class SlideUnreadable(SlideServerError):
     """The file exists but no reader can make sense of it (corrupt, truncated, unsupported)."""
 
     code = "slide_unreadable"
-    status = 422
+
+
+class SlideTruncated(SlideUnreadable):
+    """The file ends before the image data its own structure points to (a cut copy)."""
 
 
 class TileUnreadable(SlideUnreadable):
@@ -93,18 +100,15 @@ class BackendUnavailable(SlideServerError):
     """A backend (database, cache) needed for this request is down."""
 
     code = "backend_unavailable"
-    status = 503
 
 
 class Unauthorized(SlideServerError):
     """No valid credentials."""
 
     code = "unauthorized"
-    status = 401
 
 
 class Forbidden(SlideServerError):
     """Valid credentials, but the role may not do this."""
 
     code = "forbidden"
-    status = 403

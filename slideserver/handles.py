@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slideserver.catalog.base import SlideRecord
-from slideserver.catalog.discovery import is_within, stat_fingerprint
 from slideserver.errors import SlideGone, SlideUnreadable
+from slideserver.files import is_within, stat_fingerprint
+from slideserver.models import SlideSource
 from slideserver.readers.base import SlideReader
 from slideserver.readers.registry import ReaderRegistry
 
@@ -59,42 +59,44 @@ class HandlePool:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._opening: dict[str, _Opening] = {}
 
-    def fingerprint(self, record: SlideRecord) -> str:
+    def fingerprint(self, slide_id: str, source: SlideSource) -> str:
         """Return the slide's current on-disk fingerprint, checking it is still there and ours."""
-        for path in record.source.all_files:
+        for path in source.all_files:
             if not is_within(path, self.roots):
-                raise SlideGone(f"slide {record.id!r} is no longer available")
+                raise SlideGone(f"slide {slide_id!r} is no longer available")
         try:
-            return stat_fingerprint(record.source)
+            return stat_fingerprint(source)
         except OSError as exc:
-            raise SlideGone(f"slide {record.id!r} is no longer available") from exc
+            raise SlideGone(f"slide {slide_id!r} is no longer available") from exc
 
     @contextmanager
-    def borrow(self, record: SlideRecord, fingerprint: str | None = None) -> Iterator[SlideReader]:
-        """Lend the open reader of ``record``, opening (or reopening a replaced file) as needed."""
-        fingerprint = fingerprint or self.fingerprint(record)
-        entry = self._acquire(record, fingerprint)
+    def borrow(
+        self, slide_id: str, source: SlideSource, fingerprint: str | None = None
+    ) -> Iterator[SlideReader]:
+        """Lend the open reader of the slide, opening (or reopening a replaced file) as needed."""
+        fingerprint = fingerprint or self.fingerprint(slide_id, source)
+        entry = self._acquire(slide_id, source, fingerprint)
         try:
             yield entry.reader
         finally:
             self._release(entry)
 
-    def lend_if_open(self, record: SlideRecord, fingerprint: str) -> Loan | None:
-        """Lend the reader of ``record`` if it is open already (never opens: cheap, no I/O).
+    def lend_if_open(self, slide_id: str, fingerprint: str) -> Loan | None:
+        """Lend the slide's reader if it is open already (never opens: cheap, no I/O).
 
         For the event loop: it reads stored tiles that are in the page cache without a thread
         hop, and must not wait for a slide to open. The caller must :meth:`Loan.release` it.
         """
         with self._lock:
-            entry = self._entries.get(record.id)
+            entry = self._entries.get(slide_id)
             if entry is None or entry.fingerprint != fingerprint:
                 return None
             entry.users += 1
-            self._entries.move_to_end(record.id)
+            self._entries.move_to_end(slide_id)
         return Loan(self, entry)
 
-    def _acquire(self, record: SlideRecord, fingerprint: str) -> _Entry:
-        key = record.id
+    def _acquire(self, slide_id: str, source: SlideSource, fingerprint: str) -> _Entry:
+        key = slide_id
         while True:
             with self._lock:
                 entry = self._entries.get(key)
@@ -114,7 +116,7 @@ class HandlePool:
                 opening.done.wait(timeout=60)
                 continue
             try:
-                reader = self.registry.open(record.source)
+                reader = self.registry.open(source)
             except SlideUnreadable:
                 with self._lock:
                     self._opening.pop(key, None)
@@ -124,7 +126,7 @@ class HandlePool:
                 with self._lock:
                     self._opening.pop(key, None)
                 opening.done.set()
-                raise SlideGone(f"slide {record.id!r} is no longer available") from exc
+                raise SlideGone(f"slide {slide_id!r} is no longer available") from exc
             with self._lock:
                 entry = _Entry(reader, fingerprint, users=1)
                 self._entries[key] = entry

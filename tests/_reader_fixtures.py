@@ -7,7 +7,8 @@ YCbCr JPEG pyramids in top-level IFDs, SubIFD pyramids, and deflate-compressed l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import imagecodecs
@@ -16,6 +17,7 @@ import tifffile
 from numpy.typing import NDArray
 
 from slideserver.codecs import jpeg
+from slideserver.readers.base import WouldBlock
 
 
 def tissue(width: int, height: int, seed: int = 0) -> NDArray[np.uint8]:
@@ -234,3 +236,29 @@ def write_reader_files(folder: Path, *, deflate_subifds: bool = False) -> dict[s
         "subifd": write_generic_pyramid(folder / "s.tif", subifds=True),
         "ome": write_ome_pyramid(folder / "o.ome.tiff"),
     }
+
+
+def drop_from_page_cache(path: Path) -> None:
+    """Ask the kernel to forget the file's cached pages (clean pages only: the file is on disk)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def blocks_once_evicted(path: Path, read: Callable[[], object], attempts: int = 5) -> bool:
+    """Whether ``read`` (a ``nowait`` read) raises WouldBlock once ``path`` leaves the page cache.
+
+    Dropping pages is best effort: the kernel keeps those it cannot free right away (still in
+    another CPU's LRU batch, say, on a busy machine), so the drop is tried a few times. A read
+    that never blocks answers False.
+    """
+    for _ in range(attempts):
+        drop_from_page_cache(path)
+        try:
+            read()
+        except WouldBlock:
+            return True
+    return False

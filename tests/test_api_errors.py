@@ -179,7 +179,7 @@ def test_a_bug_in_a_reader_is_a_json_500_without_its_message_and_serving_goes_on
 ) -> None:
     """Tile URLs take the lean lane: it must keep the error contract of routed URLs."""
     from slideserver.readers.registry import ReaderRegistry
-    from slideserver.readers.tiff import TiffReader
+    from slideserver.readers.tiff.reader import TiffReader
 
     secret = "/secret/" + "-".join(("MRN", "0042")) + ".tif"  # not in any logged source line
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,31 @@ def test_info_on_a_damaged_file_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "slide_unreadable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+INDEX_AND_LIST_WEB_MODULES = """
+import sys
+from slideserver.cli import main
+code = main(["index", sys.argv[1]])
+web = [m for m in sorted(sys.modules) if m.startswith(("starlette", "slideserver.api"))]
+print(code, web)
+"""
+
+
+def test_index_builds_the_catalog_without_the_web_stack(
+    samples_dir: dict[str, Path], tmp_path: Path
+) -> None:
+    shutil.copy(samples_dir[SVS], tmp_path / SVS)
+    result = subprocess.run(
+        [sys.executable, "-c", INDEX_AND_LIST_WEB_MODULES, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "indexed: 1 slides found, 1 added" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "0 []"
 
 
 def test_serve_answers_deep_zoom_tiles_as_jpeg(samples_root: Path) -> None:

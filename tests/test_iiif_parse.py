@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from slideserver.api.errors import error_status
 from slideserver.errors import InvalidIIIFParameter, UnsupportedTileFormat
 from slideserver.tiling.iiif import (
     CONTEXT,
@@ -373,7 +374,7 @@ def test_served_formats(fmt: str) -> None:
 def test_other_formats_are_unsupported_format_400(fmt: str) -> None:
     with pytest.raises(UnsupportedTileFormat) as excinfo:
         parse_image_request("full", "max", "0", "default", fmt)
-    assert excinfo.value.status == 400
+    assert error_status(excinfo.value) == 400
 
 
 def test_error_detail_names_the_parameter_and_truncates_the_value() -> None:
@@ -388,7 +389,7 @@ def test_error_detail_names_the_parameter_and_truncates_the_value() -> None:
 def test_every_refusal_is_a_400() -> None:
     with pytest.raises(InvalidIIIFParameter) as excinfo:
         plan(size="^20000,")
-    assert excinfo.value.status == 400
+    assert error_status(excinfo.value) == 400
 
 
 # ---------------------------------------------------------------------------------------------

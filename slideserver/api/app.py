@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -49,6 +50,12 @@ def default_catalog(settings: Settings, registry: ReaderRegistry) -> Catalog:
     from slideserver.catalog.sql import open_catalog
 
     return open_catalog(settings, registry)
+
+
+def slide_location(catalog: Catalog, slide_id: str) -> tuple[str, str] | None:
+    """Where a slide lies for collection rules: its root folder's name and its relative path."""
+    record = catalog.get(slide_id)
+    return (record.root.name, record.relpath) if record is not None else None
 
 
 def build_cache(settings: Settings) -> TileCache:
@@ -129,6 +136,7 @@ def create_app(
         catalog = catalog_factory(settings, registry)
         count = await run_sync(catalog.refresh)
         log.info("catalog ready: %d slides indexed or changed", count)
+        security.locate = functools.partial(slide_location, catalog)
         handles = HandlePool(registry, settings.roots, settings.handle_pool_size)
         cache = build_cache(settings)
         service = TileService(settings, catalog, handles, cache)

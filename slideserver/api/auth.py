@@ -20,8 +20,7 @@ from anyio.to_thread import run_sync
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from slideserver.api.errors import error_response
-from slideserver.errors import SlideServerError
+from slideserver.api.errors import error_response, error_status
 from slideserver.security.audit import AuditEvent, AuditUnavailable
 from slideserver.security.principals import ERROR_KEY, STATE_KEY, Principal
 from slideserver.security.session import csrf_ok
@@ -118,7 +117,7 @@ class RouteAccess:
         if (
             principal.collections
             and isinstance(slide_id, str)
-            and not await self.security.slide_visible(scope, principal, slide_id)
+            and not await self.security.slide_visible(principal, slide_id)
         ):
             return error_response(404, "slide_not_found", f"no slide with id {slide_id[:MAX_ID]!r}")
         return None
@@ -219,7 +218,7 @@ class RouteGuard:
             await self.app(scope, receive, send_audited)
         except Exception as exc:
             if not started:
-                status = exc.status if isinstance(exc, SlideServerError) else 500
+                status = error_status(exc)
                 await self._write(self._event(scope, principal, "request", status))
             raise
 

@@ -1,4 +1,9 @@
-"""One table from exceptions to JSON error responses; a stack trace never reaches a client."""
+"""From exceptions to JSON error responses; a stack trace never reaches a client.
+
+:data:`ERROR_STATUS` is the one place that gives our domain errors an HTTP status: every answer
+to a :class:`~slideserver.errors.SlideServerError` (exception handlers, the tile lane) goes
+through :func:`slideserver_error_response`, which looks it up.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
 from slideserver.api.middleware import route_template
-from slideserver.errors import SlideServerError
+from slideserver.errors import (
+    BackendUnavailable,
+    BadRequest,
+    Forbidden,
+    InvalidRegion,
+    NotFound,
+    SlideServerError,
+    SlideUnreadable,
+    TooLarge,
+    Unauthorized,
+)
 
 log = logging.getLogger("slideserver.api")
 
@@ -30,6 +45,30 @@ HTTP_CODES = {
 }
 
 
+ERROR_STATUS: dict[type[SlideServerError], int] = {
+    BadRequest: 400,
+    InvalidRegion: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    TooLarge: 413,
+    SlideUnreadable: 422,
+    BackendUnavailable: 503,
+}
+"""The HTTP status of each error class; subclasses inherit their nearest ancestor's."""
+UNLISTED_ERROR_STATUS = 500
+"""The status of an error no class in its MRO is listed for (the base SlideServerError)."""
+
+
+def error_status(exc: BaseException) -> int:
+    """Return the HTTP status for ``exc``: its nearest class in :data:`ERROR_STATUS`, else 500."""
+    for cls in type(exc).__mro__:
+        status = ERROR_STATUS.get(cls)
+        if status is not None:
+            return status
+    return UNLISTED_ERROR_STATUS
+
+
 def error_response(status: int, code: str, detail: str) -> JSONResponse:
     """Return the JSON error body every route uses."""
     headers = {"Cache-Control": "no-store"}
@@ -38,15 +77,16 @@ def error_response(status: int, code: str, detail: str) -> JSONResponse:
 
 def slideserver_error_response(scope: Scope, exc: SlideServerError) -> JSONResponse:
     """Return the JSON answer to one of our errors; server-side ones are logged (no PHI)."""
-    if exc.status >= 500:
+    status = error_status(exc)
+    if status >= 500:
         log.warning(
             "%s %s answered %s (%s)",
             scope["method"],
             route_template(scope),
-            exc.status,
+            status,
             exc.code,
         )
-    return error_response(exc.status, exc.code, exc.detail)
+    return error_response(status, exc.code, exc.detail)
 
 
 async def handle_slideserver_error(request: Request, exc: Exception) -> Response:

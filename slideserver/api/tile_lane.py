@@ -127,6 +127,7 @@ class TileLane:
                 params["fmt"],
             )
         except SlideServerError as exc:
-            return exc.status, slideserver_error_response(scope, exc)
+            response = slideserver_error_response(scope, exc)
+            return response.status_code, response
         self.metrics.observe_tile(result.source)
         return await send_image(scope, send, result, IMMUTABLE, extra, if_none_match), None

@@ -1,8 +1,9 @@
 """Find slides under the configured roots without opening them with a backend library.
 
-A slide is one file in a known format, one MIRAX ``.mrxs`` (its data folder is skipped), or the
-DICOM instances of one slide in a folder. Symbolic links are followed only when they stay inside
-a root; nothing outside the roots is ever opened.
+A slide is one file in a known format, one MIRAX ``.mrxs`` (its data folder is skipped), or
+files of one folder that the reader registry groups into a slide (the DICOM instances of one
+scan; only headers are read). Symbolic links are followed only when they stay inside a root;
+nothing outside the roots is ever opened.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from slideserver.files import is_within
 from slideserver.models import SlideSource
+from slideserver.readers.registry import ReaderRegistry
 
 log = logging.getLogger(__name__)
 
@@ -43,56 +46,45 @@ class FoundSlide:
         return self.source.path.name
 
 
-def is_within(path: Path, roots: Sequence[Path]) -> bool:
-    """Tell whether ``path``, symlinks resolved, lies inside one of ``roots``."""
-    try:
-        real = path.resolve(strict=True)
-    except (OSError, RuntimeError):
-        return False
-    return any(real.is_relative_to(root.resolve()) for root in roots)
+def discover(roots: Sequence[Path], registry: ReaderRegistry) -> Iterator[FoundSlide]:
+    """Yield every slide under ``roots``, in a stable order.
 
-
-def discover(roots: Sequence[Path]) -> Iterator[FoundSlide]:
-    """Yield every slide under ``roots``, in a stable order."""
+    ``registry`` sorts each folder's other files into multi-file slides (DICOM series).
+    """
     for root in roots:
         root = Path(root).absolute()
         if not root.is_dir():
             log.warning("slide root %s is not a folder; skipped", root.name)
             continue
-        yield from _walk(root, roots)
+        yield from _walk(root, roots, registry)
 
 
-def _walk(root: Path, roots: Sequence[Path]) -> Iterator[FoundSlide]:
+def _walk(root: Path, roots: Sequence[Path], registry: ReaderRegistry) -> Iterator[FoundSlide]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         folder = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = sorted(f for f in filenames if not f.startswith("."))
         mirax_data = {Path(f).stem for f in names if f.lower().endswith(".mrxs")}
         dirnames[:] = [d for d in dirnames if d not in mirax_data]
-        dicom_files: list[Path] = []
+        others: list[Path] = []
         for name in names:
             path = folder / name
             if path.is_symlink() and not is_within(path, roots):
                 log.warning("skipped a symbolic link that leads outside the slide roots")
                 continue
-            lower = name.lower()
-            if lower.endswith(".dcm"):
-                dicom_files.append(path)
-            elif Path(lower).suffix in SLIDE_SUFFIXES and path.is_file():
+            if Path(name.lower()).suffix in SLIDE_SUFFIXES and path.is_file():
                 yield FoundSlide(root, SlideSource(path))
-        if dicom_files:
-            yield from (FoundSlide(root, s) for s in _group_dicom(dicom_files))
+            else:
+                others.append(path)
+        if others:
+            yield from (FoundSlide(root, s) for s in _group_files(registry, others))
 
 
-def _group_dicom(files: list[Path]) -> list[SlideSource]:
+def _group_files(registry: ReaderRegistry, files: list[Path]) -> list[SlideSource]:
     try:
-        from slideserver.readers.dicom import group_series
-    except ImportError:  # pragma: no cover - the DICOM reader is part of the package
-        return []
-    try:
-        return group_series(files)
+        return registry.group_files(files)
     except Exception:  # a broken folder must not stop a scan
-        log.exception("DICOM files in a folder could not be grouped")
+        log.exception("files in a folder could not be grouped into slides")
         return []
 
 
@@ -114,14 +106,3 @@ def slide_id_from_hash(content: str) -> str:
     """Derive the public slide ID: 16 URL-safe characters, stable while the content is."""
     raw = hashlib.blake2b(content.encode(), digest_size=10).digest()
     return base64.b32encode(raw).decode().lower()
-
-
-def stat_fingerprint(source: SlideSource) -> str:
-    """Size, mtime and inode of every file: changes whenever a file is replaced or rewritten."""
-    parts = []
-    for path in source.all_files:
-        st = path.stat()
-        parts.append(f"{st.st_size}.{st.st_mtime_ns}.{st.st_ino}")
-    if len(parts) == 1:
-        return parts[0]
-    return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()

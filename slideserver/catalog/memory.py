@@ -49,7 +49,7 @@ class MemoryCatalog:
 
     def refresh(self) -> int:
         slides: dict[str, SlideRecord] = {}
-        for found in discover(self.roots):
+        for found in discover(self.roots, self.registry):
             try:
                 record = describe(found, self.registry)
             except OSError:

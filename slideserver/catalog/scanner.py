@@ -32,7 +32,6 @@ from slideserver.catalog.discovery import (
     content_hash,
     discover,
     slide_id_from_hash,
-    stat_fingerprint,
 )
 from slideserver.catalog.evidence import gather_evidence
 from slideserver.catalog.late_binding import flag_conflict, link_scans, record_event
@@ -41,6 +40,7 @@ from slideserver.catalog.schema import scans
 from slideserver.db.engine import now
 from slideserver.db.upsert import dialect_insert
 from slideserver.errors import SlideServerError
+from slideserver.files import stat_fingerprint
 from slideserver.readers.registry import ReaderRegistry
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class Scanner:
         known = self._load_known()
         seen: set[tuple[str, str]] = set()
         todo: list[tuple[FoundSlide, str]] = []
-        for found in discover(self.roots):
+        for found in discover(self.roots, self.registry):
             key = (str(found.root), found.relpath)
             try:
                 fingerprint = stat_fingerprint(found.source)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 from PIL import Image
@@ -35,6 +37,9 @@ class SlideReader(ABC):
     """Short backend name: ``openslide``, ``tiff``, ``dicom``."""
     priority: ClassVar[int] = 100
     """Lower is tried first."""
+    file_set_suffixes: ClassVar[frozenset[str]] = frozenset()
+    """File endings (lower case) of slides made of several files of one folder; see
+    :meth:`group_files`. Empty for readers of single-file slides."""
 
     def __init__(self, source: SlideSource) -> None:
         self.source = source
@@ -43,6 +48,15 @@ class SlideReader(ABC):
     @abstractmethod
     def detect(cls, source: SlideSource) -> str | None:
         """Return the format name if this reader can open ``source``, else ``None``; never raise."""
+
+    @classmethod
+    def group_files(cls, files: Sequence[Path]) -> list[SlideSource]:
+        """Sort files of one folder (those ending in :attr:`file_set_suffixes`) into slides.
+
+        Reads headers only; files that belong to no slide are left out; never raises for a
+        foreign or unreadable file.
+        """
+        return []
 
     @property
     @abstractmethod

@@ -40,7 +40,7 @@ import math
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,10 +51,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import JPEGBaseline8Bit, VLWholeSlideMicroscopyImageStorage
 from wsidicom import WsiDicom
 
-from slideserver.codecs import jpeg
 from slideserver.errors import (
     AssociatedImageNotFound,
-    BadRequest,
+    InvalidRegion,
     SlideGone,
     SlideServerError,
     SlideUnreadable,
@@ -63,6 +62,7 @@ from slideserver.errors import (
 )
 from slideserver.models import EncodedTile, Level, SlideInfo, SlideSource
 from slideserver.readers.base import SlideReader, WouldBlock
+from slideserver.readers.passthrough import browser_ready_frame
 
 __all__ = ["DicomReader", "group_series"]
 
@@ -205,6 +205,12 @@ class DicomReader(SlideReader):
 
     name = "dicom"
     priority = 30
+    file_set_suffixes = frozenset({".dcm"})
+
+    @classmethod
+    def group_files(cls, files: Sequence[Path]) -> list[SlideSource]:
+        """Sort DICOM files of one folder into slides: :func:`group_series`."""
+        return group_series(files)
 
     def __init__(self, source: SlideSource) -> None:
         super().__init__(source)
@@ -332,7 +338,7 @@ class DicomReader(SlideReader):
         self, l0_x: int, l0_y: int, level: int, l_width: int, l_height: int
     ) -> Image.Image:
         if l_width <= 0 or l_height <= 0:
-            raise BadRequest(f"region size {l_width}x{l_height} is empty")
+            raise InvalidRegion(f"region size {l_width}x{l_height} is empty")
         wsi_level = self._level(level)
         info = self._info.levels[level]
         l_x = math.floor(l0_x / info.downsample)
@@ -376,7 +382,7 @@ class DicomReader(SlideReader):
                 wsi_level.level, (t_col, t_row), crop_to_image_boundary=False
             ),
         )
-        browser_ready = _browser_jpeg(
+        browser_ready = browser_ready_frame(
             bytes(data), rgb=photometric == "RGB", width=tile_w, height=tile_h
         )
         if browser_ready is None:
@@ -505,28 +511,3 @@ def _text(value: object) -> str:
     if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
         return "\\".join(str(v) for v in value)
     return str(value)
-
-
-def _browser_jpeg(data: bytes, *, rgb: bool, width: int, height: int) -> bytes | None:
-    """Return the frame in a form browsers decode correctly, or ``None`` when it cannot be.
-
-    Browsers (libjpeg-turbo) read three components as YCbCr unless an Adobe marker says
-    transform 0, and a JFIF marker forces YCbCr. A YCbCr frame goes out as it is; an RGB frame
-    gets the Adobe marker. Frames whose markers contradict the DICOM Photometric Interpretation,
-    whose size is not the tile size, or that do not parse get ``None``: the caller re-encodes.
-    """
-    if data.endswith(b"\xff\xd9\x00"):
-        data = data[:-1]  # the even-length padding of the DICOM fragment
-    try:
-        header = jpeg.frame_header(data)
-        adobe_transform = jpeg.adobe_transform(data)
-        jfif = jpeg.has_jfif_marker(data)
-    except ValueError:
-        return None
-    if (header.width, header.height, header.components) != (width, height, 3):
-        return None
-    if not rgb:
-        return None if adobe_transform == 0 else data
-    if jfif or adobe_transform not in (None, 0):
-        return None
-    return jpeg.add_adobe_rgb_marker(data)

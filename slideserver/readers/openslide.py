@@ -1,7 +1,7 @@
 """OpenSlide reader: the vendor formats (Aperio, Hamamatsu, MIRAX, Leica, Philips, Ventana, ...).
 
 OpenSlide decodes; for TIFF-based formats whose levels are plain tile grids the stored JPEG
-tiles go out as they are through :class:`slideserver.readers.tiff.StoredTiles`.
+tiles go out as they are through :class:`slideserver.readers.passthrough.StoredTiles`.
 
 An OpenSlide handle that hit a decoding error stays in an error state: every later call fails.
 So a handle is replaced by a fresh one after a failure, and the failed read is retried once on
@@ -22,14 +22,14 @@ from PIL import Image
 
 from slideserver.errors import (
     AssociatedImageNotFound,
-    BadRequest,
+    InvalidRegion,
     SlideUnreadable,
     TileNotFound,
     TileUnreadable,
 )
 from slideserver.models import EncodedTile, Level, SlideInfo, SlideSource
 from slideserver.readers.base import SlideReader
-from slideserver.readers.tiff import StoredTiles
+from slideserver.readers.passthrough import StoredTiles
 
 T = TypeVar("T")
 
@@ -229,7 +229,7 @@ class OpenSlideReader(SlideReader):
         if not 0 <= level < len(self._info.levels):
             raise TileNotFound(f"level {level} outside 0..{len(self._info.levels) - 1}")
         if l_width <= 0 or l_height <= 0:
-            raise BadRequest(f"region size {l_width}x{l_height} is empty")
+            raise InvalidRegion(f"region size {l_width}x{l_height} is empty")
         rgba = self._call(
             f"region ({l0_x}, {l0_y}) level {level}",
             lambda slide: slide.read_region((l0_x, l0_y), level, (l_width, l_height)),

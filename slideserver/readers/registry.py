@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from slideserver.errors import SlideUnreadable
 from slideserver.models import SlideSource
@@ -22,6 +23,18 @@ class ReaderRegistry:
             if fmt:
                 return reader, fmt
         return None
+
+    def group_files(self, files: Sequence[Path]) -> list[SlideSource]:
+        """Sort files of one folder into the multi-file slides (DICOM series) readers make.
+
+        Each reader that makes such slides gets the files with its endings; others are ignored.
+        """
+        sources: list[SlideSource] = []
+        for reader in self.readers:
+            mine = [f for f in files if f.suffix.lower() in reader.file_set_suffixes]
+            if mine:
+                sources.extend(reader.group_files(mine))
+        return sources
 
     def open(self, source: SlideSource) -> SlideReader:
         """Open ``source`` with the first reader that claims it and can actually open it."""
@@ -47,6 +60,6 @@ def default_registry() -> ReaderRegistry:
     """
     from slideserver.readers.dicom import DicomReader
     from slideserver.readers.openslide import OpenSlideReader
-    from slideserver.readers.tiff import TiffReader
+    from slideserver.readers.tiff.reader import TiffReader
 
     return ReaderRegistry([OpenSlideReader, TiffReader, DicomReader])

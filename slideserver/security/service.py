@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,9 @@ class Security:
         self.engine: Engine | None = None
         self.tokens: TokenStore | None = None
         self.audit: AuditStore | None = None
+        self.locate: Callable[[str], tuple[str, str] | None] = _nowhere
+        """Where a slide lies (root folder name, relative path), for collection rules: set by
+        whoever opens the catalog (the app's lifespan). Blocking; called in a worker thread."""
         self._locations: dict[str, tuple[float, tuple[str, str] | None]] = {}
 
     # -- lifecycle --
@@ -137,13 +140,11 @@ class Security:
 
     # -- collections --
 
-    async def slide_visible(
-        self, scope: Mapping[str, Any], principal: Principal, slide_id: str
-    ) -> bool:
+    async def slide_visible(self, principal: Principal, slide_id: str) -> bool:
         """Tell whether a collection-limited principal may see ``slide_id``."""
         entry = self._locations.get(slide_id)
         if entry is None or entry[0] < time.monotonic():
-            location = await run_sync(self._locate, scope, slide_id)
+            location = await run_sync(self.locate, slide_id)
             if len(self._locations) >= LOCATION_CACHE:
                 self._locations.clear()
             self._locations[slide_id] = (time.monotonic() + LOCATION_TTL, location)
@@ -151,11 +152,10 @@ class Security:
             location = entry[1]
         return location is not None and in_collections(principal.collections, *location)
 
-    @staticmethod
-    def _locate(scope: Mapping[str, Any], slide_id: str) -> tuple[str, str] | None:
-        state: Any = getattr(scope["app"].state, "slideserver", None)
-        record = state.catalog.get(slide_id) if state is not None else None
-        return (record.root.name, record.relpath) if record is not None else None
+
+def _nowhere(slide_id: str) -> tuple[str, str] | None:
+    """No catalog yet: no slide is located, so collection-limited principals see none."""
+    return None
 
 
 def principal_of(request: Any) -> Principal:

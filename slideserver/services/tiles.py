@@ -128,7 +128,7 @@ class TileService:
         """Run ``func`` with the slide's reader in a worker thread (``io``: from the I/O pool)."""
 
         def call() -> T:
-            with self.handles.borrow(record, fingerprint) as reader:
+            with self.handles.borrow(record.id, record.source, fingerprint) as reader:
                 return func(reader)
 
         return await self._in_thread(call, io=io)
@@ -160,7 +160,7 @@ class TileService:
 
         def look_up() -> tuple[SlideRecord, str]:
             record = self.record(slide_id)
-            return record, self.handles.fingerprint(record)
+            return record, self.handles.fingerprint(record.id, record.source)
 
         async def recheck() -> SlideView:
             record, fingerprint = await self._in_thread(look_up)
@@ -308,7 +308,7 @@ class TileService:
         Runs on the event loop: a ``preadv(RWF_NOWAIT)`` of a page-cached tile costs a few
         microseconds, a hop to a worker thread and back costs tens.
         """
-        loan = self.handles.lend_if_open(record, fingerprint)
+        loan = self.handles.lend_if_open(record.id, fingerprint)
         if loan is None:
             return None
         try:

@@ -214,7 +214,7 @@ def test_stored_tiles_are_built_at_open(
 ) -> None:
     """The passthrough path is ready when the reader is: no tifffile parse on the first tile."""
     from slideserver.readers import openslide as module
-    from slideserver.readers.tiff import TiffReader
+    from slideserver.readers.tiff.reader import TiffReader
 
     built: list[Path] = []
     real = module.StoredTiles
@@ -226,7 +226,6 @@ def test_stored_tiles_are_built_at_open(
     monkeypatch.setattr(module, "StoredTiles", counting)
     with OpenSlideReader(SlideSource(files["svs"])) as reader:
         assert built == [files["svs"]]
-        assert reader._stored is not None and reader._stored_levels
         tile = reader.read_encoded_tile(0, 1, 1)
         assert built == [files["svs"]]
         with TiffReader(SlideSource(files["svs"])) as tiff_reader:

@@ -1,35 +1,31 @@
-"""TiffReader and StoredTiles on small TIFFs written here: OME, SubIFD, Aperio-style, deflate."""
+"""TiffReader on small TIFFs written here: OME, SubIFD, Aperio-style, deflate."""
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import tifffile
 from _reader_fixtures import (
+    blocks_once_evicted,
     tissue,
     write_reader_files,
 )
 from PIL import Image
 
-from slideserver.codecs import jpeg
 from slideserver.errors import (
     AssociatedImageNotFound,
+    SlideTruncated,
     SlideUnreadable,
     TileNotFound,
     TileUnreadable,
 )
 from slideserver.models import SlideSource
-from slideserver.readers import tiff as tiff_module
-from slideserver.readers.base import WouldBlock
-from slideserver.readers.tiff import StoredTiles, TiffReader
+from slideserver.readers.tiff.reader import TiffReader
 
 
 @pytest.fixture(scope="module")
@@ -123,28 +119,6 @@ def test_region_outside_is_white(files: dict[str, Path]) -> None:
             reader.read_region(0, 0, 3, 10, 10)
 
 
-def test_region_decodes_only_covering_tiles(
-    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[int] = []
-    original = tiff_module._SegmentFile.segment
-
-    def spy(
-        self: tiff_module._SegmentFile, layout: tiff_module._Layout, index: int
-    ) -> bytes | None:
-        seen.append(index)
-        return original(self, layout, index)
-
-    monkeypatch.setattr(tiff_module._SegmentFile, "segment", spy)
-    with TiffReader(SlideSource(files["subifd"])) as reader:
-        seen.clear()  # opening reads one sample tile per level (the passthrough plan)
-        reader.read_region(300, 300, 0, 100, 100)  # inside tile (1, 1) only
-        assert seen == [1 * 4 + 1]
-        seen.clear()
-        reader.read_region(250, 250, 0, 10, 10)  # straddles four tiles
-        assert sorted(seen) == [0, 1, 4, 5]
-
-
 @pytest.mark.parametrize("name", ["ome", "subifd", "flat", "svs"])
 def test_encoded_tiles_decode_like_tifffile(files: dict[str, Path], name: str) -> None:
     references = level_arrays(files[name])
@@ -168,39 +142,6 @@ def test_encoded_tiles_decode_like_tifffile(files: dict[str, Path], name: str) -
                 reader.read_encoded_tile(level, 0, -1)
         with pytest.raises(TileNotFound):
             reader.read_encoded_tile(len(references), 0, 0)
-
-
-def test_svs_passthrough_is_marked_rgb(files: dict[str, Path]) -> None:
-    with TiffReader(SlideSource(files["svs"])) as reader:
-        tile = reader.read_encoded_tile(0, 1, 1)
-    assert tile is not None
-    assert jpeg.adobe_transform(tile.data) == 0
-    assert jpeg.frame_header(tile.data).width == 256
-
-
-def test_deflate_levels_have_no_passthrough(files: dict[str, Path]) -> None:
-    with TiffReader(SlideSource(files["deflate"])) as reader:
-        assert reader.read_encoded_tile(0, 0, 0) is None
-        with pytest.raises(TileNotFound):
-            reader.read_encoded_tile(9, 0, 0)
-
-
-def test_stored_tiles_by_level_size(files: dict[str, Path]) -> None:
-    stored = StoredTiles(files["svs"], [(1100, 900), (275, 225), (12, 34)])
-    try:
-        assert stored.tile_size(0) == (256, 256) and stored.tile_size(2) is None
-        assert stored.read(2, 0, 0) is None  # no TIFF image of that size
-        tile = stored.read(1, 1, 0)
-        assert tile is not None and jpeg.adobe_transform(tile.data) == 0
-        with pytest.raises(TileNotFound):
-            stored.read(0, 5, 0)
-        with pytest.raises(TileNotFound):
-            stored.read(3, 0, 0)
-    finally:
-        stored.close()
-    sub = StoredTiles(files["subifd"], [(1000, 700), (500, 350), (250, 175)])
-    assert [sub.tile_size(i) for i in range(3)] == [(256, 256)] * 3  # SubIFD levels found
-    sub.close()
 
 
 def test_associated_images(files: dict[str, Path]) -> None:
@@ -275,19 +216,17 @@ def test_corrupt_tile_fails_only_its_reads(files: dict[str, Path], tmp_path: Pat
         assert reader.read_encoded_tile(0, 1, 1) is not None
 
 
-def test_truncated_file(files: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("fraction", [0.02, 0.5, 0.9, 0.99])
+def test_a_truncated_file_is_refused_at_open(
+    files: dict[str, Path], tmp_path: Path, fraction: float
+) -> None:
     data = files["flat"].read_bytes()
-    for fraction in (0.02, 0.5, 0.9):
-        cut = tmp_path / f"cut{fraction}.tif"
-        cut.write_bytes(data[: int(len(data) * fraction)])
-        try:
-            reader = TiffReader(SlideSource(cut))
-        except SlideUnreadable:
-            continue
-        with reader:
-            for level, lv in enumerate(reader.info.levels):
-                with contextlib.suppress(TileUnreadable):
-                    reader.read_region(0, 0, level, lv.width, lv.height)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(SlideTruncated) as refused:
+        TiffReader(SlideSource(cut))
+    assert "'cut.tif' is truncated" in refused.value.detail
+    assert str(tmp_path) not in refused.value.detail
 
 
 def test_closed_reader_refuses(files: dict[str, Path]) -> None:
@@ -300,89 +239,6 @@ def test_closed_reader_refuses(files: dict[str, Path]) -> None:
 
 def test_tissue_helper_is_deterministic() -> None:
     assert np.array_equal(tissue(32, 16), tissue(32, 16))
-
-
-# --- the passthrough splice ---------------------------------------------------------------------
-
-
-def surgery(tile: bytes, tables: bytes | None, photometric: int, samples: int) -> bytes:
-    """The per-tile header walk the splice replaces: merge the tables, mark RGB where needed."""
-    merged = jpeg.merge_jpeg_tables(tile, tables)
-    if jpeg.needs_adobe_rgb_marker(photometric, 7, samples, merged):
-        merged = jpeg.add_adobe_rgb_marker(merged)
-    return merged
-
-
-def stored_tile(path: Path, size: tuple[int, int], index: int) -> tuple[bytes, Any]:
-    with tifffile.TiffFile(path) as tif:
-        pages = [p for p in tiff_module._all_pages(tif) if p.is_tiled]
-        page = next(p for p in pages if (p.imagewidth, p.imagelength) == size)
-        tif.filehandle.seek(page.dataoffsets[index])
-        data = tif.filehandle.read(page.databytecounts[index])
-        return data, (page.jpegtables, int(page.photometric), int(page.samplesperpixel))
-
-
-@pytest.mark.parametrize("name", ["ome", "subifd", "flat", "svs"])
-def test_encoded_tiles_are_the_merged_and_marked_stream(files: dict[str, Path], name: str) -> None:
-    with TiffReader(SlideSource(files[name])) as reader:
-        for level, lv in enumerate(reader.info.levels):
-            cols, rows = -(-lv.width // 256), -(-lv.height // 256)
-            for index in range(cols * rows):
-                tile = reader.read_encoded_tile(level, index % cols, index // cols)
-                assert tile is not None
-                data, (tables, photometric, spp) = stored_tile(
-                    files[name], (lv.width, lv.height), index
-                )
-                assert tile.data == surgery(data, tables, photometric, spp)
-            assert reader._passthrough._plan(level, reader._structure.levels[level]) is not None
-
-
-def test_tiles_with_their_own_app14_take_the_header_walk(
-    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A level whose sample tile carries APP14 is never spliced: every tile is walked."""
-    ycc = jpeg.ADOBE_RGB_SEGMENT[:-1] + b"\x01"
-    real = tiff_module._SegmentFile.segment
-
-    def with_app14(self: Any, layout: Any, index: int, **kwargs: Any) -> bytes | None:
-        data = real(self, layout, index, **kwargs)
-        return None if data is None else data[:2] + ycc + data[2:]
-
-    monkeypatch.setattr(tiff_module._SegmentFile, "segment", with_app14)
-    with TiffReader(SlideSource(files["svs"])) as reader:
-        tile = reader.read_encoded_tile(0, 1, 1)
-        assert reader._passthrough._plan(0, reader._structure.levels[0]) is None
-    assert tile is not None
-    data, (tables, photometric, spp) = stored_tile(files["svs"], (1100, 900), 6)
-    assert tile.data == surgery(data[:2] + ycc + data[2:], tables, photometric, spp)
-    assert jpeg.adobe_transform(tile.data) == 0 and tile.data.count(b"Adobe") == 1
-
-
-def test_truncated_tile_fails_on_the_splice_path(files: dict[str, Path], tmp_path: Path) -> None:
-    bad = tmp_path / "cut.svs"
-    shutil.copy(files["svs"], bad)
-    with tifffile.TiffFile(bad) as tif:
-        offset, count = tif.pages[0].dataoffsets[6], tif.pages[0].databytecounts[6]
-    with bad.open("r+b") as f:
-        f.seek(offset + count // 2)
-        f.write(b"\x00" * (count - count // 2))  # second half lost: header intact, no EOI
-    with TiffReader(SlideSource(bad)) as reader:
-        assert reader.read_encoded_tile(0, 0, 0) is not None  # plans the level from tile 0
-        assert reader._passthrough._plan(0, reader._structure.levels[0]) is not None
-        with pytest.raises(TileUnreadable):
-            reader.read_encoded_tile(0, 1, 1)
-        padded = reader.read_encoded_tile(0, 2, 1)
-        assert padded is not None
-
-
-def _drop_from_page_cache(path: Path) -> None:
-    """Ask the kernel to forget the file's cached pages (clean pages only: the file is on disk)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def test_nowait_reads_of_cached_tiles_equal_blocking_reads(files: dict[str, Path]) -> None:
@@ -398,8 +254,6 @@ def test_nowait_reads_of_tiles_not_in_memory_would_block(
     copy = tmp_path / "cold.svs"
     shutil.copy(files["svs"], copy)
     with TiffReader(SlideSource(copy)) as reader:
-        _drop_from_page_cache(copy)
-        with pytest.raises(WouldBlock):
-            reader.read_encoded_tile(0, 1, 1, nowait=True)
+        assert blocks_once_evicted(copy, lambda: reader.read_encoded_tile(0, 1, 1, nowait=True))
         assert reader.read_encoded_tile(0, 1, 1) is not None  # the worker thread's read
         assert reader.read_encoded_tile(0, 1, 1, nowait=True) is not None  # cached again

@@ -16,14 +16,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from wsidicom import WsiDicom
 
-from slideserver.codecs import jpeg
 from slideserver.errors import (
     AssociatedImageNotFound,
     SlideUnreadable,
     TileNotFound,
 )
 from slideserver.models import SlideSource
-from slideserver.readers.dicom import DicomReader, _browser_jpeg, group_series
+from slideserver.readers.dicom import DicomReader, group_series
 from slideserver.samples.dicom import write_dicom_wsi
 from slideserver.samples.tissue import TissueImage
 
@@ -323,36 +322,6 @@ def test_unreadable_slide_message_names_no_folder(
         DicomReader(source)
     assert str(tmp_path) not in caught.value.detail
     assert "S24-0777-A1-2-level-0.dcm" in caught.value.detail
-
-
-def _rgb_coded_jpeg(pixels: np.ndarray) -> bytes:
-    """JPEG-code pixels without the YCbCr transform and without any marker saying so."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", keep_rgb=True, quality=95)
-    data = buffer.getvalue()
-    assert jpeg.adobe_transform(data) == 0
-    segment_end = data.index(b"Adobe") - 4 + 2 + 14
-    return data[:2] + data[segment_end:]  # as an RGB DICOM frame may come: APP14 stripped
-
-
-def test_rgb_frame_gets_the_adobe_marker_browsers_need() -> None:
-    pixels = (np.random.default_rng(1).random((16, 16, 3)) * 255).astype(np.uint8)
-    frame = _rgb_coded_jpeg(pixels)
-    fixed = _browser_jpeg(frame, rgb=True, width=16, height=16)
-    assert fixed is not None
-    decoded = np.asarray(Image.open(io.BytesIO(fixed)).convert("RGB"), dtype=int)
-    assert np.abs(decoded - pixels.astype(int)).mean() < 4
-
-
-def test_frame_contradicting_its_photometric_interpretation_is_not_passed_through() -> None:
-    pixels = np.full((16, 16, 3), 128, np.uint8)
-    rgb_marked = io.BytesIO()
-    Image.fromarray(pixels).save(rgb_marked, "JPEG", keep_rgb=True)
-    assert _browser_jpeg(rgb_marked.getvalue(), rgb=False, width=16, height=16) is None
-    ycbcr = io.BytesIO()
-    Image.fromarray(pixels).save(ycbcr, "JPEG")  # JFIF: YCbCr
-    assert _browser_jpeg(ycbcr.getvalue(), rgb=True, width=16, height=16) is None
-    assert _browser_jpeg(ycbcr.getvalue(), rgb=False, width=32, height=16) is None
 
 
 def test_nowait_reads_are_left_to_worker_threads(reader: DicomReader) -> None:

@@ -35,7 +35,7 @@ from slideserver.models import SlideInfo, SlideSource
 from slideserver.readers.base import SlideReader
 from slideserver.readers.openslide import OpenSlideReader
 from slideserver.readers.registry import ReaderRegistry
-from slideserver.readers.tiff import TiffReader
+from slideserver.readers.tiff.reader import TiffReader
 
 MEAN_TOLERANCE = 1.0
 MAX_TOLERANCE = 16
