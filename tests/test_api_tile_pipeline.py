@@ -89,7 +89,8 @@ def envs(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
         for path in PATHS:
             db = tmp_path_factory.mktemp(path) / "db.sqlite"
             settings: Any = _security_settings(root, db)
-            tokens = make_tokens(settings, {"pathologist": ("pathologist", ""), "lis": ("lis", "")})
+            roles = ("pathologist", "lis", "admin")
+            tokens = make_tokens(settings, {role: (role, "") for role in roles})
             app = create_app(settings, registry=registry, tile_lane=path == "lane")
             client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
             listed = client.get(
@@ -197,3 +198,34 @@ def test_lane_and_router_answer_alike(
     assert lane.headers.multi_items() == routed.headers.multi_items()
     assert lane.content == routed.content
     assert lane.headers["x-request-id"] == "pipeline-test"
+
+
+def _tile_reads(env: Env) -> int:
+    """Return how many tile reads the audit summary holds for the pathologist token."""
+    rows = env.get("/api/audit?kind=tiles&limit=1000", "admin").json()["items"]
+    return sum(row["count"] for row in rows if row["subject"] == "token:pathologist")
+
+
+# (the answer's status, the request) for the audit: cache state does not matter here.
+AUDIT_CASES: dict[str, tuple[int, Case]] = {
+    "a tile": (200, lambda env: env.get(env.tile(SVS, "9/1_0.jpeg"))),
+    "401": (401, lambda env: env.get(env.tile(SVS, "9/1_0.jpeg"), None)),
+    "403": (403, lambda env: env.get(env.tile(SVS, "9/1_0.jpeg"), "lis")),
+    "404 unknown slide": (404, lambda env: env.get(env.tile(UNKNOWN, "0/0_0.jpeg"))),
+    "404 outside the pyramid": (404, lambda env: env.get(env.tile(SVS, "99/0_0.jpeg"))),
+    "422": (422, lambda env: env.get(env.tile(TRUNCATED, "0/0_0.jpeg"))),
+    "500": (500, lambda env: env.get(env.tile(BUGGY, "0/0_0.jpeg"))),
+}
+
+
+@pytest.mark.parametrize("case", list(AUDIT_CASES))
+def test_lane_and_router_count_the_same_tile_reads(envs: dict[str, Env], case: str) -> None:
+    """Past the policy, every answer counts as a read, on both paths (refusals do not)."""
+    status, send = AUDIT_CASES[case]
+    counted = {}
+    for path in PATHS:
+        before = _tile_reads(envs[path])
+        assert send(envs[path]).status_code == status
+        counted[path] = _tile_reads(envs[path]) - before
+    assert counted["lane"] == counted["routed"]
+    assert counted["lane"] == (0 if status in (401, 403) else 1)
