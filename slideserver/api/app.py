@@ -103,14 +103,17 @@ def viewer_routes() -> list[BaseRoute]:
 
 
 class SlideServerApp(Starlette):
-    """Starlette, with Deep Zoom tile URLs answered by the :class:`TileLane` before routing."""
+    """Starlette, with Deep Zoom tile URLs answered by the :class:`TileLane` before routing.
 
-    def __init__(self, tile_lane: TileLane, **kwargs: Any) -> None:
+    Without a lane (``tile_lane=None``) every tile URL takes the routed endpoint.
+    """
+
+    def __init__(self, tile_lane: TileLane | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.tile_lane = tile_lane
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.tile_lane.match(scope):
+        if self.tile_lane is not None and self.tile_lane.match(scope):
             scope["app"] = self
             await self.tile_lane(scope, receive, send)
             return
@@ -122,8 +125,13 @@ def create_app(
     *,
     catalog_factory: CatalogFactory = default_catalog,
     registry: ReaderRegistry | None = None,
+    tile_lane: bool = True,
 ) -> Starlette:
-    """Build the ASGI app for ``settings``; shared resources open in the lifespan."""
+    """Build the ASGI app for ``settings``; shared resources open in the lifespan.
+
+    ``tile_lane=False`` sends tile URLs through the router and middleware like every other URL:
+    the reference path the tests compare the lane with (both must answer alike).
+    """
     quiet_backend_logs()
     registry = registry or default_registry()
     metrics = Metrics()
@@ -176,7 +184,7 @@ def create_app(
     # Every route must have a row in the policy table: a new route without one fails here.
     routes = secure_routes(routes, security)
     app = SlideServerApp(
-        TileLane(security, metrics),
+        TileLane(security, metrics) if tile_lane else None,
         routes=routes,
         middleware=[
             Middleware(RequestContextMiddleware, metrics=metrics),

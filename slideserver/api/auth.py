@@ -1,11 +1,13 @@
 """Pure-ASGI authentication and the per-route guard that enforces the policy and audits.
 
 :class:`AuthenticationMiddleware` runs before routing: it turns the ``Authorization`` header or
-the session cookie into a :class:`Principal` (or a reason for refusal) in the scope's state. It
-refuses nothing itself: public routes stay reachable with bad credentials. :class:`RouteGuard`
-wraps each route (see :func:`slideserver.api.policy.secure_routes`), so it knows the route's
-rule and path parameters: it answers 401/403, applies collection limits, marks image responses
-``private`` for caching, and writes the audit trail, failing closed.
+the session cookie into a :class:`Principal` (or a reason for refusal) in the scope's state
+(:func:`authenticate_scope`, which the tile lane calls too). It refuses nothing itself: public
+routes stay reachable with bad credentials. :class:`RouteGuard` wraps each route (see
+:func:`slideserver.api.policy.secure_routes`), so it knows the route's rule and path
+parameters. Through :meth:`RouteAccess.admit` (shared with the tile lane) it answers 401/403,
+applies collection limits, marks image responses ``private`` for caching and counts pixel
+reads; it writes the request audit trail, failing closed.
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ def credential_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]
     }
 
 
+async def authenticate_scope(
+    security: Security, scope: Scope, headers: Iterable[tuple[bytes, bytes]]
+) -> None:
+    """Put the caller's principal (or why it was refused) in the scope's state.
+
+    ``headers`` are the request's raw headers, or just those the caller picked out already (the
+    tile lane reads all it needs in one pass); only the credential headers are decoded.
+    """
+    principal, failure = await security.authenticate(credential_headers(headers))
+    state = scope.setdefault("state", {})
+    state[STATE_KEY] = principal
+    state[ERROR_KEY] = failure
+
+
 class AuthenticationMiddleware:
     """Attach the caller's principal (or why it was refused) to every HTTP request."""
 
@@ -63,11 +79,7 @@ class AuthenticationMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            state = scope.setdefault("state", {})
-            headers = scope.get("headers", ())
-            principal, failure = await self.security.authenticate(credential_headers(headers))
-            state[STATE_KEY] = principal
-            state[ERROR_KEY] = failure
+            await authenticate_scope(self.security, scope, scope.get("headers", ()))
         elif scope["type"] == "websocket":
             # No websocket route exists; refuse until one is secured like the HTTP routes.
             await send({"type": "websocket.close", "code": 1008})
@@ -83,10 +95,12 @@ class RouteAccess:
         self.template = template
         self.security = security
 
-    async def refusal(self, scope: Scope) -> Response | None:
+    async def admit(self, scope: Scope) -> Response | None:
         """Return the error answer for a caller the rule refuses, or ``None`` to proceed.
 
-        Proceeding marks image answers ``private`` for caches when the caller is a real user.
+        Proceeding marks image answers ``private`` for caches when the caller is a real user,
+        and, on routes audited as ``tiles``, counts the pixel read: before the route runs, so
+        every answer past the guard counts, whatever its status (the tile lane does the same).
         """
         state = scope.setdefault("state", {})
         principal: Principal | None = state.get(STATE_KEY)
@@ -120,14 +134,10 @@ class RouteAccess:
             and not await self.security.slide_visible(principal, slide_id)
         ):
             return error_response(404, "slide_not_found", f"no slide with id {slide_id[:MAX_ID]!r}")
+        audit = self.security.audit
+        if self.rule.audit == "tiles" and isinstance(slide_id, str) and audit is not None:
+            audit.tile_read(principal, slide_id[:MAX_ID], _client(scope))  # no I/O
         return None
-
-    def count_tile_read(self, scope: Scope) -> None:
-        """Add a pixel read to the caller's audit summary (no I/O)."""
-        slide_id = scope.get("path_params", {}).get("slide_id")
-        principal = scope["state"].get(STATE_KEY)
-        if isinstance(slide_id, str) and principal is not None and self.security.audit:
-            self.security.audit.tile_read(principal, slide_id[:MAX_ID], _client(scope))
 
 
 class RouteGuard:
@@ -144,16 +154,11 @@ class RouteGuard:
         if scope["type"] != "http" or self.rule.public:
             await self.app(scope, receive, send)
             return
-        refusal = await self.access.refusal(scope)
+        refusal = await self.access.admit(scope)
         if refusal is not None:
             await refusal(scope, receive, send)
-            return
-        principal: Principal = scope["state"][STATE_KEY]
-        if self.rule.audit == "tiles":
-            await self.app(scope, receive, send)
-            self.access.count_tile_read(scope)
         elif self.rule.audit == "request":
-            await self._audited(scope, receive, send, principal)
+            await self._audited(scope, receive, send, scope["state"][STATE_KEY])
         else:
             await self.app(scope, receive, send)
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
+from slideserver.api.urls import DEEPZOOM_TILE
 from slideserver.security.principals import ADMIN, LIS, PATHOLOGIST, RESEARCHER
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ POLICY: dict[str, Rule] = {
     "/api/slides/{slide_id}/thumbnail": Rule(read=IMAGES, audit="tiles"),
     "/api/slides/{slide_id}/associated/{name}": Rule(read=IMAGES, phi=True),
     "/dz/{slide_id}.dzi": Rule(read=IMAGES, audit="tiles"),
-    "/dz/{slide_id}_files/{level}/{col}_{row}.{fmt}": Rule(read=IMAGES, audit="tiles"),
+    DEEPZOOM_TILE: Rule(read=IMAGES, audit="tiles"),
     "/iiif/3/{slide_id}": Rule(read=IMAGES, audit="tiles"),
     "/iiif/3/{slide_id}/info.json": Rule(read=IMAGES, audit="tiles"),
     "/iiif/3/{slide_id}/{region}/{size}/{rotation}/{quality}.{fmt}": Rule(

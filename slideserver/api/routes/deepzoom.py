@@ -9,6 +9,7 @@ from starlette.routing import Route
 from slideserver.api.params import parse_index
 from slideserver.api.responses import IMMUTABLE, image_response
 from slideserver.api.state import service_of
+from slideserver.api.urls import DEEPZOOM_TILE
 
 
 async def dzi(request: Request) -> Response:
@@ -18,6 +19,7 @@ async def dzi(request: Request) -> Response:
 
 
 async def tile(request: Request) -> Response:
+    """Answer a tile URL the tile lane left to the router (or every one, without the lane)."""
     service = service_of(request)
     params = request.path_params
     result = await service.deepzoom_tile(
@@ -34,5 +36,5 @@ def routes() -> list[Route]:
     """Return the Deep Zoom routes."""
     return [
         Route("/dz/{slide_id}.dzi", dzi, methods=["GET", "HEAD"]),
-        Route("/dz/{slide_id}_files/{level}/{col}_{row}.{fmt}", tile, methods=["GET", "HEAD"]),
+        Route(DEEPZOOM_TILE, tile, methods=["GET", "HEAD"]),
     ]
