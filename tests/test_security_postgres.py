@@ -125,7 +125,8 @@ def test_migrations_create_the_tables_and_the_trigger_and_round_trip(
         assert _security_version(engine) == ["sec0002"]
         with engine.connect() as conn:
             catalog_version = conn.execute(text("SELECT version_num FROM alembic_version"))
-            assert catalog_version.scalar() not in ("sec0001", "sec0002")  # the two chains stay apart
+            # the two chains stay apart
+            assert catalog_version.scalar() not in ("sec0001", "sec0002")
         assert _trigger_names(engine)
         with engine.connect() as conn:  # the migration builds what schema.py declares
             context = MigrationContext.configure(
