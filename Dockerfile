@@ -1,6 +1,7 @@
 # slideserver: serves the slides mounted at /slides on port 8000, as a non-root user.
 #   docker build -t slideserver .
-#   docker run -p 8000:8000 -v /path/to/slides:/slides:ro -e SLIDESERVER_AUTH=tokens slideserver
+#   docker run -p 8000:8000 -v /path/to/slides:/slides:ro -e SLIDESERVER_AUTH=tokens \
+#     -e SLIDESERVER_BEHIND_TLS_PROXY=1 slideserver   # or mount a certificate: SLIDESERVER_SSL_*
 
 FROM node:20-bookworm-slim AS viewer
 WORKDIR /src/viewer

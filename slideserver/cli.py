@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,15 @@ from slideserver import __version__
 from slideserver.readers.base import quiet_backend_logs
 from slideserver.settings import ENV_PREFIX, Settings
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+def is_loopback(host: str) -> bool:
+    """Tell whether ``host`` is reachable from this machine only (localhost, 127/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _settings_from_args(args: argparse.Namespace) -> Settings:
@@ -46,10 +56,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not settings.roots:
         print("slideserver serve: give at least one folder of slides", file=sys.stderr)
         return 2
-    refusal = _auth_refusal(settings)
+    refusal = _auth_refusal(settings) or _transport_refusal(settings)
     if refusal:
         print(f"slideserver serve: {refusal}", file=sys.stderr)
         return 2
+    print(f"slideserver: {_transport_statement(settings)}", file=sys.stderr)
     if settings.auth == "open":
         print(
             "slideserver: OPEN MODE - no authentication; every visitor sees every slide and all "
@@ -68,10 +79,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=settings.workers if settings.workers > 1 else None,
         log_level=settings.log_level,
         access_log=False,
-        ssl_certfile=getattr(args, "ssl_certfile", None),
-        ssl_keyfile=getattr(args, "ssl_keyfile", None),
+        ssl_certfile=settings.ssl_certfile or None,
+        ssl_keyfile=settings.ssl_keyfile or None,
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
     return 0
+
+
+def _transport_refusal(settings: Settings) -> str | None:
+    """Return why ``serve`` must not listen as configured (plain HTTP off loopback...)."""
+    cert, key = settings.ssl_certfile, settings.ssl_keyfile
+    if bool(cert) != bool(key):
+        return "--ssl-certfile and --ssl-keyfile go together: give both, or neither"
+    if cert:
+        for flag, name in (("--ssl-certfile", cert), ("--ssl-keyfile", key)):
+            if not os.access(name, os.R_OK) or not Path(name).is_file():
+                return f"{flag}: cannot read {Path(name).name!r}"
+        return None
+    if is_loopback(settings.host) or settings.behind_tls_proxy or settings.forwarded_allow_ips:
+        return None
+    return (
+        f"refusing plain HTTP on {settings.host}: tokens, session cookies and patient data would "
+        "cross the network unencrypted. Give --ssl-certfile and --ssl-keyfile; or, with a TLS "
+        "proxy in front, say so with --forwarded-allow-ips ADDRESSES (the proxy's) or "
+        "--behind-tls-proxy; or bind 127.0.0.1."
+    )
+
+
+def _transport_statement(settings: Settings) -> str:
+    """Say how clients reach this server: TLS here, a TLS proxy in front, or loopback only."""
+    where = f"{settings.host}:{settings.port}"
+    if settings.ssl_certfile:
+        return f"TLS on {where} (certificate {Path(settings.ssl_certfile).name})"
+    proxy = settings.behind_tls_proxy or settings.forwarded_allow_ips
+    trusted = settings.forwarded_allow_ips or "127.0.0.1"
+    if proxy:
+        return (
+            f"plain HTTP on {where} for a TLS proxy in front (X-Forwarded-* trusted from {trusted})"
+        )
+    return f"plain HTTP on {where}, loopback only"
 
 
 def _auth_refusal(settings: Settings) -> str | None:
@@ -82,7 +128,7 @@ def _auth_refusal(settings: Settings) -> str | None:
         return "auth=oidc needs SLIDESERVER_OIDC_ISSUER and SLIDESERVER_OIDC_AUDIENCE"
     if (
         settings.auth == "open"
-        and settings.host not in LOOPBACK
+        and not is_loopback(settings.host)
         and not settings.allow_open_non_loopback
     ):
         return (
@@ -93,65 +139,182 @@ def _auth_refusal(settings: Settings) -> str | None:
     return None
 
 
-def _security(args: argparse.Namespace) -> Any:
-    """Open the security tables of the catalog database the arguments name."""
+class CliRefusal(Exception):
+    """The command cannot run as asked; the message says why (exit status 2)."""
+
+
+def _check_roots(args: argparse.Namespace, usage: str) -> None:
+    """Refuse ROOT arguments that are not folders (the name in ROOT's place, typically)."""
+    for root in getattr(args, "roots", None) or ():
+        if not Path(root).is_dir():
+            raise CliRefusal(f"{str(root)!r} is not a folder of slides (usage: {usage})")
+
+
+def _existing_database(settings: Settings, holding: str) -> None:
+    """Refuse to go on unless the catalog database exists and holds the security tables.
+
+    Reading or revoking must never create a database (or tables) as a side effect.
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from slideserver.db.engine import default_database_url, make_engine
+    from slideserver.security.migrations import VERSION_TABLE
+
+    url = default_database_url(settings)
+    parsed = make_url(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite and not (parsed.database and Path(parsed.database).is_file()):
+        where = "at --database-url" if settings.database_url else "for these ROOT folders"
+        raise CliRefusal(
+            f"no catalog database {where}: give the ROOT folders (or --database-url) "
+            "that `slideserver serve` uses"
+        )
+    engine = make_engine(url)
+    try:
+        present = inspect(engine).has_table(VERSION_TABLE)
+    except SQLAlchemyError as exc:
+        raise CliRefusal(f"cannot open the catalog database: {type(exc).__name__}") from None
+    finally:
+        engine.dispose()
+    if not present:
+        raise CliRefusal(f"this catalog database holds no {holding} yet")
+
+
+def _security(args: argparse.Namespace, create: bool = False, holding: str = "tokens") -> Any:
+    """Open the security tables of the catalog database the arguments name.
+
+    Only ``create`` may create the database; every other command needs it to exist.
+    """
     from slideserver.security import Security
 
     settings = _settings_from_args(args)
+    if not create:
+        _existing_database(settings, holding)
     security = Security(replace(settings, auth="open"))
     security.open()
     return security
 
 
-def cmd_token(args: argparse.Namespace) -> int:
-    from slideserver.security.tokens import TokenError
+def _when(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M} UTC" if value is not None else "never"
 
-    security = _security(args)
+
+TOKEN_USAGE = {
+    "create": "slideserver token create [ROOT ...] --role ROLE --name NAME [--expires 90d]",
+    "list": "slideserver token list [ROOT ...]",
+    "revoke": "slideserver token revoke NAME [ROOT ...]",
+    "rotate": "slideserver token rotate NAME [ROOT ...] [--overlap 1d] [--expires 90d]",
+}
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    command = args.token_command
     try:
-        tokens = security.tokens
-        assert tokens is not None
-        if args.token_command == "create":
-            try:
-                info, token = tokens.create(args.name, args.role, args.collections or "")
-            except TokenError as exc:
-                print(f"slideserver token create: {exc}", file=sys.stderr)
-                return 2
+        _check_roots(args, TOKEN_USAGE[command])
+        security = _security(args, create=command == "create")
+    except CliRefusal as exc:
+        print(f"slideserver token {command}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _token_command(security.tokens, args)
+    finally:
+        security.close()
+
+
+def _token_command(tokens: Any, args: argparse.Namespace) -> int:
+    from slideserver.security.tokens import TokenError, parse_duration
+
+    command = args.token_command
+    try:
+        if command == "create":
+            lifetime = parse_duration(args.expires, allow_never=True)
+            info, token = tokens.create(args.name, args.role, args.collections or "", lifetime)
             scope = ", ".join(info.collections) or "all slides"
-            print(f"created token {info.name!r} (role {info.role}, {scope}, prefix {info.prefix})")
+            print(
+                f"created token {info.name!r} (role {info.role}, {scope}, prefix {info.prefix}, "
+                f"expires {_when(info.expires_at)})"
+            )
             print("store it now: it is shown only once. Send it as Authorization: Bearer TOKEN")
             print(token)
-        elif args.token_command == "list":
-            for t in tokens.list():
-                state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
-                cols = ",".join(t.collections) or "-"
-                print(f"{t.prefix}  {t.name}  {t.role}  {cols}  {t.created_at:%Y-%m-%d}  {state}")
+        elif command == "rotate":
+            overlap = parse_duration(args.overlap)
+            assert overlap is not None
+            lifetime = parse_duration(args.expires, allow_never=True)
+            info, token, old_until = tokens.rotate(args.name, overlap, lifetime)
+            old = f"until {_when(old_until)}" if old_until else "no longer (it had expired)"
+            print(
+                f"rotated token {info.name!r}: new secret (prefix {info.prefix}, expires "
+                f"{_when(info.expires_at)}); the old secret works {old}"
+            )
+            print("store it now: it is shown only once. Send it as Authorization: Bearer TOKEN")
+            print(token)
+        elif command == "list":
+            _print_tokens(tokens.list())
         else:
             count = tokens.revoke(args.name)
             if not count:
                 print(f"slideserver token revoke: no active token {args.name!r}", file=sys.stderr)
                 return 1
-            print(f"revoked {count} token(s)")
-    finally:
-        security.close()
+            print(f"revoked {count} token(s); their sessions end too")
+    except TokenError as exc:
+        print(f"slideserver token {command}: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _print_tokens(infos: Sequence[Any]) -> None:
+    """Print the tokens as aligned columns (never the tokens themselves)."""
+    rows = [("PREFIX", "NAME", "ROLE", "COLLECTIONS", "CREATED", "EXPIRES", "STATE")]
+    for t in infos:
+        state = t.state()
+        if state == "revoked":
+            state = f"revoked {t.revoked_at:%Y-%m-%d}"
+        rows.append(
+            (
+                t.prefix,
+                t.name,
+                t.role,
+                ",".join(t.collections) or "-",
+                f"{t.created_at:%Y-%m-%d}",
+                _when(t.expires_at),
+                state,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     import csv
-    from datetime import datetime
 
     from slideserver.security.audit import AuditEvent, AuditQuery
 
-    security = _security(args)
+    try:
+        _check_roots(args, "slideserver audit export [ROOT ...] [--since ...]")
+        security = _security(args, holding="audit trail")
+    except CliRefusal as exc:
+        print(f"slideserver audit export: {exc}", file=sys.stderr)
+        return 2
     try:
         audit = security.audit
         assert audit is not None
+        try:
+            since = datetime.fromisoformat(args.since) if args.since else None
+            until = datetime.fromisoformat(args.until) if args.until else None
+        except ValueError:
+            print("slideserver audit export: --since and --until take ISO dates", file=sys.stderr)
+            return 2
         query = AuditQuery(
             subject=args.subject or "",
             slide_id=args.slide or "",
             patient_id=args.patient or "",
-            since=datetime.fromisoformat(args.since) if args.since else None,
-            until=datetime.fromisoformat(args.until) if args.until else None,
+            since=since,
+            until=until,
         )
         writer = None
         for event in audit.export(query):
@@ -309,8 +472,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--watch", action="store_true", default=None, help="pick up new slides")
     serve.add_argument("--mllp-port", type=int, help="HL7 v2 MLLP listener port (0: none)")
-    serve.add_argument("--ssl-certfile", help="TLS certificate (PEM)")
-    serve.add_argument("--ssl-keyfile", help="TLS private key (PEM)")
+    serve.add_argument(
+        "--ssl-certfile", help="TLS certificate chain, PEM ($SLIDESERVER_SSL_CERTFILE)"
+    )
+    serve.add_argument("--ssl-keyfile", help="TLS private key, PEM ($SLIDESERVER_SSL_KEYFILE)")
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        help="TLS proxy addresses whose X-Forwarded-* headers are trusted "
+        "($SLIDESERVER_FORWARDED_ALLOW_IPS)",
+    )
+    serve.add_argument(
+        "--behind-tls-proxy",
+        action="store_true",
+        default=None,
+        help="a TLS proxy is in front: allow plain HTTP on a non-loopback address "
+        "($SLIDESERVER_BEHIND_TLS_PROXY)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     index = sub.add_parser("index", help="build or refresh the catalog without serving")
@@ -320,21 +497,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.set_defaults(func=cmd_index)
 
-    token = sub.add_parser("token", help="create, list and revoke API tokens")
+    token = sub.add_parser("token", help="create, list, rotate and revoke API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
-    create = token_sub.add_parser("create", help="create a token; it is printed as the last line")
+    lifetime_help = "how long it is valid: a number with s, m, h or d, or never (default 90d)"
+    create = token_sub.add_parser(
+        "create", help="create a token; it is printed as the last line", usage=TOKEN_USAGE["create"]
+    )
     common(create)
     create.add_argument("--role", required=True, help="admin, pathologist, researcher or lis")
     create.add_argument("--name", required=True, help="unique name (who or what uses it)")
     create.add_argument(
         "--collections", help="comma-separated root folders or path prefixes (researchers)"
     )
-    listing = token_sub.add_parser("list", help="list tokens (never the tokens themselves)")
+    create.add_argument("--expires", default="90d", help=lifetime_help)
+    listing = token_sub.add_parser(
+        "list", help="list tokens (never the tokens themselves)", usage=TOKEN_USAGE["list"]
+    )
     common(listing)
-    revoke = token_sub.add_parser("revoke", help="revoke a token by name or prefix")
-    common(revoke)
+    revoke = token_sub.add_parser(
+        "revoke",
+        help="revoke a token by name (every secret) or prefix; its sessions end too",
+        usage=TOKEN_USAGE["revoke"],
+    )
     revoke.add_argument("name", help="the token's name or prefix")
-    for p in (create, listing, revoke):
+    common(revoke)
+    rotate = token_sub.add_parser(
+        "rotate",
+        help="give a token a new secret; the old one works until the overlap ends",
+        usage=TOKEN_USAGE["rotate"],
+    )
+    rotate.add_argument("name", help="the token's name")
+    common(rotate)
+    rotate.add_argument(
+        "--overlap", default="1d", help="how long the old secret keeps working (default 1d)"
+    )
+    rotate.add_argument("--expires", default="90d", help="how long the new secret is valid")
+    for p in (create, listing, revoke, rotate):
         p.set_defaults(func=cmd_token)
 
     audit = sub.add_parser("audit", help="the audit trail")

@@ -77,6 +77,17 @@ class Settings:
     allow_open_non_loopback: bool = False
     """Let ``serve`` run ``auth=open`` on a non-loopback address (everyone on the network then
     sees all patient data). Off: ``serve`` refuses."""
+    ssl_certfile: str = ""
+    """TLS certificate chain (PEM) ``serve`` answers HTTPS with; needs ``ssl_keyfile``."""
+    ssl_keyfile: str = ""
+    """Private key (PEM) of ``ssl_certfile``."""
+    forwarded_allow_ips: str = ""
+    """Comma-separated proxy addresses whose ``X-Forwarded-*`` headers are trusted (``*``:
+    any). Setting it states that a TLS proxy is in front; empty: uvicorn's default, 127.0.0.1."""
+    behind_tls_proxy: bool = False
+    """State that a TLS-terminating proxy is in front, so ``serve`` may listen in plain HTTP on
+    a non-loopback address; session cookies are then always ``Secure``. Off, and without
+    certificate or ``forwarded_allow_ips``, ``serve`` refuses a non-loopback address."""
     oidc_issuer: str = ""
     """OIDC issuer URL; tokens must carry exactly this ``iss``. Required with ``auth=oidc``."""
     oidc_audience: str = ""
@@ -97,6 +108,11 @@ class Settings:
     random key per process (sessions end at restart and do not cross workers)."""
     session_max_age: int = 8 * 3600
     """Seconds a viewer session lasts."""
+    session_check_ttl: float = 2.0
+    """Seconds a process trusts its last check of a session cookie before asking the database
+    again. Logging out ends the session at once in the process that answered the logout, and
+    within this time in every other process (a revoked token's sessions too). 0: every
+    cookie request asks the database."""
     token_cache_ttl: float = 30.0
     """Seconds a verified API token is trusted before the database is asked again (a revoked
     token stops working within this time)."""

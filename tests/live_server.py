@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,12 +38,14 @@ def live_server(
     cwd: Path | None = None,
     scrub_env: bool = False,
     start_new_session: bool = False,
+    tls_ca: Path | None = None,
 ) -> Iterator[str]:
     """Start the server, wait for ``/healthz``, yield its base URL, and always stop it.
 
     ``env`` is added to this process's environment (without its ``SLIDESERVER_*`` variables when
     ``scrub_env``); the server's output goes to ``log`` when given (else to a pipe read on failure);
-    ``cwd`` and ``start_new_session`` go to :class:`subprocess.Popen`.
+    ``cwd`` and ``start_new_session`` go to :class:`subprocess.Popen`. With ``tls_ca`` (the
+    certificate the server was given with ``--ssl-certfile``) the server is reached over HTTPS.
     """
     port = free_port()
     cmd = [sys.executable, "-m", "slideserver", "serve", *map(str, roots)]
@@ -64,14 +67,17 @@ def live_server(
             return log.read_text(errors="replace")
         return proc.stdout.read().decode(errors="replace") if proc.stdout else ""
 
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if tls_ca else 'http'}://127.0.0.1:{port}"
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=str(tls_ca)) if tls_ca is not None else True
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}:\n{output()[-4000:]}")
             try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                if httpx.get(f"{base}/healthz", timeout=2, verify=verify).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

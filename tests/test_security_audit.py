@@ -125,7 +125,7 @@ def test_the_audit_trail_is_append_only(samples_root: Path, tmp_path: Path) -> N
         tables = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
         assert {"slideserver_security_version", "alembic_version"} <= tables
         version = conn.execute(text("SELECT version_num FROM slideserver_security_version"))
-        assert version.scalar() == "sec0001"
+        assert version.scalar() == "sec0002"
     engine.dispose()
 
 
@@ -151,3 +151,11 @@ def test_open_mode_is_audited_as_anonymous(client: Any) -> None:
 
     rows = audit.query(AuditQuery(subject="anonymous", action="/api/slides"), 5)
     assert rows and rows[0].role == "pathologist"
+
+
+@pytest.mark.parametrize("query", ["since=notadate", "until=2024-13-01", "since=2024-01-01T25:00"])
+def test_audit_refuses_dates_it_cannot_read(secure_env: Any, query: str) -> None:
+    client, tokens = secure_env
+    refused = client.get(f"/api/audit?{query}", headers=_auth(tokens["admin"]))
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "bad_request" and "ISO date" in refused.json()["detail"]

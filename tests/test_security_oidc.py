@@ -179,7 +179,9 @@ def test_sessions_of_revoked_tokens_end(samples_root: Path, tmp_path: Path) -> N
     from slideserver.security import Security
     from tests.conftest import _security_settings, make_tokens
 
-    settings = _security_settings(samples_root, tmp_path / "db.sqlite", token_cache_ttl=0.0)
+    settings = _security_settings(
+        samples_root, tmp_path / "db.sqlite", token_cache_ttl=0.0, session_check_ttl=0.0
+    )
     token = make_tokens(settings, {"viewer": ("pathologist", "")})["viewer"]
     with TestClient(create_app(settings)) as client:  # type: ignore[arg-type]
         assert client.post("/api/session", headers={"Authorization": f"Bearer {token}"}).is_success

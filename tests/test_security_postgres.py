@@ -122,10 +122,11 @@ def test_migrations_create_the_tables_and_the_trigger_and_round_trip(
         tables = _tables(engine)
         assert {"security_api_tokens", "security_audit_events"} <= tables
         assert {"slideserver_security_version", "alembic_version"} <= tables
-        assert _security_version(engine) == ["sec0001"]
+        assert _security_version(engine) == ["sec0002"]
         with engine.connect() as conn:
             catalog_version = conn.execute(text("SELECT version_num FROM alembic_version"))
-            assert catalog_version.scalar() != "sec0001"  # the two chains stay apart
+            # the two chains stay apart
+            assert catalog_version.scalar() not in ("sec0001", "sec0002")
         assert _trigger_names(engine)
         with engine.connect() as conn:  # the migration builds what schema.py declares
             context = MigrationContext.configure(
@@ -157,7 +158,7 @@ def test_migrations_create_the_tables_and_the_trigger_and_round_trip(
                 assert functions.scalar() == 0
 
         upgrade(writer(engine))
-        assert _security_version(engine) == ["sec0001"] and _trigger_names(engine)
+        assert _security_version(engine) == ["sec0002"] and _trigger_names(engine)
     finally:
         engine.dispose()
 
@@ -236,7 +237,7 @@ def test_concurrent_start_ups_migrate_once(empty_database_url: str, workers: str
         assert thread_errors == []
     engine = _engine(empty_database_url)
     try:
-        assert _security_version(engine) == ["sec0001"]
+        assert _security_version(engine) == ["sec0002"]
         if workers == "processes":
             with engine.connect() as conn:
                 catalog = conn.execute(text("SELECT version_num FROM alembic_version")).all()
@@ -295,7 +296,7 @@ def test_bearer_and_session_cookie_end_with_revocation(
     from slideserver.security import Security
     from tests.conftest import make_tokens
 
-    settings = _settings(samples_root, database_url, token_cache_ttl=0)
+    settings = _settings(samples_root, database_url, token_cache_ttl=0, session_check_ttl=0)
     tokens = make_tokens(settings, {"reader": ("pathologist", "")})
     with _client(create_app(settings)) as client:
         bearer = _auth(tokens["reader"])
@@ -332,7 +333,7 @@ def test_token_and_audit_cli(samples_root: Path, database_url: str) -> None:
     token = made.stdout.strip().splitlines()[-1]
     listed = _cli("token", "list", "--database-url", database_url)
     assert "lab" in listed.stdout and token not in listed.stdout
-    settings = _settings(samples_root, database_url, token_cache_ttl=0)
+    settings = _settings(samples_root, database_url, token_cache_ttl=0, session_check_ttl=0)
     with _client(create_app(settings)) as client:
         response = client.post("/api/lis/cases", json=ORDER, headers=_auth(token))
         assert response.status_code in (200, 201), response.text

@@ -36,6 +36,8 @@ class Principal:
     """``token``, ``oidc``, ``session`` or ``open``."""
     token_id: int | None = None
     """Row ID of the API token, so sessions opened with a revoked token die with it."""
+    session_id: str | None = None
+    """The server-side session a session cookie names (logout revokes it)."""
 
     @property
     def sees_phi(self) -> bool:
@@ -56,6 +58,7 @@ class Principal:
             "col": list(self.collections),
             "via": self.method,
             "tid": self.token_id,
+            "sid": self.session_id,
         }
 
     @classmethod
@@ -65,6 +68,7 @@ class Principal:
         if role not in ROLES:
             raise ValueError("unknown role")
         tid = claims.get("tid")
+        sid = claims.get("sid")
         return cls(
             subject=str(claims["sub"]),
             role=role,
@@ -72,6 +76,7 @@ class Principal:
             collections=tuple(str(c) for c in claims.get("col") or ()),
             method="session",
             token_id=int(tid) if tid is not None else None,
+            session_id=str(sid) if sid else None,
         )
 
 

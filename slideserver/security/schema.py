@@ -1,4 +1,7 @@
-"""The security tables: API tokens and the append-only audit trail (own migration chain)."""
+"""The security tables: API tokens, viewer sessions and the append-only audit trail.
+
+They have their own migration chain (:mod:`slideserver.security.migrations`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -20,14 +24,36 @@ api_tokens = Table(
     "security_api_tokens",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(100), nullable=False, unique=True),
+    Column("name", String(100), nullable=False),
     Column("role", String(20), nullable=False),
     Column("prefix", String(16), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("collections", Text, nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("rotated_at", DateTime(timezone=True), nullable=True),
+    Column("generation", Integer, nullable=False, default=0, server_default="0"),
+    UniqueConstraint("name", "generation", name="uq_security_api_tokens_name_generation"),
 )
+"""One row per secret. ``token rotate`` adds a row with the same name and the next
+``generation`` (the old row gets ``rotated_at`` and a shortened ``expires_at``), so every
+secret of a name is listed, expires and is revoked on its own; ``NULL`` ``expires_at``: never."""
+
+sessions = Table(
+    "security_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("subject", String(200), nullable=False),
+    Column("token_id", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("ix_security_sessions_token_id", "token_id"),
+    Index("ix_security_sessions_expires_at", "expires_at"),
+)
+"""Viewer sessions, so logging out ends one on the server: the cookie names a random ID whose
+SHA-256 is ``id_hash``; ``token_id`` ties a session to the API token it was opened with."""
 
 audit_events = Table(
     "security_audit_events",

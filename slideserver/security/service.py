@@ -20,6 +20,7 @@ from slideserver.security.audit import AuditStore
 from slideserver.security.oidc import InvalidToken, KeysUnavailable, OidcVerifier
 from slideserver.security.principals import ANONYMOUS, Principal, in_collections
 from slideserver.security.session import SessionSigner, cookie_value
+from slideserver.security.session_store import SessionStore
 from slideserver.security.tokens import TokenStore, looks_like_token
 from slideserver.settings import Settings
 
@@ -54,6 +55,7 @@ class Security:
         self.signer = SessionSigner(settings.session_secret, settings.session_max_age)
         self.engine: Engine | None = None
         self.tokens: TokenStore | None = None
+        self.sessions: SessionStore | None = None
         self.audit: AuditStore | None = None
         self.locate: Callable[[str], tuple[str, str] | None] = _nowhere
         """Where a slide lies (root folder name, relative path), for collection rules: set by
@@ -71,6 +73,7 @@ class Security:
         write_engine = writer(self.engine)
         upgrade(write_engine)
         self.tokens = TokenStore(self.engine, write_engine, self.settings.token_cache_ttl)
+        self.sessions = SessionStore(self.engine, write_engine, self.settings.session_check_ttl)
         self.audit = AuditStore(self.engine, write_engine, self.settings.audit_tile_window)
 
     def close(self) -> None:
@@ -108,14 +111,23 @@ class Security:
         cookie = cookie_value(headers.get("cookie", ""))
         if cookie:
             principal = self.signer.verify(cookie)
-            if principal is not None and principal.token_id is not None:
-                tokens = self.tokens
-                if tokens is None or not await run_sync(tokens.is_active, principal.token_id):
-                    principal = None
+            if principal is not None and not await self.session_live(principal):
+                principal = None
             if principal is None:
                 return None, AuthFailure(401, "the session has expired or is invalid; log in again")
             return principal, None
         return None, None
+
+    async def session_live(self, principal: Principal) -> bool:
+        """Tell whether a cookie's server-side session is still open (logout, token
+        revocation and expiry end it); cached per process, see ``session_check_ttl``."""
+        sessions = self.sessions
+        if sessions is None or principal.session_id is None:
+            return False
+        live = sessions.cached(principal.session_id)
+        if live is None:
+            live = await run_sync(sessions.is_live, principal.session_id)
+        return live
 
     async def authenticate_bearer(
         self, credential: str
@@ -126,9 +138,14 @@ class Security:
             tokens = self.tokens
             if tokens is None:
                 return None, AuthFailure(503, "the token store is not open")
-            known, principal = tokens.cached(credential)
-            if not known:
-                principal = await run_sync(tokens.authenticate, credential)
+            check = tokens.cached_check(credential)
+            if check is None:
+                check = await run_sync(tokens.check, credential)
+            if check.expired_at is not None:
+                when = f"{check.expired_at:%Y-%m-%d %H:%M} UTC"
+                detail = f"this API token expired on {when}; ask an administrator for a new one"
+                return None, AuthFailure(401, detail)
+            principal = check.principal
             return (principal, None) if principal is not None else (None, invalid)
         try:
             return await run_sync(self.verifier.verify, credential), None

@@ -1,5 +1,9 @@
 """The viewer's session cookie: signed, HttpOnly, SameSite=Strict, Secure under TLS.
 
+The cookie names a server-side session (:mod:`slideserver.security.session_store`) that logout
+revokes; the signature only proves the cookie was issued here, the session row that it is
+still valid.
+
 A browser cannot attach ``Authorization`` to the image requests of ``<img>`` tags and many
 viewers, so the viewer trades a bearer token (API token or OIDC JWT) for this cookie once
 (``POST /api/session``). CSRF: SameSite=Strict keeps the cookie off cross-site requests, and any
@@ -43,15 +47,20 @@ class SessionSigner:
     def _mac(self, payload: str) -> str:
         return _b64(hmac.new(self.key, payload.encode("ascii"), hashlib.sha256).digest())
 
-    def issue(self, principal: Principal) -> str:
-        """Return a cookie value naming ``principal`` until ``max_age`` seconds from now."""
+    def issue(self, principal: Principal, session_id: str) -> str:
+        """Return a cookie value naming ``principal`` and its server-side session until
+        ``max_age`` seconds from now."""
         claims = principal.to_claims()
+        claims["sid"] = session_id
         claims["exp"] = int(time.time()) + self.max_age
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
         return f"{payload}.{self._mac(payload)}"
 
     def verify(self, value: str) -> Principal | None:
-        """Return the principal of a valid, unexpired cookie value, else ``None``."""
+        """Return the principal of a valid, unexpired cookie value, else ``None``.
+
+        The caller must still check the principal's ``session_id`` against the session store.
+        """
         payload, _, mac = value.partition(".")
         if not payload or not mac or not hmac.compare_digest(mac, self._mac(payload)):
             return None

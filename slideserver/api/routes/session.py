@@ -1,15 +1,18 @@
 """The viewer's session: ``POST /api/session`` trades a bearer token for a cookie.
 
-- ``POST /api/session`` with ``Authorization: Bearer TOKEN`` (API token or OIDC JWT): sets the
-  signed ``slideserver_session`` cookie (HttpOnly, SameSite=Strict, Secure under TLS) and answers
-  who is logged in. A cookie cannot open another session: the bearer header is required.
+- ``POST /api/session`` with ``Authorization: Bearer TOKEN`` (API token or OIDC JWT): records a
+  server-side session and sets the signed ``slideserver_session`` cookie naming it (HttpOnly,
+  SameSite=Strict, Secure under TLS or ``behind_tls_proxy``), and answers who is logged in. A
+  cookie cannot open another session: the bearer header is required.
 - ``GET /api/session``: who is logged in (``subject``, ``role``, ``via``).
-- ``DELETE /api/session``: logs out (clears the cookie); with the cookie, it needs the
+- ``DELETE /api/session``: logs out: revokes the cookie's session on the server (a copy of the
+  cookie is refused from then on) and clears the cookie; with the cookie, it needs the
   ``X-Requested-With`` header like every cookie-authenticated change.
 """
 
 from __future__ import annotations
 
+from anyio.to_thread import run_sync
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -17,7 +20,7 @@ from starlette.routing import Route
 from slideserver.api.errors import error_response
 from slideserver.security.principals import Principal
 from slideserver.security.service import Security, principal_of
-from slideserver.security.session import clear_cookie
+from slideserver.security.session import clear_cookie, cookie_value
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -32,7 +35,8 @@ def _who(principal: Principal) -> dict[str, object]:
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    security: Security = request.app.state.security
+    return request.url.scheme == "https" or security.settings.behind_tls_proxy
 
 
 async def whoami(request: Request) -> Response:
@@ -44,14 +48,23 @@ async def login(request: Request) -> Response:
     security: Security = request.app.state.security
     if principal.method not in ("token", "oidc"):
         return error_response(400, "bad_request", "log in with Authorization: Bearer TOKEN")
+    sessions = security.sessions
+    if sessions is None:
+        return error_response(503, "unavailable", "the session store is not open")
+    session_id = await run_sync(sessions.open, principal, security.signer.max_age)
     response = JSONResponse(_who(principal), headers=NO_STORE)
     response.headers["Set-Cookie"] = security.signer.set_cookie(
-        security.signer.issue(principal), _secure(request)
+        security.signer.issue(principal, session_id), _secure(request)
     )
     return response
 
 
 async def logout(request: Request) -> Response:
+    security: Security = request.app.state.security
+    cookie = cookie_value(request.headers.get("cookie", ""))
+    ended = security.signer.verify(cookie) if cookie else None
+    if ended is not None and ended.session_id and security.sessions is not None:
+        await run_sync(security.sessions.revoke, ended.session_id)
     response = Response(status_code=204, headers=NO_STORE)
     response.headers["Set-Cookie"] = clear_cookie(_secure(request))
     return response
