@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from slideserver.catalog.base import SlidePage, SlideQuery, SlideRecord
@@ -55,7 +56,10 @@ class MemoryCatalog:
             except OSError:
                 log.warning("a slide file vanished during the scan")
                 continue
-            slides.setdefault(record.id, record)
+            if record.id in slides:  # a byte-identical copy is a slide of its own (README)
+                copy_id = slide_id_from_hash(f"{record.content_hash}:{record.relpath}")
+                record = replace(record, id=copy_id)
+            slides[record.id] = record
         with self._lock:
             changed = sum(1 for k, v in slides.items() if self._slides.get(k) != v)
             self._slides = slides
