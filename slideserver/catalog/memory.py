@@ -15,6 +15,7 @@ from slideserver.catalog.discovery import (
     discover,
     slide_id_from_hash,
 )
+from slideserver.catalog.scanner import check_pixels, unreadable_reason
 from slideserver.errors import BadRequest, SlideServerError
 from slideserver.readers.registry import ReaderRegistry
 
@@ -34,9 +35,11 @@ def describe(found: FoundSlide, registry: ReaderRegistry) -> SlideRecord:
     }
     try:
         with registry.open(found.source) as reader:
+            check_pixels(reader)  # ok only when the pixels decode, as in the SQL catalog
             return SlideRecord(**base, **reader.info.summary())  # type: ignore[arg-type]
     except SlideServerError as exc:
-        return SlideRecord(**base, status="unreadable", error=exc.detail)  # type: ignore[arg-type]
+        reason = unreadable_reason(exc.detail, found.source)
+        return SlideRecord(**base, status="unreadable", error=reason)  # type: ignore[arg-type]
 
 
 class MemoryCatalog:
