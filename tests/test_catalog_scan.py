@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from slideserver.catalog.base import SlideQuery
+from slideserver.catalog.discovery import slide_id_from_hash
 from slideserver.catalog.schema import scans
 from slideserver.catalog.sql import SqlCatalog
 from slideserver.errors import BadRequest
@@ -120,6 +121,75 @@ def test_copies_get_distinct_ids(catalog: SqlCatalog, tiny_slides: Any) -> None:
     catalog.scan()
     ids = {r.id for r in catalog.search(SlideQuery()).items}
     assert len(ids) == 2
+
+
+# Slide identity (README, "Using the API"): an ID comes from the content when a file is first
+# indexed, then stays with that file through moves and renames; a copy is a slide of its own;
+# new content at the same path is a new ID.
+
+
+def test_byte_identical_copies_are_two_slides(catalog: SqlCatalog, tiny_slides: Any) -> None:
+    path = tiny_slides("a/S24-00001_A1_HE.tif", tag="same")
+    (tiny_slides.root / "b").mkdir()
+    (tiny_slides.root / "b" / "copy.tif").write_bytes(path.read_bytes())
+    catalog.scan()
+    first, copy = by_name(catalog, "S24-00001_A1_HE.tif"), by_name(catalog, "copy.tif")
+    assert first.content_hash == copy.content_hash
+    assert first.id == slide_id_from_hash(first.content_hash)  # first in path order
+    assert copy.id == slide_id_from_hash(f"{copy.content_hash}:b/copy.tif")
+    assert first.status == copy.status == "ok"
+
+
+def test_the_memory_catalog_keeps_copies_apart_too(tiny_slides: Any) -> None:
+    from slideserver.catalog.memory import MemoryCatalog
+
+    path = tiny_slides("one.tif", tag="same")
+    (tiny_slides.root / "two.tif").write_bytes(path.read_bytes())
+    catalog = MemoryCatalog([tiny_slides.root], default_registry())
+    catalog.refresh()
+    items = catalog.search(SlideQuery()).items
+    assert sorted(r.name for r in items) == ["one.tif", "two.tif"]
+    assert len({r.id for r in items}) == 2
+
+
+def test_a_copy_keeps_its_own_id_when_the_original_goes(
+    catalog: SqlCatalog, tiny_slides: Any
+) -> None:
+    path = tiny_slides("one.tif", tag="same")
+    catalog.scan()
+    original = by_name(catalog, "one.tif").id
+    (tiny_slides.root / "two.tif").write_bytes(path.read_bytes())
+    catalog.scan()
+    copy = by_name(catalog, "two.tif").id
+    path.unlink()
+    report = catalog.scan()
+    assert (report.missing, report.moved) == (1, 0)
+    assert catalog.get(original).status == "missing"  # type: ignore[union-attr]
+    assert catalog.get(copy).relpath == "two.tif"  # type: ignore[union-attr]
+
+
+def test_renamed_file_in_the_same_folder_keeps_its_id(
+    catalog: SqlCatalog, tiny_slides: Any
+) -> None:
+    path = tiny_slides("before.tif")
+    catalog.scan()
+    slide_id = by_name(catalog, "before.tif").id
+    path.rename(tiny_slides.root / "after.tif")
+    assert catalog.scan().moved == 1
+    assert catalog.get(slide_id).relpath == "after.tif"  # type: ignore[union-attr]
+
+
+def test_new_content_at_the_same_path_is_a_new_id_and_the_old_one_is_gone(
+    catalog: SqlCatalog, tiny_slides: Any
+) -> None:
+    tiny_slides("same-name.tif", tag="first scan")
+    catalog.scan()
+    old = by_name(catalog, "same-name.tif")
+    tiny_slides("same-name.tif", tag="rescanned glass")
+    assert catalog.scan().changed == 1
+    new = by_name(catalog, "same-name.tif")
+    assert new.id == slide_id_from_hash(new.content_hash) != old.id
+    assert catalog.get(old.id) is None
 
 
 def test_unreadable_file_is_recorded_and_scan_goes_on(

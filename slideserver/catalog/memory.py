@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from slideserver.catalog.base import SlidePage, SlideQuery, SlideRecord
@@ -14,6 +15,7 @@ from slideserver.catalog.discovery import (
     discover,
     slide_id_from_hash,
 )
+from slideserver.catalog.scanner import check_pixels, unreadable_reason
 from slideserver.errors import BadRequest, SlideServerError
 from slideserver.readers.registry import ReaderRegistry
 
@@ -33,9 +35,11 @@ def describe(found: FoundSlide, registry: ReaderRegistry) -> SlideRecord:
     }
     try:
         with registry.open(found.source) as reader:
+            check_pixels(reader)  # ok only when the pixels decode, as in the SQL catalog
             return SlideRecord(**base, **reader.info.summary())  # type: ignore[arg-type]
     except SlideServerError as exc:
-        return SlideRecord(**base, status="unreadable", error=exc.detail)  # type: ignore[arg-type]
+        reason = unreadable_reason(exc.detail, found.source)
+        return SlideRecord(**base, status="unreadable", error=reason)  # type: ignore[arg-type]
 
 
 class MemoryCatalog:
@@ -55,7 +59,10 @@ class MemoryCatalog:
             except OSError:
                 log.warning("a slide file vanished during the scan")
                 continue
-            slides.setdefault(record.id, record)
+            if record.id in slides:  # a byte-identical copy is a slide of its own (README)
+                copy_id = slide_id_from_hash(f"{record.content_hash}:{record.relpath}")
+                record = replace(record, id=copy_id)
+            slides[record.id] = record
         with self._lock:
             changed = sum(1 for k, v in slides.items() if self._slides.get(k) != v)
             self._slides = slides

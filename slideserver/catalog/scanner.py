@@ -1,8 +1,14 @@
 """Incremental scans: open only new or changed files, keep identities, never stop on a bad file.
 
 One scan: walk the roots; compare each slide's stat fingerprint (size, mtime, inode) with the
-catalog; describe only what is new or changed (content hash + one reader open, in a small thread
-pool); store in batches; mark vanished files ``missing`` (links kept); link what changed.
+catalog; describe only what is new or changed (content hash + one reader open + one small pixel
+read per level, in a small thread pool); store in batches; mark vanished files ``missing`` (links
+kept); link what changed.
+
+A slide is ``ok`` only when its pixels can be read: a file whose header opens but whose tiles no
+reader decodes (old-style JPEG, corrupt tile data, a truncated DICOM instance) is ``unreadable``
+with a reason, so that nobody is offered a slide that fails on every pixel request. The reason
+never names the file or its folder.
 
 A file whose content hash matches a row whose file has gone is a *move*: the row takes the new
 path and keeps its slide ID and links. Every write is an upsert on the unique constraints, each
@@ -22,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, and_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -41,6 +47,7 @@ from slideserver.db.engine import now
 from slideserver.db.upsert import dialect_insert
 from slideserver.errors import SlideServerError
 from slideserver.files import stat_fingerprint
+from slideserver.models import SlideInfo, SlideSource
 from slideserver.readers.registry import ReaderRegistry
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,36 @@ SCAN_DATE_KEYS = ("dicom.AcquisitionDateTime", "dicom.ContentDate", "tiff.DateTi
 
 Progress = Callable[[int, int], None]
 """Called with (slides described so far, slides to describe)."""
+
+PROBE_SIZE = 16
+"""Side of the box read at the origin of every level to prove its pixels decode: small, so the
+check costs one tile decode per level, and the first tile is where a broken codec shows."""
+
+
+class PixelReader(Protocol):
+    """The part of a reader the pixel check uses (any :class:`~slideserver.readers` reader)."""
+
+    @property
+    def info(self) -> SlideInfo: ...
+
+    def read_region(self, l0_x: int, l0_y: int, level: int, l_width: int, l_height: int) -> Any: ...
+
+
+def check_pixels(reader: PixelReader) -> None:
+    """Read a small box of every level; raise what the reader raises if one cannot be decoded."""
+    for index, level in enumerate(reader.info.levels):
+        reader.read_region(0, 0, index, min(PROBE_SIZE, level.width), min(PROBE_SIZE, level.height))
+
+
+def unreadable_reason(detail: str, source: SlideSource) -> str:
+    """Return a reader's error text without the file's path, name or folder name."""
+    names: list[str] = []
+    for path in (source.path, *source.all_files):
+        names += [str(path), str(path.absolute()), path.name]
+    for name in sorted(set(names), key=len, reverse=True):
+        if name:
+            detail = detail.replace(f"'{name}'", "the file").replace(name, "the file")
+    return detail[:2000]
 
 
 @dataclass
@@ -224,8 +261,10 @@ class Scanner:
                 info = reader.info
                 properties = dict(info.properties)
                 values.update(info.summary())
+                check_pixels(reader)
         except SlideServerError as exc:
-            values.update(status="unreadable", error=exc.detail[:2000])
+            reason = unreadable_reason(exc.detail, found.source)
+            values.update(status="unreadable", error=reason)
         except Exception as exc:  # a reader bug must not stop the scan either
             log.warning("a reader failed unexpectedly on one slide: %s", type(exc).__name__)
             values.update(status="unreadable", error=f"reader failure: {type(exc).__name__}")

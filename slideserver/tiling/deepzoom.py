@@ -3,9 +3,18 @@
 Variables name their space as in openslide-python's ``deepzoom.py``: ``z_`` Deep Zoom level
 pixels, ``t_`` tile indices, ``l_`` stored-level pixels, ``l0_`` level-0 pixels.
 
-The grid is chosen per slide so that stored tiles can be sent as they are: when every stored
-level is tiled with one square tile size, the Deep Zoom tile size equals it and the overlap is 0,
-and each Deep Zoom level whose size equals a stored level's maps tile for tile onto it.
+The grid is chosen per slide (:func:`choose_tile_size`) so that stored tiles can be sent as they
+are, but only when they make a reasonable grid:
+
+- stored tiles square and from ``MIN_NATIVE_TILE`` (128) to ``MAX_NATIVE_TILE`` (1024) pixels, on
+  every level or at least on level 0: the Deep Zoom tile size equals them and the overlap is 0,
+  and each Deep Zoom level whose size equals a stored level's maps tile for tile onto it;
+- anything else (tiles under 128 px, over 1024 px, not square, or a file in strips): the
+  ``DEFAULT_TILE_SIZE`` 254 px grid with ``DEFAULT_OVERLAP`` 1, every tile rendered. Tiny stored
+  tiles would cost too many requests (a 64 px grid asks for 16 times as many tiles as a 256 px
+  one, each with its HTTP and decode overhead), and huge ones too many bytes per request.
+
+The README ("How tiles are made") states the same rule.
 """
 
 from __future__ import annotations
@@ -133,7 +142,11 @@ class DeepZoomGrid:
 
 
 def choose_tile_size(info: SlideInfo) -> tuple[int, int]:
-    """Return (tile size, overlap): the native square tile size when all stored levels share it."""
+    """Return (tile size, overlap): the native square tile size if usable, else (254, 1).
+
+    Native means square and within ``MIN_NATIVE_TILE``..``MAX_NATIVE_TILE``, shared by every
+    level or else at least level 0's; see the module docstring for why.
+    """
     sizes = {(lv.tile_width, lv.tile_height) for lv in info.levels}
     if len(sizes) == 1:
         tw, th = next(iter(sizes))

@@ -30,6 +30,8 @@ export interface SlideSummary {
   mpp_y: number | null;
   objective_power: number | null;
   status?: string | null;
+  /** Why the slide cannot be served, when ``status`` is not ``ok`` (no path or file name). */
+  error?: string | null;
   links?: { dzi?: string; thumbnail?: string; iiif?: string; viewer?: string };
   case?: CaseLink | null;
 }
@@ -197,6 +199,18 @@ export async function imageUrl(url: string): Promise<string | null> {
   } catch {
     return null;
   }
+}
+
+/** Whether the slide's pixels can be served: only ``ok`` slides (or ones with no status given).
+ * The catalog marks a slide ``unreadable`` when no reader decodes its tiles and ``missing`` when
+ * its file is gone; asking for a thumbnail or tiles of those would only fail. */
+export function isViewable(s: Pick<SlideSummary, "status">): boolean {
+  return !s.status || s.status === "ok";
+}
+
+/** A badge standing in for the thumbnail of a slide that cannot be shown. */
+export function statusLabel(s: Pick<SlideSummary, "status">): string {
+  return s.status === "missing" ? "File missing" : s.status === "unreadable" ? "Unreadable" : String(s.status);
 }
 
 export function thumbnailUrl(s: SlideSummary, max = 256): string {

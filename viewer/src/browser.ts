@@ -1,6 +1,6 @@
 // The slide browser at "/": search by name, patient or accession; results grouped
 // patient -> case -> slides with thumbnails; keyboard navigation; pick 2-4 slides to compare.
-import { ApiError, getSlide, listSlides, type Patient, type SlideSummary, thumbnailUrl } from "./api";
+import { ApiError, getSlide, isViewable, listSlides, type Patient, type SlideSummary, statusLabel, thumbnailUrl } from "./api";
 import { seesPhi } from "./session";
 import { debounce, fillImage, h, isTyping, lazyImage, personName, whenVisible } from "./util";
 import { appHeader, ctx, rememberContext, showHelp, viewerHref } from "./shell";
@@ -120,6 +120,7 @@ export function renderBrowser(root: HTMLElement): void {
   }
 
   function card(s: SlideSummary): HTMLElement {
+    if (!isViewable(s)) return unviewableCard(s);
     const c = s.case;
     const box = h("input", { type: "checkbox", tabindex: "-1", "aria-label": "Select for comparison" });
     box.checked = selected.has(s.id);
@@ -160,10 +161,24 @@ export function renderBrowser(root: HTMLElement): void {
         toggle(s.id, box.checked);
         return;
       }
-      rememberContext(items.map(ctx), query());
+      rememberContext(items.filter(isViewable).map(ctx), query());
     });
     if (selected.has(s.id)) a.classList.add("selected");
     return a;
+  }
+
+  /** A slide whose pixels cannot be served: a badge with the reason, no thumbnail, no link. */
+  function unviewableCard(s: SlideSummary): HTMLElement {
+    const reason = s.error ? `${statusLabel(s)}: ${s.error}` : statusLabel(s);
+    const meta = [s.case?.stain, s.format].filter(Boolean).join(" · ");
+    return h(
+      "a.card.unviewable",
+      { role: "listitem", "data-id": s.id, "data-status": s.status ?? "", tabindex: "0", "aria-disabled": "true", title: reason },
+      h("div.thumb", {}, h("span.badge.slide-status", {}, statusLabel(s))),
+      h("div.name", {}, s.name),
+      h("div.meta", {}, meta),
+      s.error ? h("div.reason", {}, s.error) : null,
+    );
   }
 
   function toggle(id: string, on: boolean): void {
@@ -182,7 +197,7 @@ export function renderBrowser(root: HTMLElement): void {
 
   function compare(): void {
     if (selected.size < 2) return;
-    rememberContext(items.map(ctx), query());
+    rememberContext(items.filter(isViewable).map(ctx), query());
     location.href = viewerHref([...selected]);
   }
 

@@ -1,6 +1,6 @@
 // The case view at /case/{accession}: the patient, then every slide of the accession grouped by
 // specimen and block, with thumbnails; open one, or compare 2-4 side by side.
-import { ApiError, type CaseDetail, getCaseOrSearch, type SlideSummary, thumbnailUrl } from "./api";
+import { ApiError, type CaseDetail, getCaseOrSearch, isViewable, type SlideSummary, statusLabel, thumbnailUrl } from "./api";
 import { seesPhi } from "./session";
 import { appHeader, ctx, rememberContext, setHelpPage, showHelp, viewerHref } from "./shell";
 import { h, isTyping, lazyImage, personName } from "./util";
@@ -62,6 +62,20 @@ export async function renderCase(root: HTMLElement, accession: string): Promise<
   for (const [key, list] of [...groups.entries()].sort(([a], [b]) => a.localeCompare(b))) {
     const grid = h("div.cards", { role: "list" });
     for (const s of list) {
+      if (!isViewable(s)) {
+        // no thumbnail, no viewer link: the pixels of this slide cannot be served
+        grid.append(
+          h(
+            "a.card.unviewable",
+            { role: "listitem", "data-id": s.id, "data-status": s.status ?? "", tabindex: "0", "aria-disabled": "true", title: s.error ?? statusLabel(s) },
+            h("div.thumb", {}, h("span.badge.slide-status", {}, statusLabel(s))),
+            h("div.name", {}, s.name),
+            h("div.meta", {}, [s.case?.stain, s.format].filter(Boolean).join(" · ")),
+            s.error ? h("div.reason", {}, s.error) : null,
+          ),
+        );
+        continue;
+      }
       const box = h("input", { type: "checkbox", tabindex: "-1", "aria-label": "Select for comparison" });
       const card = h(
         "a.card",
@@ -78,7 +92,7 @@ export async function renderCase(root: HTMLElement, accession: string): Promise<
           toggle(s.id, box.checked, card);
           return;
         }
-        rememberContext(slides.map(ctx), { accession });
+        rememberContext(slides.filter(isViewable).map(ctx), { accession });
       });
       grid.append(card);
     }

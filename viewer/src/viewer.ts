@@ -6,7 +6,7 @@
 //   z      screen pixels per level-0 pixel when the slide has neither
 //   rot    rotation in degrees (0, 90, 180, 270)
 //   lock=0 side-by-side panes move independently
-import { getCaseOrSearch, type SlideDetail, type SlideSummary, thumbnailUrl } from "./api";
+import { getCaseOrSearch, isViewable, type SlideDetail, type SlideSummary, thumbnailUrl } from "./api";
 import { caseSlides } from "./case";
 import { type Adjustments, MAGNIFICATIONS, NEUTRAL, Pane, perfLog } from "./pane";
 import { appHeader, caseHref, type ContextSlide, ctx, recallContext, setHelpPage, showHelp, viewerHref } from "./shell";
@@ -201,7 +201,7 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
       caseLink.textContent = "Case " + acc;
       caseLink.href = caseHref(acc);
       try {
-        list = caseSlides(await getCaseOrSearch(acc)).map(ctx);
+        list = caseSlides(await getCaseOrSearch(acc)).filter(isViewable).map(ctx);
         heading = "Case " + acc;
       } catch {
         list = [];
