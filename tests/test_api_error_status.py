@@ -55,7 +55,7 @@ def test_each_error_answers_its_status(cls: type[errors.SlideServerError], statu
 
 
 @pytest.mark.parametrize(
-    "cls", sorted(EXPECTED, key=lambda c: c.__name__), ids=lambda c: c.__name__
+    "cls", sorted(EXPECTED, key=lambda c: c.__name__), ids=lambda c: getattr(c, "__name__", "?")
 )
 def test_domain_errors_know_nothing_of_http(cls: type[errors.SlideServerError]) -> None:
     assert not hasattr(cls("why"), "status")

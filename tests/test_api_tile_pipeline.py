@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 from slideserver.api.app import create_app
 from slideserver.api.tile_lane import TileLane
 from slideserver.readers.registry import ReaderRegistry, default_registry
-from slideserver.readers.tiff import TiffReader
+from slideserver.readers.tiff.reader import TiffReader
 from tests.conftest import _security_settings, make_tokens
 from tests.helpers import GENERIC_TIFF, SVS
 

@@ -217,7 +217,7 @@ def test_stored_tiles_are_built_at_open(
     from slideserver.readers.tiff.reader import TiffReader
 
     built: list[Path] = []
-    real = module.StoredTiles
+    from slideserver.readers.passthrough import StoredTiles as real
 
     def counting(path: Path, sizes: list[tuple[int, int]]) -> object:
         built.append(path)

@@ -11,6 +11,7 @@ import anyio
 import pytest
 from sqlalchemy import select
 
+from slideserver.api.errors import error_status
 from slideserver.catalog.cases import LinkStore
 from slideserver.catalog.memory import MemoryCatalog
 from slideserver.catalog.schema import inbound_messages
@@ -160,7 +161,7 @@ def test_without_links_every_call_raises_links_unavailable(
     with pytest.raises(LinksUnavailable) as caught:
         run(lambda: CALLS[name](no_links))
     assert caught.value.code == "links_unavailable"
-    assert caught.value.status == 503
+    assert error_status(caught.value) == 503
 
 
 def test_without_links_hl7v2_is_answered_ae(no_links: LinkService) -> None:
