@@ -46,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not settings.roots:
         print("slideserver serve: give at least one folder of slides", file=sys.stderr)
         return 2
-    refusal = _auth_refusal(settings)
+    refusal = _auth_refusal(settings) or _mllp_refusal(settings)
     if refusal:
         print(f"slideserver serve: {refusal}", file=sys.stderr)
         return 2
@@ -91,6 +91,21 @@ def _auth_refusal(settings: Settings) -> str | None:
             "127.0.0.1, or pass --allow-open-non-loopback for a demo on a trusted network."
         )
     return None
+
+
+def _mllp_refusal(settings: Settings) -> str | None:
+    """Return why ``serve`` must not start with these MLLP settings, or ``None``."""
+    if not settings.mllp_port:
+        return None
+    from slideserver.lis.mllp import listener_refusal
+
+    return listener_refusal(
+        settings.mllp_host,
+        settings.mllp_allow,
+        settings.mllp_tls_certfile,
+        settings.mllp_tls_keyfile,
+        settings.mllp_tls_client_ca,
+    )
 
 
 def _security(args: argparse.Namespace) -> Any:
@@ -309,6 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--watch", action="store_true", default=None, help="pick up new slides")
     serve.add_argument("--mllp-port", type=int, help="HL7 v2 MLLP listener port (0: none)")
+    serve.add_argument(
+        "--mllp-host", help="address the MLLP listener binds (default 127.0.0.1, not --host)"
+    )
+    serve.add_argument(
+        "--mllp-allow", help="peers that may send MLLP: addresses/networks, e.g. 10.1.2.0/24"
+    )
+    serve.add_argument("--mllp-tls-certfile", help="MLLP over TLS: certificate (PEM)")
+    serve.add_argument("--mllp-tls-keyfile", help="MLLP over TLS: private key (PEM)")
+    serve.add_argument(
+        "--mllp-tls-client-ca", help="MLLP over TLS: CA whose client certificates are required"
+    )
     serve.add_argument("--ssl-certfile", help="TLS certificate (PEM)")
     serve.add_argument("--ssl-keyfile", help="TLS private key (PEM)")
     serve.set_defaults(func=cmd_serve)
