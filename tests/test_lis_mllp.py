@@ -12,7 +12,7 @@ import hl7
 import pytest
 
 from slideserver.catalog.memory import MemoryCatalog
-from slideserver.lis.mllp import END, START, MllpServer, frame
+from slideserver.lis.mllp import END, START, Handler, MllpServer, Peer, frame
 from slideserver.readers.registry import default_registry
 from slideserver.services.links import LinkService
 from tests.fixtures.lis.support import RecordingStore, read, sql_lis_client
@@ -26,10 +26,19 @@ async def read_frame(reader: asyncio.StreamReader) -> str:
     return data[1 : -len(END)].decode()
 
 
-async def echo_ack(raw: str) -> str:
+async def echo_ack(raw: str, peer: Peer) -> str:
     """A handler answering AA with MSA-2 = the first 10 characters of MSH-10."""
     control = raw.split("\r")[0].split("|")[9] if raw.startswith("MSH") else ""
     return f"MSH|^~\\&|T|T|||20240101||ACK|1|P|2.5.1\rMSA|AA|{control}\r"
+
+
+def acking(links: LinkService) -> Handler:
+    """The link service's ACK as a listener handler, without the app's audit."""
+
+    async def handle(raw: str, peer: Peer) -> str:
+        return await links.hl7v2_ack(raw)
+
+    return handle
 
 
 def message(control: str) -> str:
@@ -78,10 +87,10 @@ def test_oversized_message_is_rejected_and_the_connection_closed() -> None:
 def test_graceful_stop_finishes_the_message_in_progress() -> None:
     started = asyncio.Event()
 
-    async def slow(raw: str) -> str:
+    async def slow(raw: str, peer: Peer) -> str:
         started.set()
         await asyncio.sleep(0.3)
-        return await echo_ack(raw)
+        return await echo_ack(raw, peer)
 
     async def scenario() -> None:
         server = MllpServer(slow, port=0)
@@ -117,7 +126,7 @@ def test_link_service_handler_applies_and_acks() -> None:
     store = RecordingStore()
 
     async def scenario() -> None:
-        async with MllpServer(LinkService(store).hl7v2_ack, port=0) as server:
+        async with MllpServer(acking(LinkService(store)), port=0) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.write(frame(read("adt_a08.hl7")) + frame("garbage"))
             await writer.drain()
@@ -134,7 +143,7 @@ def test_catalog_without_links_answers_ae(tmp_path: Path) -> None:
     links = LinkService(MemoryCatalog([tmp_path], default_registry()))
 
     async def scenario() -> None:
-        async with MllpServer(links.hl7v2_ack, port=0) as server:
+        async with MllpServer(acking(links), port=0) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.write(frame(read("adt_a08.hl7")))
             await writer.drain()

@@ -78,7 +78,7 @@ def decode(payload: bytes) -> str:
 
 
 def parse_allow_list(text: str) -> tuple[Network, ...]:
-    """Parse ``10.1.2.0/24,127.0.0.1`` (addresses or networks, comma-separated); raise ValueError."""
+    """Parse ``10.1.2.0/24,127.0.0.1`` (addresses or networks); raise ValueError if bad."""
     networks: list[Network] = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -186,7 +186,7 @@ def _ignore(_outcome: str) -> None:
 
 
 class MllpServer:
-    """An MLLP listener answering every framed message from an allowed peer with ``handler``'s ACK."""
+    """An MLLP listener answering each framed message of an admitted peer with ``handler``'s ACK."""
 
     def __init__(
         self,
@@ -230,9 +230,7 @@ class MllpServer:
             self.requested_port,
             limit=self.max_message_bytes + len(END) + 1,
         )
-        log.info(
-            "MLLP listening on port %d%s", self.port, " (TLS)" if self.tls is not None else ""
-        )
+        log.info("MLLP listening on port %d%s", self.port, " (TLS)" if self.tls is not None else "")
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting; let messages in progress finish (up to ``timeout``); close the rest."""

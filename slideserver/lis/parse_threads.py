@@ -33,7 +33,7 @@ def parse_limiter() -> CapacityLimiter:
         return limiter
 
 
-async def run_parse(func: Callable[[Unpack[Ts]], T], *args: Unpack[Ts]) -> T:
+async def run_parse(func: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
     """Run ``func(*args)`` in a worker thread, at most :data:`PARSE_THREADS` at a time."""
     return await run_sync(func, *args, limiter=parse_limiter())
 
