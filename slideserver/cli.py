@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not settings.roots:
         print("slideserver serve: give at least one folder of slides", file=sys.stderr)
         return 2
-    refusal = _auth_refusal(settings) or _transport_refusal(settings)
+    refusal = _auth_refusal(settings) or _transport_refusal(settings) or _mllp_refusal(settings)
     if refusal:
         print(f"slideserver serve: {refusal}", file=sys.stderr)
         return 2
@@ -137,6 +137,21 @@ def _auth_refusal(settings: Settings) -> str | None:
             "127.0.0.1, or pass --allow-open-non-loopback for a demo on a trusted network."
         )
     return None
+
+
+def _mllp_refusal(settings: Settings) -> str | None:
+    """Return why ``serve`` must not start with these MLLP settings, or ``None``."""
+    if not settings.mllp_port:
+        return None
+    from slideserver.lis.mllp import listener_refusal
+
+    return listener_refusal(
+        settings.mllp_host,
+        settings.mllp_allow,
+        settings.mllp_tls_certfile,
+        settings.mllp_tls_keyfile,
+        settings.mllp_tls_client_ca,
+    )
 
 
 class CliRefusal(Exception):
@@ -487,6 +502,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a TLS proxy is in front: allow plain HTTP on a non-loopback address "
         "($SLIDESERVER_BEHIND_TLS_PROXY)",
+    )
+    serve.add_argument(
+        "--mllp-host", help="address the MLLP listener binds (default 127.0.0.1, not --host)"
+    )
+    serve.add_argument(
+        "--mllp-allow", help="peers that may send MLLP: addresses/networks, e.g. 10.1.2.0/24"
+    )
+    serve.add_argument("--mllp-tls-certfile", help="MLLP over TLS: certificate (PEM)")
+    serve.add_argument("--mllp-tls-keyfile", help="MLLP over TLS: private key (PEM)")
+    serve.add_argument(
+        "--mllp-tls-client-ca", help="MLLP over TLS: CA whose client certificates are required"
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -13,6 +13,7 @@ class Metrics:
         self._lock = threading.Lock()
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.tiles: Counter[str] = Counter()
+        self.mllp: Counter[str] = Counter()
         self.seconds: dict[str, float] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -23,6 +24,11 @@ class Metrics:
     def observe_tile(self, source: str) -> None:
         with self._lock:
             self.tiles[source] += 1
+
+    def observe_mllp(self, outcome: str) -> None:
+        """Count one MLLP connection by outcome (``accepted``, ``refused``, ``tls_failed``)."""
+        with self._lock:
+            self.mllp[outcome] += 1
 
     def render(self, extra: dict[str, float] | None = None) -> str:
         """Return the Prometheus exposition text."""
@@ -48,6 +54,12 @@ class Metrics:
             ]
             for source, count in sorted(self.tiles.items()):
                 lines.append(f'slideserver_tiles_total{{source="{source}"}} {count}')
+            lines += [
+                "# HELP slideserver_mllp_connections_total MLLP connections, by outcome.",
+                "# TYPE slideserver_mllp_connections_total counter",
+            ]
+            for outcome, count in sorted(self.mllp.items()):
+                lines.append(f'slideserver_mllp_connections_total{{outcome="{outcome}"}} {count}')
         for name, value in sorted((extra or {}).items()):
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
         return "\n".join(lines) + "\n"

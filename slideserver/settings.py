@@ -69,7 +69,20 @@ class Settings:
     """Regex with named groups (accession, part, block, stain) read from slide file names; empty
     means the built-in default."""
     mllp_port: int = 0
-    """Port of the HL7 v2 MLLP listener (bound on ``host``) for LIS orders and ADT; 0: none."""
+    """Port of the HL7 v2 MLLP listener (bound on ``mllp_host``) for LIS orders and ADT; 0: none."""
+    mllp_host: str = "127.0.0.1"
+    """Address the MLLP listener binds; never follows ``host``. A non-loopback address needs
+    ``mllp_allow`` or ``mllp_tls_client_ca`` (MLLP itself has no authentication)."""
+    mllp_allow: str = ""
+    """Comma-separated peer addresses or networks that may send MLLP messages, e.g.
+    ``10.1.2.0/24,127.0.0.1``; empty: loopback only (any address when client certificates are
+    required: the certificate decides)."""
+    mllp_tls_certfile: str = ""
+    """PEM certificate of the MLLP listener; with ``mllp_tls_keyfile``, MLLP runs over TLS."""
+    mllp_tls_keyfile: str = ""
+    """PEM private key of ``mllp_tls_certfile``."""
+    mllp_tls_client_ca: str = ""
+    """PEM CA bundle; when set, MLLP peers must present a client certificate it signed."""
     auth: str = "open"
     """``open`` (local demo only: an anonymous pathologist-equivalent, everything audited),
     ``tokens`` (API tokens from ``slideserver token create``) or ``oidc`` (bearer JWTs from

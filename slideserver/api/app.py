@@ -28,13 +28,14 @@ from slideserver.cache.base import TileCache
 from slideserver.cache.memory import MemoryCache
 from slideserver.catalog.base import Catalog
 from slideserver.handles import HandlePool
-from slideserver.lis.mllp import MllpServer
+from slideserver.lis.mllp import MllpServer, allowed_networks, listener_refusal, tls_context
 from slideserver.metrics import Metrics
 from slideserver.readers.base import quiet_backend_logs
 from slideserver.readers.registry import ReaderRegistry, default_registry
 from slideserver.security import Security
 from slideserver.services.iiif import IIIFService
 from slideserver.services.links import LinkService
+from slideserver.services.mllp_intake import MllpIntake
 from slideserver.services.tiles import TileService
 from slideserver.settings import Settings
 
@@ -83,12 +84,38 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-async def start_mllp(settings: Settings, links: LinkService) -> MllpServer:
-    """Start the HL7 v2 MLLP listener on ``settings.mllp_port``; the lifespan stops it.
+async def start_mllp(
+    settings: Settings, links: LinkService, security: Security, metrics: Metrics
+) -> MllpServer:
+    """Start the HL7 v2 MLLP listener on ``mllp_host:mllp_port``; the lifespan stops it.
 
-    Each message goes to :meth:`LinkService.hl7v2_ack`, as ``POST /api/lis/hl7v2`` does.
+    Refuses (ValueError) what ``serve`` refuses: a non-loopback bind without an allow-list or
+    client certificates. Each message from an admitted peer goes through :class:`MllpIntake`:
+    applied by :meth:`LinkService.handle_hl7v2`, as ``POST /api/lis/hl7v2`` does, and audited.
     """
-    server = MllpServer(links.hl7v2_ack, settings.host, settings.mllp_port)
+    refusal = listener_refusal(
+        settings.mllp_host,
+        settings.mllp_allow,
+        settings.mllp_tls_certfile,
+        settings.mllp_tls_keyfile,
+        settings.mllp_tls_client_ca,
+    )
+    if refusal:
+        raise ValueError(refusal)
+    assert security.audit is not None, "the security stores open before the listener starts"
+    tls = None
+    if settings.mllp_tls_certfile:
+        tls = tls_context(
+            settings.mllp_tls_certfile, settings.mllp_tls_keyfile, settings.mllp_tls_client_ca
+        )
+    server = MllpServer(
+        MllpIntake(links, security.audit),
+        settings.mllp_host,
+        settings.mllp_port,
+        allow=allowed_networks(settings.mllp_allow, settings.mllp_tls_client_ca),
+        tls=tls,
+        observe=metrics.observe_mllp,
+    )
     await server.start()
     return server
 
@@ -153,7 +180,7 @@ def create_app(
             settings, catalog, handles, cache, service, metrics, IIIFService(service), links
         )
         await run_sync(security.open)
-        mllp = await start_mllp(settings, links) if settings.mllp_port else None
+        mllp = await start_mllp(settings, links, security, metrics) if settings.mllp_port else None
         freeze_startup_objects()
         try:
             async with anyio.create_task_group() as tasks:

@@ -5,14 +5,24 @@ acknowledgement mode). A message larger than ``max_message_bytes`` is answered `
 connection closed, since the framing cannot be trusted after it. Idle connections are closed after
 ``idle_timeout`` seconds. :meth:`MllpServer.stop` stops accepting, lets messages being handled
 finish (up to a timeout) and closes every connection.
+
+MLLP itself has no authentication, so the listener decides who may talk to it: a peer whose
+address is outside the allow-list (loopback only by default) is closed before anything is read;
+with TLS (MLLP over TLS, as IHE ITI TF-2 "Secure Transport" profiles it) and a client CA, a peer
+must present a certificate that CA signed. The handler is told the :class:`Peer` (its address and
+certificate CN) so that what it applies is audited under the peer's name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from slideserver.lis.hl7v2.ack import ERROR, REJECT, build_ack
 from slideserver.lis.hl7v2.parse import read_header
@@ -22,9 +32,33 @@ log = logging.getLogger("slideserver.lis.mllp")
 START = b"\x0b"
 END = b"\x1c\x0d"
 MAX_MESSAGE_BYTES = 1 << 20
+HANDSHAKE_TIMEOUT = 10.0
 
-Handler = Callable[[str], Awaitable[str]]
-"""Takes one ER7 message, returns its ACK (the app's is ``LinkService.hl7v2_ack``)."""
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.IPv4Network("127.0.0.0/8"),
+    ipaddress.IPv6Network("::1/128"),
+)
+"""The default allow-list: this machine only."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who sent a message: the connection's address and, with client certificates, their CN."""
+
+    address: str
+    common_name: str | None = None
+
+    @property
+    def subject(self) -> str:
+        """The audit subject: ``mllp:cn=NAME`` with a client certificate, else ``mllp:ADDRESS``."""
+        return f"mllp:cn={self.common_name}" if self.common_name else f"mllp:{self.address}"
+
+
+Handler = Callable[[str, Peer], Awaitable[str]]
+"""Takes one ER7 message and its sender, returns its ACK (the app's applies and audits it)."""
+Observer = Callable[[str], None]
+"""Told each connection's outcome (``accepted``, ``refused``, ``tls_failed``), for metrics."""
 
 
 def frame(message: str) -> bytes:
@@ -40,8 +74,119 @@ def decode(payload: bytes) -> str:
         return payload.decode("latin-1")
 
 
+# --- who may connect ---
+
+
+def parse_allow_list(text: str) -> tuple[Network, ...]:
+    """Parse ``10.1.2.0/24,127.0.0.1`` (addresses or networks); raise ValueError if bad."""
+    networks: list[Network] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"--mllp-allow: {item[:60]!r} is not an address or network") from None
+    return tuple(networks)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Tell whether binding ``host`` keeps the listener on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def peer_address(peername: Any) -> str:
+    """The peer's IP address as text: IPv4-mapped IPv6 addresses as IPv4, no zone."""
+    host = str(peername[0]) if isinstance(peername, tuple) and peername else ""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host[:100]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def is_allowed(address: str, allow: Sequence[Network] | None) -> bool:
+    """Tell whether ``address`` is in ``allow`` (``None``: any address)."""
+    if allow is None:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in allow)
+
+
+def listener_refusal(
+    host: str, allow: str, certfile: str, keyfile: str, client_ca: str
+) -> str | None:
+    """Return why the MLLP listener must not start with these settings, or ``None``.
+
+    A non-loopback bind needs an explicit allow-list or client certificates: otherwise anyone who
+    can reach the port could create cases and patients (TLS without client certificates encrypts
+    but authenticates nobody).
+    """
+    try:
+        parse_allow_list(allow)
+    except ValueError as exc:
+        return str(exc)
+    if bool(certfile) != bool(keyfile):
+        return "--mllp-tls-certfile and --mllp-tls-keyfile go together"
+    if client_ca and not certfile:
+        return "--mllp-tls-client-ca needs --mllp-tls-certfile and --mllp-tls-keyfile"
+    if not is_loopback_host(host) and not allow.strip() and not client_ca:
+        return (
+            f"refusing to listen for MLLP on {host[:60]} without --mllp-allow (the LIS "
+            "addresses) or TLS client certificates (--mllp-tls-client-ca): anyone who can reach "
+            "the port could create cases and patients"
+        )
+    return None
+
+
+def allowed_networks(allow: str, client_ca: str) -> tuple[Network, ...] | None:
+    """The peers to accept: ``allow`` when given; else any address when a client certificate is
+    required (the certificate decides), else loopback only."""
+    networks = parse_allow_list(allow)
+    if networks:
+        return networks
+    return None if client_ca else LOOPBACK
+
+
+def tls_context(certfile: str, keyfile: str, client_ca: str = "") -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2 or later); with ``client_ca``, client certificates signed by
+    that CA are required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile, keyfile)
+    if client_ca:
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def common_name(peercert: Any) -> str | None:
+    """The subject CN of a verified peer certificate (``SSLSocket.getpeercert()``), or ``None``."""
+    if not isinstance(peercert, dict):
+        return None
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName" and value:
+                return str(value)[:100]
+    return None
+
+
+def _ignore(_outcome: str) -> None:
+    return None
+
+
 class MllpServer:
-    """An MLLP listener answering every framed message with ``handler``'s ACK."""
+    """An MLLP listener answering each framed message of an admitted peer with ``handler``'s ACK."""
 
     def __init__(
         self,
@@ -49,12 +194,20 @@ class MllpServer:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
+        allow: Sequence[Network] | None = LOOPBACK,
+        tls: ssl.SSLContext | None = None,
+        observe: Observer = _ignore,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         idle_timeout: float = 300.0,
     ) -> None:
         self.handler = handler
         self.host = host
         self.requested_port = port
+        self.allow = None if allow is None else tuple(allow)
+        """Peer networks accepted; ``None``: any (only sensible when client certificates are
+        required)."""
+        self.tls = tls
+        self.observe = observe
         self.max_message_bytes = max_message_bytes
         self.idle_timeout = idle_timeout
         self._server: asyncio.Server | None = None
@@ -77,7 +230,7 @@ class MllpServer:
             self.requested_port,
             limit=self.max_message_bytes + len(END) + 1,
         )
-        log.info("MLLP listening on port %d", self.port)
+        log.info("MLLP listening on port %d%s", self.port, " (TLS)" if self.tls is not None else "")
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting; let messages in progress finish (up to ``timeout``); close the rest."""
@@ -114,7 +267,9 @@ class MllpServer:
             return
         self._connections[task] = False
         try:
-            await self._serve(task, reader, writer)
+            peer = await self._admit(writer)
+            if peer is not None:
+                await self._serve(task, peer, reader, writer)
         except asyncio.CancelledError:
             pass
         except (ConnectionError, OSError) as exc:
@@ -125,8 +280,32 @@ class MllpServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
 
+    async def _admit(self, writer: asyncio.StreamWriter) -> Peer | None:
+        """Return the peer when its address is allowed and its TLS handshake (if any) succeeds."""
+        address = peer_address(writer.get_extra_info("peername"))
+        if not is_allowed(address, self.allow):
+            log.warning("MLLP connection from %s refused: not in the allow-list", address)
+            self.observe("refused")
+            return None
+        if self.tls is None:
+            self.observe("accepted")
+            return Peer(address)
+        try:
+            await writer.start_tls(self.tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, ConnectionError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            log.warning("MLLP TLS handshake with %s failed: %s", address, str(reason)[:80])
+            self.observe("tls_failed")
+            return None
+        self.observe("accepted")
+        return Peer(address, common_name(writer.get_extra_info("peercert")))
+
     async def _serve(
-        self, task: asyncio.Task[None], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        task: asyncio.Task[None],
+        peer: Peer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> None:
         while not self._closing:
             try:
@@ -151,7 +330,7 @@ class MllpServer:
                 return
             self._connections[task] = True
             try:
-                ack = await self.handler(decode(payload))
+                ack = await self.handler(decode(payload), peer)
             except Exception as exc:  # a handler bug must not leave the sender without an ACK
                 log.error("MLLP handler failed: %s", type(exc).__name__)
                 ack = build_ack(
@@ -163,4 +342,24 @@ class MllpServer:
             await writer.drain()
 
 
-__all__ = ["END", "MAX_MESSAGE_BYTES", "START", "Handler", "MllpServer", "decode", "frame"]
+__all__ = [
+    "END",
+    "LOOPBACK",
+    "MAX_MESSAGE_BYTES",
+    "START",
+    "Handler",
+    "MllpServer",
+    "Network",
+    "Observer",
+    "Peer",
+    "allowed_networks",
+    "common_name",
+    "decode",
+    "frame",
+    "is_allowed",
+    "is_loopback_host",
+    "listener_refusal",
+    "parse_allow_list",
+    "peer_address",
+    "tls_context",
+]

@@ -28,6 +28,7 @@ from slideserver.lis.fhir.outbound import specimens_with_container
 from slideserver.lis.hl7v2.ack import ERROR, build_ack
 from slideserver.lis.hl7v2.apply import Hl7Reply, handle_message, summarize
 from slideserver.lis.hl7v2.parse import read_header
+from slideserver.lis.parse_threads import run_parse
 
 log = logging.getLogger("slideserver.lis")
 
@@ -101,7 +102,7 @@ class LinkService:
     async def handle_hl7v2(self, raw: str) -> Hl7Reply:
         """Parse, apply, record and acknowledge one ER7 message."""
         store = self.store()
-        return await run_sync(handle_message, raw, store)
+        return await run_parse(handle_message, raw, store)
 
     async def hl7v2_ack(self, raw: str) -> str:
         """Answer one ER7 message with its ACK (the MLLP listener's handler); AE without links."""

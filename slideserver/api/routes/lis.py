@@ -9,7 +9,10 @@
   ``GET /fhir/ImagingStudy?identifier=`` or ``?patient=``, ``GET /fhir/Endpoint/{id}``.
   FHIR errors are OperationOutcomes with the matching status.
 
-Every inbound message is kept raw by the store with how it was answered. All answers carry
+Bodies are read with a size cap; JSON is decoded only when nested at most 64 levels (400
+otherwise, see :mod:`slideserver.api.bodies`), and every message is parsed in a worker thread
+(:mod:`slideserver.lis.parse_threads`), never on the event loop that serves tiles. Every inbound
+message is kept raw by the store with how it was answered. All answers carry
 ``Cache-Control: no-store``: they hold PHI. The work is the :class:`LinkService`'s; these routes
 only translate HTTP. When the catalog keeps no links (the in-memory one), every route but
 ``/fhir/metadata`` answers 503 ``links_unavailable``.
@@ -17,7 +20,6 @@ only translate HTTP. When the catalog keeps no links (the in-memory one), every 
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -25,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from slideserver.api.bodies import BodyTooLarge, JsonTooDeep, parse_json, read_body
 from slideserver.api.errors import error_response
 from slideserver.api.state import links_of, state_of
 from slideserver.catalog.cases import ApplyResult, CaseOrder, CaseView
@@ -33,6 +36,7 @@ from slideserver.lis import fhir
 from slideserver.lis.hl7v2.ack import ACCEPT, REJECT
 from slideserver.lis.json_orders import parse_case_order
 from slideserver.lis.mllp import decode
+from slideserver.lis.parse_threads import run_parse
 from slideserver.lis.validate import OrderError
 
 log = logging.getLogger("slideserver.lis")
@@ -42,25 +46,6 @@ MAX_BODY = 4 * 1024 * 1024
 MAX_PARAM = 200
 HL7_MEDIA_TYPE = "application/hl7-v2"
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-class BodyTooLarge(Exception):
-    """The request body is over :data:`MAX_BODY`."""
-
-
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    """Read the body, refusing more than ``limit`` bytes without reading them all."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def apply_result_json(order: CaseOrder, result: ApplyResult) -> dict[str, Any]:
@@ -82,18 +67,21 @@ async def post_case(request: Request) -> Response:
     """Create or update a case from a JSON order (idempotent)."""
     links = links_of(request).require()
     try:
-        body = await read_body(request)
+        body = await read_body(request, MAX_BODY)
     except BodyTooLarge:
         return error_response(413, "too_large", f"the order is larger than {MAX_BODY} bytes")
     raw = decode(body)
     try:
-        data = json.loads(body)
+        data = await run_parse(parse_json, body)
+    except JsonTooDeep as exc:
+        await links.reject("json", raw, exc.detail)
+        return error_response(400, "bad_request", exc.detail)
     except (ValueError, UnicodeDecodeError) as exc:
         detail = f"the body is not JSON: {getattr(exc, 'msg', 'undecodable')}"
         await links.reject("json", raw, detail)
         return error_response(400, "bad_request", detail)
     try:
-        order = parse_case_order(data)
+        order = await run_parse(parse_case_order, data)
     except OrderError as exc:
         await links.reject("json", raw, str(exc))
         return error_response(422, "invalid_order", str(exc))
@@ -112,7 +100,7 @@ async def post_hl7v2(request: Request) -> Response:
     """Apply one ER7 message; answer its ACK (the store keeps the message raw)."""
     links = links_of(request).require()
     try:
-        body = await read_body(request)
+        body = await read_body(request, MAX_BODY)
     except BodyTooLarge:
         return error_response(413, "too_large", f"the message is larger than {MAX_BODY} bytes")
     reply = await links.handle_hl7v2(decode(body))
@@ -157,17 +145,20 @@ async def post_fhir(request: Request) -> Response:
     """Apply a transaction Bundle of Patient, ServiceRequest and Specimens."""
     links = links_of(request).require()
     try:
-        body = await read_body(request)
+        body = await read_body(request, MAX_BODY)
     except BodyTooLarge:
         return fhir_error(413, "too-costly", f"the Bundle is larger than {MAX_BODY} bytes")
     raw = decode(body)
     try:
-        data = json.loads(body)
+        data = await run_parse(parse_json, body)
+    except JsonTooDeep as exc:
+        await links.reject("fhir", raw, exc.detail)
+        return fhir_error(400, "too-costly", exc.detail)
     except (ValueError, UnicodeDecodeError):
         await links.reject("fhir", raw, "not JSON")
         return fhir_error(400, "structure", "the body is not JSON")
     try:
-        transaction = fhir.parse_transaction(data)
+        transaction = await run_parse(fhir.parse_transaction, data)
     except fhir.FhirError as exc:
         await links.reject("fhir", raw, exc.diagnostics)
         return fhir_error(exc.status, exc.issue, exc.diagnostics, exc.expression)
@@ -300,4 +291,4 @@ def routes() -> list[Route]:
     ]
 
 
-__all__ = ["read_body", "routes"]
+__all__ = ["routes"]

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import (
     Bundle,
     BundleEntry,
@@ -76,10 +77,15 @@ def parse_transaction(data: object) -> Transaction:
         raise FhirError(400, "structure", "the body must be a JSON object (a FHIR Bundle)")
     if data.get("resourceType") != "Bundle":
         raise FhirError(400, "structure", "the body must be a Bundle", "Bundle")
+    unknown = _unknown_resource_type(data)
+    if unknown is not None:
+        raise FhirError(400, "structure", f"unknown resourceType {unknown}", "Bundle.entry")
     try:
         bundle = Bundle.model_validate(data)
     except ValidationError as exc:
         raise FhirError(400, "structure", _validation_message(exc), "Bundle") from None
+    except (KeyError, TypeError):  # fhir.resources' own lookups, should one slip past the check
+        raise FhirError(400, "structure", "the Bundle holds an unknown resourceType") from None
     if bundle.type != "transaction":
         raise FhirError(
             422,
@@ -91,6 +97,35 @@ def parse_transaction(data: object) -> Transaction:
         return _transaction(bundle)
     except OrderError as exc:
         raise FhirError(422, "invalid", exc.reason, exc.field) from None
+
+
+def _known_resource_type(name: str) -> bool:
+    """Whether ``name`` is a FHIR R4B resource type (not a data type, not unknown)."""
+    try:
+        model = get_fhir_model_class(name)  # caches only the types found, never the misses
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(model, type) and issubclass(model, Resource)
+
+
+def _unknown_resource_type(data: object) -> str | None:
+    """Return the first ``resourceType`` anywhere in ``data`` that is not a FHIR type, quoted and
+    clipped to 40 characters (it is a type name, not patient data); ``None`` when all are known.
+
+    fhir.resources raises a bare KeyError on such a type (nested ones too: ``contained``), so it
+    is looked for first, without recursion.
+    """
+    stack: list[object] = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            rtype = item.get("resourceType")
+            if rtype is not None and not (isinstance(rtype, str) and _known_resource_type(rtype)):
+                return repr(rtype[:40]) if isinstance(rtype, str) else "(not a string)"
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 def _transaction(bundle: Bundle) -> Transaction:

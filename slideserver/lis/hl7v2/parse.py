@@ -50,6 +50,19 @@ ORDER_TYPES = frozenset({("OML", "O21"), ("ORM", "O01")})
 UPDATE_TYPES = frozenset({("ADT", "A08"), ("ADT", "A31")})
 MERGE_TYPES = frozenset({("ADT", "A40")})
 
+MAX_SEGMENTS = 2000
+"""Segments (lines) in one message: an order with hundreds of slides stays well under it."""
+MAX_FIELDS = 256
+"""Fields in one segment (HL7 2.x segments define fewer than 60)."""
+MAX_REPETITIONS = 100
+"""Repetitions in one field."""
+MAX_COMPONENTS = 500
+"""Components in one field, all repetitions together."""
+MAX_SUBCOMPONENTS = 500
+"""Subcomponents in one field, all components together."""
+MAX_HEADER_CHARS = 65536
+"""How much of a message :func:`read_header` looks at."""
+
 
 @dataclass(frozen=True)
 class PatientMerge:
@@ -86,8 +99,11 @@ def normalize(raw: str) -> str:
 
 
 def read_header(raw: str) -> Header | None:
-    """Return the MSH of ``raw`` even when the rest is garbage, for the ACK; ``None`` if none."""
-    text = normalize(raw)
+    """Return the MSH of ``raw`` even when the rest is garbage, for the ACK; ``None`` if none.
+
+    Only the start of ``raw`` is read: the header is wanted for messages too large to parse.
+    """
+    text = normalize(raw.lstrip()[:MAX_HEADER_CHARS])
     if not text.startswith("MSH") or len(text) < 8:
         return None
     first = text.split("\r", 1)[0]
@@ -115,8 +131,40 @@ def read_header(raw: str) -> Header | None:
     )
 
 
+def check_size(raw: str) -> None:
+    """Refuse (AR) a message with more segments, fields, repetitions, components or
+    subcomponents than the ``MAX_*`` limits allow, before parsing builds an object for each.
+
+    Counting separators costs a few milliseconds per megabyte; a parse costs seconds for a few
+    hundred thousand segments, which one message must not be able to buy.
+    """
+    line_breaks = raw.count("\r") + raw.count("\n") - raw.count("\r\n")
+    if line_breaks > MAX_SEGMENTS:
+        raise Hl7Error(REJECT, f"the message has more than {MAX_SEGMENTS} segments", code=207)
+    text = raw.lstrip().lstrip("\x0b")
+    if not text.startswith("MSH") or len(text) < 8:
+        return  # parse_message refuses it
+    field_sep = text[3]
+    encoding = text[4:8].split(field_sep, 1)[0]
+    chars = (encoding + "^~\\&"[len(encoding) :])[:4]  # component, repetition, escape, sub
+    per_field = (
+        (chars[1], MAX_REPETITIONS, "repetitions"),
+        (chars[0], MAX_COMPONENTS, "components"),
+        (chars[3], MAX_SUBCOMPONENTS, "subcomponents"),
+    )
+    for segment in re.split(r"\r\n|\r|\n", text):
+        if segment.count(field_sep) >= MAX_FIELDS:
+            raise Hl7Error(REJECT, f"a segment has more than {MAX_FIELDS} fields", code=207)
+        for sep, limit, what in per_field:
+            if segment.count(sep) < limit:
+                continue  # no field of this segment can have more
+            if any(field.count(sep) >= limit for field in segment.split(field_sep)):
+                raise Hl7Error(REJECT, f"a field has more than {limit} {what}", code=207)
+
+
 def parse_message(raw: str) -> Hl7Message:
     """Parse one ER7 message into what it asks for; raise :class:`Hl7Error` when we cannot."""
+    check_size(raw)
     text = normalize(raw)
     if not text:
         raise Hl7Error(REJECT, "empty message", code=100)
@@ -385,12 +433,14 @@ def _erl(field: str) -> str:
 
 
 __all__ = [
+    "MAX_SEGMENTS",
     "MERGE_TYPES",
     "ORDER_TYPES",
     "UPDATE_TYPES",
     "Hl7Error",
     "Hl7Message",
     "PatientMerge",
+    "check_size",
     "normalize",
     "parse_message",
     "read_header",
