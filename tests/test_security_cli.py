@@ -51,7 +51,7 @@ def test_token_create_refuses_unknown_roles(tmp_path: Path) -> None:
 
 
 def test_serve_refuses_open_mode_off_loopback(samples_root: Path) -> None:
-    from slideserver.cli import _auth_refusal
+    from slideserver.server.runner import auth_refusal as _auth_refusal
     from slideserver.settings import Settings
 
     refused = _cli("serve", str(samples_root), "--host", "0.0.0.0", "--auth", "open")

@@ -185,7 +185,8 @@ def test_loopback_plain_http_is_said_at_start_up(samples_root: Path, tmp_path: P
 
 
 def test_the_transport_rule() -> None:
-    from slideserver.cli import _transport_refusal, is_loopback
+    from slideserver.server.runner import is_loopback
+    from slideserver.server.runner import transport_refusal as _transport_refusal
     from slideserver.settings import Settings
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
