@@ -32,7 +32,7 @@ from slideserver.metrics import Metrics
 from slideserver.readers.base import quiet_backend_logs
 from slideserver.readers.registry import ReaderRegistry, default_registry
 from slideserver.security import Security
-from slideserver.services.links import LinkService
+from slideserver.services.links import LinkService, accession_policy
 from slideserver.services.tiles import SlideService
 from slideserver.settings import Settings
 
@@ -120,6 +120,7 @@ def create_app(
     registry = registry or default_registry()
     metrics = Metrics()
     security = Security(settings)
+    policy = accession_policy(settings)  # a malformed LIS setting fails here, not per message
     if settings.auth == "open":
         log.warning("OPEN MODE: no authentication, every visitor sees all patient data (demo only)")
 
@@ -131,7 +132,7 @@ def create_app(
         handles = HandlePool(registry, settings.roots, settings.handle_pool_size)
         cache = build_cache(settings)
         service = SlideService(settings, catalog, handles, cache)
-        links = LinkService(catalog)
+        links = LinkService(catalog, policy)
         app.state.slideserver = AppState(
             settings, catalog, handles, cache, service, metrics, links=links
         )

@@ -24,10 +24,12 @@ from slideserver.catalog.cases import (
     PatientIn,
 )
 from slideserver.errors import BackendUnavailable
+from slideserver.settings import Settings
 from slideserver.lis.fhir.outbound import specimens_with_container
 from slideserver.lis.hl7v2.ack import ERROR, build_ack
 from slideserver.lis.hl7v2.apply import Hl7Reply, handle_message, summarize
 from slideserver.lis.hl7v2.parse import read_header
+from slideserver.lis.policy import AccessionPolicy
 
 log = logging.getLogger("slideserver.lis")
 
@@ -59,11 +61,18 @@ def accession_candidates(container_id: str) -> list[str]:
     return [container_id[:cut] for cut in reversed(cuts[1:])][:3]
 
 
+def accession_policy(settings: Settings) -> AccessionPolicy:
+    """The accession policy the settings describe; ValueError when one is malformed."""
+    return AccessionPolicy.parse(settings.lis_accession_source, settings.lis_missing_accession)
+
+
 class LinkService:
     """Apply LIS messages and read cases through the catalog's :class:`LinkStore`."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, policy: AccessionPolicy | None = None) -> None:
         self.catalog = catalog
+        self.policy = policy or AccessionPolicy()
+        """Which HL7 v2 order number is the accession, per sender."""
         self._store: LinkStore | None = catalog if isinstance(catalog, LinkStore) else None
 
     @property
@@ -101,7 +110,7 @@ class LinkService:
     async def handle_hl7v2(self, raw: str) -> Hl7Reply:
         """Parse, apply, record and acknowledge one ER7 message."""
         store = self.store()
-        return await run_sync(handle_message, raw, store)
+        return await run_sync(handle_message, raw, store, self.policy)
 
     async def hl7v2_ack(self, raw: str) -> str:
         """Answer one ER7 message with its ACK (the MLLP listener's handler); AE without links."""
@@ -186,4 +195,5 @@ __all__ = [
     "LinkService",
     "LinksUnavailable",
     "accession_candidates",
+    "accession_policy",
 ]
