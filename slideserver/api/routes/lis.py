@@ -153,9 +153,23 @@ def base_url(request: Request) -> str:
     return (public or str(request.base_url)).rstrip("/")
 
 
+FHIR_BODY_TYPES = frozenset({"application/fhir+json", "application/json"})
+"""Media types ``POST /fhir`` accepts (with any parameters: charset, fhirVersion)."""
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
 async def post_fhir(request: Request) -> Response:
-    """Apply a transaction Bundle of Patient, ServiceRequest and Specimens."""
+    """Apply a transaction Bundle of Patient, ServiceRequest and Specimens (FHIR JSON only)."""
     links = links_of(request).require()
+    if _media_type(request) not in FHIR_BODY_TYPES:
+        return fhir_error(
+            415,
+            "not-supported",
+            "Content-Type must be application/fhir+json (or application/json)",
+        )
     try:
         body = await read_body(request)
     except BodyTooLarge:

@@ -542,9 +542,9 @@ __all__ = [
     "Hl7Error",
     "Hl7Message",
     "PatientMerge",
+    "issuer_of",
     "normalize",
     "parse_message",
-    "issuer_of",
     "read_header",
     "split_messages",
 ]
