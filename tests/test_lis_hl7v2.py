@@ -10,7 +10,6 @@ import hl7
 import pytest
 
 from slideserver.catalog.cases import CaseOrder, PatientIn, SlideIn
-from slideserver.lis.policy import AccessionPolicy
 from slideserver.lis.hl7v2 import (
     Hl7Error,
     PatientMerge,
@@ -19,6 +18,7 @@ from slideserver.lis.hl7v2 import (
     parse_message,
     read_header,
 )
+from slideserver.lis.policy import AccessionPolicy
 from tests.fixtures.lis.support import (
     EPIC,
     JANE_MR,

@@ -24,12 +24,12 @@ from slideserver.catalog.cases import (
     PatientIn,
 )
 from slideserver.errors import BackendUnavailable
-from slideserver.settings import Settings
 from slideserver.lis.fhir.outbound import specimens_with_container
 from slideserver.lis.hl7v2.ack import ERROR, build_ack
 from slideserver.lis.hl7v2.apply import Hl7Reply, handle_message, summarize
 from slideserver.lis.hl7v2.parse import read_header
 from slideserver.lis.policy import AccessionPolicy
+from slideserver.settings import Settings
 
 log = logging.getLogger("slideserver.lis")
 

@@ -31,9 +31,9 @@ from slideserver.catalog.cases import ApplyResult, CaseOrder, CaseView
 from slideserver.errors import BackendUnavailable
 from slideserver.lis import fhir
 from slideserver.lis.hl7v2.ack import ACCEPT, REJECT
+from slideserver.lis.hl7v2.parse import decode_message
 from slideserver.lis.json_orders import parse_case_order
-from slideserver.lis.mllp import decode
-from slideserver.lis.validate import OrderError
+from slideserver.lis.validate import OrderError, decode_text
 
 log = logging.getLogger("slideserver.lis")
 
@@ -85,10 +85,10 @@ async def post_case(request: Request) -> Response:
         body = await read_body(request)
     except BodyTooLarge:
         return error_response(413, "too_large", f"the order is larger than {MAX_BODY} bytes")
-    raw = decode(body)
+    raw = decode_text(body)
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = json.loads(raw)
+    except ValueError as exc:
         detail = f"the body is not JSON: {getattr(exc, 'msg', 'undecodable')}"
         await links.reject("json", raw, detail)
         return error_response(400, "bad_request", detail)
@@ -115,7 +115,7 @@ async def post_hl7v2(request: Request) -> Response:
         body = await read_body(request)
     except BodyTooLarge:
         return error_response(413, "too_large", f"the message is larger than {MAX_BODY} bytes")
-    reply = await links.handle_hl7v2(decode(body))
+    reply = await links.handle_hl7v2(decode_message(body))
     if reply.code == ACCEPT:
         status = 200
     elif reply.internal:
@@ -174,10 +174,10 @@ async def post_fhir(request: Request) -> Response:
         body = await read_body(request)
     except BodyTooLarge:
         return fhir_error(413, "too-costly", f"the Bundle is larger than {MAX_BODY} bytes")
-    raw = decode(body)
+    raw = decode_text(body)
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(raw)
+    except ValueError:
         await links.reject("fhir", raw, "not JSON")
         return fhir_error(400, "structure", "the body is not JSON")
     try:

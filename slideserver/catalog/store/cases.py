@@ -106,7 +106,8 @@ def apply_order(conn: Connection, order: CaseOrder) -> ApplyResult:
                     conn,
                     "order_after_withdrawal",
                     case_accession or f"order {order.placer or order.filler}",
-                    f"a {order.source} order arrived for a {case.status} case; it stays {case.status}",
+                    f"a {order.source} order arrived for a {case.status} case; "
+                    f"it stays {case.status}",
                 )
             )
         if case.patient_id is None:

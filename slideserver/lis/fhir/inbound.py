@@ -237,9 +237,7 @@ def _accession(
     accession = check_identifier(value, f"{field}.value")
     issuer = check_identifier(system, f"{field}.system", required=False)
     for other_field, other_value, other_system in found[1:]:
-        if other_value.strip() != accession or (
-            other_system and issuer and other_system != issuer
-        ):
+        if other_value.strip() != accession or (other_system and issuer and other_system != issuer):
             raise OrderError(other_field, f"names another accession number than {field}")
         issuer = issuer or other_system
     return accession, issuer
@@ -318,9 +316,7 @@ def _patient(patient: Patient, where: str) -> PatientIn:
     )
 
 
-def _specimens(
-    items: Sequence[tuple[str, Specimen]], refs: _References
-) -> tuple[SpecimenIn, ...]:
+def _specimens(items: Sequence[tuple[str, Specimen]], refs: _References) -> tuple[SpecimenIn, ...]:
     """Parts -> blocks -> slides from ``Specimen.parent``; ``items`` are (path, Specimen)."""
     parent_of: dict[str, str | None] = {}
     known = {w for w, _ in items}
@@ -334,9 +330,7 @@ def _specimens(
         holder = w.rsplit(".contained[", 1)[0] if ".contained[" in w else w
         target = refs.resolve(parents[0].reference, holder)
         if target is None or target[0] not in known:
-            raise OrderError(
-                f"{w}.parent[0].reference", "must reference a Specimen of this Bundle"
-            )
+            raise OrderError(f"{w}.parent[0].reference", "must reference a Specimen of this Bundle")
         parent_of[w] = target[0]
 
     def depth(w: str) -> int:
@@ -401,10 +395,7 @@ def _stain(where: str, spec: Specimen) -> str | None:
         return None
     proc = step.procedure
     value = proc.text or next((c.code or c.display for c in proc.coding or []), None)
-    return (
-        check_identifier(value, f"{where}.processing.procedure", required=False)
-        or None
-    )
+    return check_identifier(value, f"{where}.processing.procedure", required=False) or None
 
 
 def _validation_message(exc: ValidationError) -> str:

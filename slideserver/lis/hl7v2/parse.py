@@ -60,6 +60,7 @@ from slideserver.lis.validate import (
     check_identifier,
     check_order,
     check_text,
+    decode_text,
     normalize_birth_date,
     normalize_name,
     normalize_sex,
@@ -207,9 +208,7 @@ def parse_message(raw: str, policy: AccessionPolicy | None = None) -> Hl7Message
     )
 
 
-def _orders(
-    message: hl7.Message, header: Header, policy: AccessionPolicy
-) -> tuple[CaseOrder, ...]:
+def _orders(message: hl7.Message, header: Header, policy: AccessionPolicy) -> tuple[CaseOrder, ...]:
     """OML^O21 / ORM^O01 -> one CaseOrder per order group (see the module docstring)."""
     patient = _patient(_one(message, "PID"))
     groups = _order_groups(message)
@@ -231,8 +230,7 @@ def _orders(
         if control not in ORDER_CONTROL:
             raise OrderError(
                 f"ORC{tag}-1",
-                f"is not a supported code {control[:4]!r} (supported: "
-                f"{', '.join(ORDER_CONTROL)})",
+                f"is not a supported code {control[:4]!r} (supported: {', '.join(ORDER_CONTROL)})",
             )
         placer, placer_issuer = _order_number(orc, obr, 2, tag)
         filler, filler_issuer = _order_number(orc, obr, 3, tag)
@@ -282,9 +280,7 @@ def _order_groups(message: hl7.Message) -> list[list[hl7.Segment]]:
             last_orc = seg
             current = [seg]
             groups.append(current)
-        elif name == "OBR" and (
-            current is None or any(str(s[0]) == "OBR" for s in current)
-        ):
+        elif name == "OBR" and (current is None or any(str(s[0]) == "OBR" for s in current)):
             current = [last_orc, seg] if last_orc is not None else [seg]
             groups.append(current)
         elif name in _GROUP_SEGMENTS:
@@ -451,6 +447,15 @@ def _specimens(segments: Sequence[hl7.Segment]) -> tuple[SpecimenIn, ...]:
     )
 
 
+def decode_message(payload: bytes) -> str:
+    """Decode an ER7 body by its MSH-18 character set: ``8859/1`` is Latin-1, anything else
+    UTF-8 (ASCII's superset). Invalid bytes are kept as U+FFFD, refused by the field checks."""
+    first = payload.split(b"\r", 1)[0].split(b"\n", 1)[0]
+    fields = first.split(first[3:4]) if first.startswith(b"MSH") and len(first) > 3 else []
+    charset = fields[17].split(b"~")[0].strip().upper() if len(fields) > 17 else b""
+    return decode_text(payload, "latin-1" if charset == b"8859/1" else "utf-8")
+
+
 def split_messages(text: str) -> Sequence[str]:
     """Split a text holding several ER7 messages at each MSH (for batch files and tests)."""
     body = normalize(text)
@@ -542,6 +547,7 @@ __all__ = [
     "Hl7Error",
     "Hl7Message",
     "PatientMerge",
+    "decode_message",
     "issuer_of",
     "normalize",
     "parse_message",

@@ -25,9 +25,7 @@ def upgrade() -> None:
             comment="NULL while the order is pending its number",
         )
         batch_op.add_column(
-            sa.Column(
-                "status", sa.String(length=16), nullable=False, server_default="active"
-            )
+            sa.Column("status", sa.String(length=16), nullable=False, server_default="active")
         )
         batch_op.add_column(
             sa.Column(
