@@ -83,6 +83,13 @@ class Settings:
     """PEM private key of ``mllp_tls_certfile``."""
     mllp_tls_client_ca: str = ""
     """PEM CA bundle; when set, MLLP peers must present a client certificate it signed."""
+    lis_accession_source: str = "filler"
+    """Which HL7 v2 order number is a case's accession: ``filler`` (ORC-3, the laboratory's
+    number) or ``placer`` (ORC-2), then per-sender overrides by MSH-3 or MSH-4, comma-separated:
+    ``filler,COPATH=placer`` (an anatomic-pathology LIS that numbers its own cases in ORC-2)."""
+    lis_missing_accession: str = "pending"
+    """An order without that number: ``pending`` (kept, matched by its other number when a later
+    message of the order brings the accession) or ``refuse`` (answered AE)."""
     auth: str = "open"
     """``open`` (local demo only: an anonymous pathologist-equivalent, everything audited),
     ``tokens`` (API tokens from ``slideserver token create``) or ``oidc`` (bearer JWTs from

@@ -5,10 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pydicom
 import pytest
+from sqlalchemy import select
 
 from slideserver.catalog.base import SlideQuery
-from slideserver.catalog.cases import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
+from slideserver.catalog.cases import (
+    ACTIVE,
+    CANCELLED,
+    PENDING,
+    BlockIn,
+    CaseOrder,
+    PatientIn,
+    SlideIn,
+    SpecimenIn,
+)
+from slideserver.catalog.schema import link_events
 from slideserver.catalog.sql import SqlCatalog
 from slideserver.readers.registry import default_registry
 
@@ -204,3 +216,66 @@ def test_renamed_file_is_relinked_with_history(catalog: SqlCatalog, tiny_slides:
     assert moved is not None and moved.extra["case"]["accession"] == "S24-00002"
     actions = [e.action for e in catalog.link_history(slide_id)]
     assert actions == ["relink", "move", "link"]
+
+
+def test_cancel_keeps_the_slides_linked_and_records_it(
+    catalog: SqlCatalog, tiny_slides: Any
+) -> None:
+    catalog.apply_order(order())
+    tiny_slides("S24-00001_A1_HE.svs", barcode="S24-00001-A1-HE")
+    assert catalog.scan().linked == 1
+    result = catalog.apply_order(order(status=CANCELLED))
+    assert (result.created, result.changed, result.status) == (False, True, CANCELLED)
+    view = catalog.get_case("S24-00001")
+    assert view is not None and view.status == CANCELLED
+    assert [s.barcode for s in view.slides] == ["S24-00001-A1-HE"]
+    with catalog.engine.connect() as conn:
+        actions = conn.execute(select(link_events.c.action)).scalars().all()
+    assert "case_cancelled" in actions
+    assert not catalog.apply_order(order(status=CANCELLED)).changed
+
+
+def test_cancel_of_an_unknown_order_creates_nothing(catalog: SqlCatalog) -> None:
+    result = catalog.apply_order(order(status=CANCELLED))
+    assert not result.found and not result.changed
+    assert catalog.get_case("S24-00001") is None
+
+
+def test_pending_order_gets_its_accession_from_a_later_message(catalog: SqlCatalog) -> None:
+    pending = catalog.apply_order(order(accession="", placer="P-1", placer_issuer="HIS"))
+    assert pending.created and pending.status == PENDING
+    assert catalog.cases_of_patient("MRN1") == []
+    numbered = catalog.apply_order(
+        order(accession="F-9", placer="P-1", placer_issuer="HIS", filler="F-9")
+    )
+    assert not numbered.created and numbered.status == ACTIVE
+    assert [c.accession for c in catalog.cases_of_patient("MRN1")] == ["F-9"]
+    view = catalog.get_case("F-9")
+    assert view is not None and [s.id for s in view.specimens] == ["A"]
+
+
+def test_placer_and_filler_numbers_find_one_case(catalog: SqlCatalog) -> None:
+    catalog.apply_order(order(accession="F-9", placer="P-1", filler="F-9"))
+    again = catalog.apply_order(order(accession="", placer="P-1"))
+    assert not again.created and again.accession == "F-9"
+    assert len(catalog.cases_of_patient("MRN1")) == 1
+
+
+def test_dicom_slide_carries_its_own_study_and_series_uids(
+    catalog: SqlCatalog, tiny_dicom: Any
+) -> None:
+    folder = tiny_dicom(
+        "scanner-output/series-1",
+        patient_id="MRN1",
+        accession="S24-00001",
+        container_id="S24-00001-A1-HE",
+    )
+    header = pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True)
+    catalog.apply_order(order())
+    catalog.scan()
+    view = catalog.get_case("S24-00001")
+    assert view is not None
+    assert (view.slides[0].study_uid, view.slides[0].series_uid) == (
+        header.StudyInstanceUID,
+        header.SeriesInstanceUID,
+    )

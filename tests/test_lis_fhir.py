@@ -27,21 +27,27 @@ from slideserver.catalog.cases import (
 )
 from slideserver.lis import fhir
 from tests.fixtures.lis.support import (
+    EPIC,
+    HOSP,
     JANE,
+    JANE_MR,
+    LAB,
     SAMPLE_SPECIMENS,
     read,
     slide_root,
     sql_lis_client,
 )
 
-JANE_FHIR = PatientIn("MRN-0012345", "urn:oid:1.2.3.4.5.6.7", "DOE^JANE", "1961-04-12", "F")
+JANE_FHIR = JANE_MR
 ORDER = CaseOrder(
     accession="S24-01234",
-    accession_issuer="urn:oid:1.2.3.4.5.6.9",
+    accession_issuer=LAB,
     patient=JANE_FHIR,
     specimens=SAMPLE_SPECIMENS,
     source="fhir",
     message_id="lis-msg-0001",
+    placer="ORD-778812",
+    placer_issuer=EPIC,
 )
 
 
@@ -115,7 +121,7 @@ def entry(data: dict[str, Any], n: int) -> dict[str, Any]:
         ),
         (lambda d: d["entry"].pop(1), 422, "one ServiceRequest is required, found 0", None),
         (
-            lambda d: entry(d, 1)["identifier"].pop(1),
+            lambda d: (entry(d, 1)["identifier"].pop(1), entry(d, 2).pop("accessionIdentifier")),
             422,
             "v2-0203#ACSN",
             "Bundle.entry[1].resource.identifier",
@@ -140,7 +146,7 @@ def entry(data: dict[str, Any], n: int) -> dict[str, Any]:
         (
             lambda d: entry(d, 3)["parent"][0].update(reference="urn:uuid:nowhere"),
             422,
-            "must reference a Specimen entry",
+            "must reference a Specimen of this Bundle",
             "Bundle.entry[3].resource.parent[0].reference",
         ),
         (lambda d: d["entry"][2].pop("request"), 422, "required in a transaction", None),
@@ -240,7 +246,8 @@ def test_patient_resource() -> None:
     patient = revalidate(fhir.patient_resource(case_view().patient), Patient)  # type: ignore[arg-type]
     assert patient.id == "MRN-0012345"
     assert patient.identifier[0].value == "MRN-0012345"
-    assert patient.identifier[0].assigner.display == "HOSP"
+    assert patient.identifier[0].system == HOSP
+    assert patient.identifier[0].type is None  # sent without a type: none made up
     assert (patient.name[0].family, patient.name[0].given) == ("DOE", ["JANE"])
     assert str(patient.birthDate) == "1961-04-12"
     assert patient.gender == "female"
@@ -273,7 +280,7 @@ def test_specimens_round_trip_through_a_transaction() -> None:
                 "resourceType": "ServiceRequest",
                 "status": "active",
                 "intent": "order",
-                "subject": {"reference": "Patient/MRN-0012345"},
+                "subject": {"identifier": {"value": "MRN-0012345"}},
                 "identifier": [json.loads(fhir.to_json(fhir.imaging_study(case)))["identifier"][0]],
             },
             "request": {"method": "POST", "url": "ServiceRequest"},
@@ -361,10 +368,16 @@ def test_http_post_transaction(fhir_client: Any) -> None:
 
 
 def test_http_post_errors(fhir_client: Any) -> None:
-    bad = fhir_json(fhir_client.post("/fhir", content=b"{oops"), 400)
+    bad = fhir_json(
+        fhir_client.post(
+            "/fhir", content=b"{oops", headers={"content-type": "application/fhir+json"}
+        ),
+        400,
+    )
     assert OperationOutcome.model_validate(bad).issue[0].code == "structure"
     data = bundle()
     entry(data, 1)["identifier"].pop(1)
+    entry(data, 2).pop("accessionIdentifier")
     missing = fhir_json(fhir_client.post("/fhir", json=data), 422)
     issue = OperationOutcome.model_validate(missing).issue[0]
     assert "ACSN" in issue.diagnostics

@@ -18,7 +18,16 @@ from slideserver.lis.hl7v2 import (
     parse_message,
     read_header,
 )
-from tests.fixtures.lis.support import JANE, SAMPLE_SPECIMENS, RecordingStore, read, sql_lis_client
+from slideserver.lis.policy import AccessionPolicy
+from tests.fixtures.lis.support import (
+    EPIC,
+    JANE_MR,
+    LAB,
+    SAMPLE_SPECIMENS,
+    RecordingStore,
+    read,
+    sql_lis_client,
+)
 
 
 def replace_segment(message: str, name: str, new: str | None) -> str:
@@ -31,6 +40,13 @@ def replace_segment(message: str, name: str, new: str | None) -> str:
         elif seg:
             out.append(seg)
     return "\r".join(out) + "\r"
+
+
+def only_order(message: str) -> CaseOrder:
+    """The one order of an OML/ORM message."""
+    content = parse_message(message).content
+    assert isinstance(content, tuple) and len(content) == 1
+    return content[0]
 
 
 def error_of(message: str) -> Hl7Error:
@@ -47,71 +63,121 @@ def test_oml_o21_every_field() -> None:
     assert parsed.header.message_type == "OML^O21"
     assert parsed.header.control_id == "MSG-OML-0001"
     assert parsed.header.sending_application == "COPATH"
-    assert parsed.content == CaseOrder(
-        accession="S24-01234",
-        accession_issuer="LAB",
-        patient=JANE,
-        specimens=SAMPLE_SPECIMENS,
-        source="hl7v2",
-        message_id="COPATH:MSG-OML-0001",
+    assert parsed.content == (
+        CaseOrder(
+            accession="S24-01234",
+            accession_issuer=LAB,
+            patient=JANE_MR,
+            specimens=SAMPLE_SPECIMENS,
+            source="hl7v2",
+            message_id="COPATH:MSG-OML-0001",
+            placer="ORD-778812",
+            placer_issuer=EPIC,
+            filler="S24-01234",
+            filler_issuer=LAB,
+        ),
     )
 
 
 def test_orm_o01_every_field() -> None:
     parsed = parse_message(read("orm_o01.hl7"))
     assert parsed.header.message_type == "ORM^O01"
-    assert parsed.content == CaseOrder(
-        accession="S24-01234",
-        accession_issuer="LAB",
-        patient=JANE,
-        specimens=(),
-        source="hl7v2",
-        message_id="EPIC:MSG-ORM-0001",
+    assert parsed.content == (
+        CaseOrder(
+            accession="S24-01234",
+            accession_issuer=LAB,
+            patient=JANE_MR,
+            specimens=(),
+            source="hl7v2",
+            message_id="EPIC:MSG-ORM-0001",
+            placer="ORD-778812",
+            placer_issuer=EPIC,
+            filler="S24-01234",
+            filler_issuer=LAB,
+        ),
     )
 
 
 def test_newline_separated_and_mllp_wrapped_input_is_accepted() -> None:
     wrapped = "\x0b" + read("orm_o01.hl7").replace("\r", "\r\n") + "\x1c\r"
-    assert isinstance(parse_message(wrapped).content, CaseOrder)
+    assert only_order(wrapped).accession == "S24-01234"
 
 
 @pytest.mark.parametrize(
-    ("orc", "obr", "accession", "issuer"),
+    ("orc", "obr", "placer", "filler"),
     [
-        ("ORC|NW|P1^EPIC|F1^LAB", "OBR|1|P2^EPIC|F2^LAB", "F1", "LAB"),
-        ("ORC|NW|P1^EPIC|", "OBR|1|P2^EPIC|F2^LAB", "F2", "LAB"),
-        ("ORC|NW|P1^EPIC|", "OBR|1|P2^EPIC|", "P1", "EPIC"),
-        ("ORC|NW||", "OBR|1|P2^EPIC|", "P2", "EPIC"),
+        ("ORC|NW|P1^EPIC|F1^LAB", "OBR|1|P2^EPIC|F2^LAB", ("P1", "EPIC"), ("F1", "LAB")),
+        ("ORC|NW|P1^EPIC|", "OBR|1|P2^EPIC|F2^LAB", ("P1", "EPIC"), ("F2", "LAB")),
+        ("ORC|NW||", "OBR|1|P2^EPIC|", ("P2", "EPIC"), ("", "")),
     ],
 )
-def test_accession_precedence(orc: str, obr: str, accession: str, issuer: str) -> None:
+def test_order_numbers_orc_first_then_obr(
+    orc: str, obr: str, placer: tuple[str, str], filler: tuple[str, str]
+) -> None:
     message = replace_segment(replace_segment(read("orm_o01.hl7"), "ORC", orc), "OBR", obr)
-    order = parse_message(message).content
-    assert isinstance(order, CaseOrder)
-    assert (order.accession, order.accession_issuer) == (accession, issuer)
+    order = only_order(message)
+    assert (order.placer, order.placer_issuer) == placer
+    assert (order.filler, order.filler_issuer) == filler
 
 
-def test_no_accession_is_an_error() -> None:
+def test_accession_is_the_filler_number_by_default() -> None:
+    message = replace_segment(read("orm_o01.hl7"), "ORC", "ORC|NW|P1^EPIC|F1^LAB")
+    assert (only_order(message).accession, only_order(message).accession_issuer) == ("F1", "LAB")
+
+
+def test_accession_is_the_placer_number_for_a_placer_sender() -> None:
+    message = replace_segment(read("orm_o01.hl7"), "ORC", "ORC|NW|P1^EPIC|F1^LAB")
+    policy = AccessionPolicy.parse("filler,EPIC=placer")
+    order = parse_message(message, policy).content
+    assert isinstance(order, tuple)
+    assert (order[0].accession, order[0].accession_issuer) == ("P1", "EPIC")
+
+
+def test_missing_accession_is_pending_never_the_other_number() -> None:
+    message = replace_segment(
+        replace_segment(read("orm_o01.hl7"), "ORC", "ORC|NW|P1^EPIC|"), "OBR", "OBR|1|P1^EPIC|"
+    )
+    order = only_order(message)
+    assert (order.accession, order.placer, order.filler) == ("", "P1", "")
+
+
+def test_missing_accession_is_refused_when_so_configured() -> None:
+    message = replace_segment(
+        replace_segment(read("orm_o01.hl7"), "ORC", "ORC|NW|P1^EPIC|"), "OBR", "OBR|1|P1^EPIC|"
+    )
+    with pytest.raises(Hl7Error) as caught:
+        parse_message(message, AccessionPolicy.parse("filler", "refuse"))
+    error = caught.value
+    assert (error.ack_code, error.code, error.location) == ("AE", 101, "ORC^1^3")
+    assert "filler order number" in error.reason
+
+
+def test_hd_universal_id_is_the_issuer() -> None:
+    message = replace_segment(read("orm_o01.hl7"), "ORC", "ORC|NW|P1^EPIC|F1^LAB^1.2.3^ISO")
+    assert only_order(message).accession_issuer == "urn:oid:1.2.3"
+
+
+def test_no_order_number_is_an_error() -> None:
     message = replace_segment(replace_segment(read("orm_o01.hl7"), "ORC", "ORC|NW"), "OBR", "OBR|1")
     error = error_of(message)
-    assert (error.ack_code, error.code, error.location) == ("AE", 101, "ORC^1^3")
-    assert "ORC-3, OBR-3, ORC-2 or OBR-2" in error.reason
+    assert (error.ack_code, error.code, error.location) == ("AE", 101, "ORC^1^2")
+    assert "no placer (ORC-2/OBR-2) or filler (ORC-3/OBR-3) number" in error.reason
 
 
 def test_pid3_prefers_the_mr_repetition() -> None:
     pid = "PID|1||999-99-9999^^^SSA^SS~MRN-0012345^^^HOSP^MR||DOE^JANE||19610412|F"
-    order = parse_message(replace_segment(read("orm_o01.hl7"), "PID", pid)).content
+    order = only_order(replace_segment(read("orm_o01.hl7"), "PID", pid))
     assert isinstance(order, CaseOrder)
     assert (order.patient.identifier, order.patient.issuer) == ("MRN-0012345", "HOSP")
     pid = "PID|1||4711^^^CLINIC||DOE^JANE"
-    order = parse_message(replace_segment(read("orm_o01.hl7"), "PID", pid)).content
+    order = only_order(replace_segment(read("orm_o01.hl7"), "PID", pid))
     assert isinstance(order, CaseOrder)
     assert order.patient == PatientIn("4711", "CLINIC", "DOE^JANE")
 
 
 def test_escaped_values_are_unescaped() -> None:
     pid = r"PID|1||MRN-0012345^^^HOSP^MR||O\T\BRIEN^JANE||19610412|F"
-    order = parse_message(replace_segment(read("orm_o01.hl7"), "PID", pid)).content
+    order = only_order(replace_segment(read("orm_o01.hl7"), "PID", pid))
     assert isinstance(order, CaseOrder)
     assert order.patient.name == "O&BRIEN^JANE"
 
@@ -148,7 +214,7 @@ def test_specimen_errors() -> None:
 
 def test_slide_without_sac_uses_its_specimen_id() -> None:
     oml = read("oml_o21.hl7").replace("SAC|||S24-01234-A1-1\r", "")
-    order = parse_message(oml).content
+    order = only_order(oml)
     assert isinstance(order, CaseOrder)
     assert order.specimens[0].blocks[0].slides == (SlideIn("A1-1", "HE"),)
 
@@ -159,12 +225,12 @@ def test_slide_without_sac_uses_its_specimen_id() -> None:
 def test_adt_a08() -> None:
     parsed = parse_message(read("adt_a08.hl7"))
     assert parsed.header.message_type == "ADT^A08"
-    assert parsed.content == JANE
+    assert parsed.content == JANE_MR
 
 
 def test_adt_a40() -> None:
     parsed = parse_message(read("adt_a40.hl7"))
-    assert parsed.content == PatientMerge(JANE, "MRN-0099999")
+    assert parsed.content == PatientMerge(JANE_MR, "MRN-0099999")
 
 
 def test_adt_a40_errors() -> None:
@@ -255,9 +321,9 @@ def test_handle_order_records_and_accepts() -> None:
 def test_handle_adt() -> None:
     store = RecordingStore()
     assert handle_message(read("adt_a08.hl7"), store).detail == "patient updated"
-    assert store.updates == [JANE]
+    assert store.updates == [JANE_MR]
     assert handle_message(read("adt_a40.hl7"), store).detail == "patients merged"
-    assert store.merges == [(JANE, "MRN-0099999")]
+    assert store.merges == [(JANE_MR, "MRN-0099999")]
     store.known = False
     reply = handle_message(read("adt_a08.hl7"), store)
     assert (reply.code, reply.detail) == ("AA", "patient not known; nothing to update")
@@ -316,14 +382,14 @@ def test_http_hl7v2(lis_client: Any) -> None:
     assert "MSA|AA|MSG-OML-0001|" in ok.text
     catalog = lis_client.app.state.slideserver.catalog
     case = catalog.get_case("S24-01234")
-    assert case.patient == JANE
+    assert case.patient == JANE_MR
     assert [b.id for b in case.specimens[0].blocks] == ["A1", "A2"]
 
     garbage = post("/api/lis/hl7v2", content=b"not hl7 at all")
     assert garbage.status_code == 400
     assert "MSA|AR|" in garbage.text
 
-    no_mrn = read("oml_o21.hl7").replace("MRN-0012345^^^HOSP^MR~", "")
+    no_mrn = read("oml_o21.hl7").replace("MRN-0012345^^^HOSP&1.2.3.4.5.6.7&ISO^MR~", "")
     no_mrn = no_mrn.replace("999-99-9999^^^SSA^SS", "")
     invalid = post("/api/lis/hl7v2", content=no_mrn.encode())
     assert invalid.status_code == 422

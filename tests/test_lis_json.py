@@ -14,7 +14,7 @@ from slideserver.catalog.cases import CaseOrder, PatientIn
 from slideserver.lis.json_orders import parse_case_order
 from slideserver.lis.validate import OrderError
 from tests.fixtures.lis import support
-from tests.fixtures.lis.support import JANE, SAMPLE_SPECIMENS, read, sql_lis_client
+from tests.fixtures.lis.support import JANE, LAB, SAMPLE_SPECIMENS, read, sql_lis_client
 
 
 def sample() -> dict[str, Any]:
@@ -26,7 +26,7 @@ def test_every_field() -> None:
     order = parse_case_order(sample())
     assert order == CaseOrder(
         accession="S24-01234",
-        accession_issuer="LAB",
+        accession_issuer=LAB,
         patient=JANE,
         specimens=SAMPLE_SPECIMENS,
         source="json",

@@ -34,7 +34,7 @@ from slideserver.readers.base import quiet_backend_logs
 from slideserver.readers.registry import ReaderRegistry, default_registry
 from slideserver.security import Security
 from slideserver.services.iiif import IIIFService
-from slideserver.services.links import LinkService
+from slideserver.services.links import LinkService, accession_policy
 from slideserver.services.mllp_intake import MllpIntake
 from slideserver.services.tiles import TileService
 from slideserver.settings import Settings
@@ -163,6 +163,7 @@ def create_app(
     registry = registry or default_registry()
     metrics = Metrics()
     security = Security(settings)
+    policy = accession_policy(settings)  # a malformed LIS setting fails here, not per message
     if settings.auth == "open":
         log.warning("OPEN MODE: no authentication, every visitor sees all patient data (demo only)")
 
@@ -175,7 +176,7 @@ def create_app(
         handles = HandlePool(registry, settings.roots, settings.handle_pool_size)
         cache = build_cache(settings)
         service = TileService(settings, catalog, handles, cache)
-        links = LinkService(catalog)
+        links = LinkService(catalog, policy)
         app.state.slideserver = AppState(
             settings, catalog, handles, cache, service, metrics, IIIFService(service), links
         )

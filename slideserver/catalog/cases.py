@@ -23,13 +23,27 @@ class PatientIn:
     """A patient as the LIS knows them. ``name`` and ``birth_date`` are PHI."""
 
     identifier: str
-    """The MRN (HL7 PID-3, FHIR Patient.identifier)."""
+    """The MRN (HL7 PID-3, else PID-2; FHIR Patient.identifier)."""
     issuer: str = ""
     name: str | None = None
     """``FAMILY^GIVEN`` as in HL7 v2 and DICOM."""
     birth_date: str | None = None
     """ISO date ``YYYY-MM-DD``."""
     sex: str | None = None
+    identifier_type: str = ""
+    """The identifier's type code as sent (HL7 CX.5, FHIR ``type``: ``MR``, ``PI``...); empty
+    when the sender typed it not."""
+
+
+ACTIVE = "active"
+"""A case the LIS ordered and has not withdrawn."""
+PENDING = "pending"
+"""An order whose accession number has not arrived yet; matched by its order numbers."""
+CANCELLED = "cancelled"
+"""Withdrawn before or during work (HL7 ORC-1 ``CA``); its slides stay linked."""
+DISCONTINUED = "discontinued"
+"""Stopped after work began (HL7 ORC-1 ``DC``); its slides stay linked."""
+WITHDRAWN = frozenset({CANCELLED, DISCONTINUED})
 
 
 @dataclass(frozen=True)
@@ -59,9 +73,15 @@ class SpecimenIn:
 
 @dataclass(frozen=True)
 class CaseOrder:
-    """One order message: a case with its patient, specimens, blocks and slide barcodes."""
+    """One order: a case with its patient, specimens, blocks and slide barcodes.
+
+    One order is one case. The catalog finds the case of an order by its accession number, its
+    filler order number or its placer order number (each with its issuer), so that the messages
+    of one order's life (new, numbered by the laboratory, changed, cancelled) reach one case.
+    """
 
     accession: str
+    """The case's accession number; empty while it is not known (the order is kept pending)."""
     patient: PatientIn
     accession_issuer: str = ""
     specimens: tuple[SpecimenIn, ...] = ()
@@ -69,6 +89,15 @@ class CaseOrder:
     """``json``, ``fhir`` or ``hl7v2``."""
     message_id: str | None = None
     """The sender's message ID, for idempotency and the audit trail."""
+    placer: str = ""
+    """The placer order number (HL7 ORC-2/OBR-2, FHIR identifier typed ``PLAC``)."""
+    placer_issuer: str = ""
+    filler: str = ""
+    """The filler order number (HL7 ORC-3/OBR-3, FHIR identifier typed ``FILL``)."""
+    filler_issuer: str = ""
+    status: str = ACTIVE
+    """What the order asks the case to be: ``active`` (new or changed), ``cancelled`` or
+    ``discontinued`` (HL7 ORC-1 ``CA`` / ``DC``: only the status changes, nothing is unlinked)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +112,12 @@ class ApplyResult:
     """Slide IDs linked to the case by this message."""
     conflicts: tuple[str, ...] = ()
     """Human-readable conflicts flagged for review instead of overwritten."""
+    status: str = ACTIVE
+    """The case's status after the order: ``active``, ``pending``, ``cancelled``..."""
+    accession: str = ""
+    """The case's accession number (the order's, or the one the case already had)."""
+    found: bool = True
+    """False when a cancel named an order the catalog does not know (nothing was changed)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +135,10 @@ class SlideView:
     width: int | None = None
     height: int | None = None
     mpp_x: float | None = None
+    study_uid: str | None = None
+    """The DICOM StudyInstanceUID the file carries (DICOM slides only)."""
+    series_uid: str | None = None
+    """The DICOM SeriesInstanceUID the file carries (DICOM slides only)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +166,8 @@ class CaseView:
     """Every slide of the case, linked to a block or not."""
     expected_barcodes: tuple[str, ...] = field(default_factory=tuple)
     """Barcodes the LIS ordered that no scanned slide carries yet."""
+    status: str = ACTIVE
+    """``active``, ``cancelled`` or ``discontinued`` (LIS cases); ``active`` for evidence."""
 
 
 @dataclass(frozen=True)

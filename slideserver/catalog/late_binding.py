@@ -94,7 +94,9 @@ def link_scans(conn: Connection, where: Any, source: str = "scan") -> LinkOutcom
     )
     known_barcodes = set(
         conn.execute(
-            select(glass_slides.c.barcode).where(glass_slides.c.barcode.in_(barcodes))
+            select(glass_slides.c.barcode)
+            .join(cases, cases.c.id == glass_slides.c.case_id)
+            .where(glass_slides.c.barcode.in_(barcodes), cases.c.accession.is_not(None))
         ).scalars()
     )
     for row in rows:
@@ -135,7 +137,7 @@ def _resolve(conn: Connection, row: Any) -> tuple[int | None, list[str]]:
         glass = conn.execute(
             select(glass_slides.c.id, cases.c.accession, cases.c.patient_id)
             .join(cases, cases.c.id == glass_slides.c.case_id)
-            .where(glass_slides.c.barcode == row.ev_barcode)
+            .where(glass_slides.c.barcode == row.ev_barcode, cases.c.accession.is_not(None))
         ).first()
         if glass is not None:
             if row.ev_accession and row.ev_accession != glass.accession:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slideserver.lis.hl7v2.ack import ERROR, REJECT, build_ack
-from slideserver.lis.hl7v2.parse import read_header
+from slideserver.lis.hl7v2.parse import decode_message, read_header
 
 log = logging.getLogger("slideserver.lis.mllp")
 
@@ -64,14 +64,6 @@ Observer = Callable[[str], None]
 def frame(message: str) -> bytes:
     """Wrap one message (segments separated by ``\\r``) in MLLP framing, UTF-8 encoded."""
     return START + message.encode("utf-8") + END
-
-
-def decode(payload: bytes) -> str:
-    """Decode a message: UTF-8 (HL7 2.8's default and ASCII-compatible), else Latin-1."""
-    try:
-        return payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return payload.decode("latin-1")
 
 
 # --- who may connect ---
@@ -330,11 +322,11 @@ class MllpServer:
                 return
             self._connections[task] = True
             try:
-                ack = await self.handler(decode(payload), peer)
+                ack = await self.handler(decode_message(payload), peer)
             except Exception as exc:  # a handler bug must not leave the sender without an ACK
                 log.error("MLLP handler failed: %s", type(exc).__name__)
                 ack = build_ack(
-                    read_header(decode(payload)), ERROR, "internal error", error_code=207
+                    read_header(decode_message(payload)), ERROR, "internal error", error_code=207
                 )
             finally:
                 self._connections[task] = False
@@ -354,7 +346,6 @@ __all__ = [
     "Peer",
     "allowed_networks",
     "common_name",
-    "decode",
     "frame",
     "is_allowed",
     "is_loopback_host",

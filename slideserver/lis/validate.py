@@ -18,6 +18,8 @@ MAX_ID = 64
 MAX_TEXT = 1024
 """Longest free text (names, descriptions)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNDECODABLE = "\ufffd"
+"""What :func:`decode_text` puts where bytes were not valid in the message's character set."""
 _SEX = {
     "m": "M",
     "male": "M",
@@ -57,9 +59,22 @@ def check_identifier(value: object, field: str, *, required: bool = True) -> str
         return ""
     if len(text) > MAX_ID:
         raise OrderError(field, f"is longer than {MAX_ID} characters")
+    _check_characters(text, field)
+    return text
+
+
+def _check_characters(text: str, field: str) -> None:
+    """Refuse control characters (NUL...) and undecodable bytes, in every interface alike."""
     if _CONTROL.search(text):
         raise OrderError(field, "contains control characters")
-    return text
+    if _UNDECODABLE in text:
+        raise OrderError(field, "contains bytes that are not valid in the message's character set")
+
+
+def decode_text(payload: bytes, charset: str = "utf-8") -> str:
+    """Decode a message body; bytes not valid in ``charset`` become U+FFFD, which every field
+    check refuses (so a field with them is an error naming the field, whatever the interface)."""
+    return payload.decode(charset, errors="replace")
 
 
 def check_text(value: object, field: str) -> str | None:
@@ -71,6 +86,7 @@ def check_text(value: object, field: str) -> str | None:
     text = " ".join(value.split())
     if len(text) > MAX_TEXT:
         raise OrderError(field, f"is longer than {MAX_TEXT} characters")
+    _check_characters(text, field)
     return text or None
 
 
@@ -160,6 +176,7 @@ __all__ = [
     "check_order",
     "check_text",
     "check_unique",
+    "decode_text",
     "json_type",
     "normalize_birth_date",
     "normalize_name",

@@ -29,6 +29,8 @@ from slideserver.lis.hl7v2.ack import ERROR, build_ack
 from slideserver.lis.hl7v2.apply import Hl7Reply, handle_message, summarize
 from slideserver.lis.hl7v2.parse import read_header
 from slideserver.lis.parse_threads import run_parse
+from slideserver.lis.policy import AccessionPolicy
+from slideserver.settings import Settings
 
 log = logging.getLogger("slideserver.lis")
 
@@ -60,11 +62,18 @@ def accession_candidates(container_id: str) -> list[str]:
     return [container_id[:cut] for cut in reversed(cuts[1:])][:3]
 
 
+def accession_policy(settings: Settings) -> AccessionPolicy:
+    """The accession policy the settings describe; ValueError when one is malformed."""
+    return AccessionPolicy.parse(settings.lis_accession_source, settings.lis_missing_accession)
+
+
 class LinkService:
     """Apply LIS messages and read cases through the catalog's :class:`LinkStore`."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, policy: AccessionPolicy | None = None) -> None:
         self.catalog = catalog
+        self.policy = policy or AccessionPolicy()
+        """Which HL7 v2 order number is the accession, per sender."""
         self._store: LinkStore | None = catalog if isinstance(catalog, LinkStore) else None
 
     @property
@@ -102,7 +111,7 @@ class LinkService:
     async def handle_hl7v2(self, raw: str) -> Hl7Reply:
         """Parse, apply, record and acknowledge one ER7 message."""
         store = self.store()
-        return await run_parse(handle_message, raw, store)
+        return await run_parse(handle_message, raw, store, self.policy)
 
     async def hl7v2_ack(self, raw: str) -> str:
         """Answer one ER7 message with its ACK (the MLLP listener's handler); AE without links."""
@@ -187,4 +196,5 @@ __all__ = [
     "LinkService",
     "LinksUnavailable",
     "accession_candidates",
+    "accession_policy",
 ]

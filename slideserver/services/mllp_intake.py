@@ -21,6 +21,7 @@ from slideserver.lis.hl7v2.apply import Hl7Reply
 from slideserver.lis.hl7v2.parse import PatientMerge, parse_message, read_header
 from slideserver.lis.mllp import Peer
 from slideserver.lis.parse_threads import run_parse
+from slideserver.lis.policy import AccessionPolicy
 from slideserver.security.audit import AuditEvent, AuditStore, AuditUnavailable
 from slideserver.services.links import LinkService, LinksUnavailable
 
@@ -41,12 +42,12 @@ class MessageSubjects:
     patient: str | None = None
 
 
-def subjects_of(raw: str) -> MessageSubjects:
+def subjects_of(raw: str, policy: AccessionPolicy | None = None) -> MessageSubjects:
     """Read the control ID, accession and patient MRN of a message; never raises."""
     header = read_header(raw)
     control_id = (header.control_id or None) if header is not None else None
     try:
-        content = parse_message(raw).content
+        content = parse_message(raw, policy).content
     except Exception:  # refused messages are audited without subjects
         return MessageSubjects(control_id)
     if isinstance(content, CaseOrder):
@@ -76,7 +77,7 @@ class MllpIntake:
         self.audit = audit
 
     async def __call__(self, raw: str, peer: Peer) -> str:
-        subjects = await run_parse(subjects_of, raw)
+        subjects = await run_parse(subjects_of, raw, self.links.policy)
         if not await self._write(self._event(peer, subjects, "attempt", None)):
             return await self._refuse(raw, AUDIT_UNAVAILABLE)
         try:

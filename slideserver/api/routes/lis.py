@@ -34,10 +34,10 @@ from slideserver.catalog.cases import ApplyResult, CaseOrder, CaseView
 from slideserver.errors import BackendUnavailable
 from slideserver.lis import fhir
 from slideserver.lis.hl7v2.ack import ACCEPT, REJECT
+from slideserver.lis.hl7v2.parse import decode_message
 from slideserver.lis.json_orders import parse_case_order
-from slideserver.lis.mllp import decode
 from slideserver.lis.parse_threads import run_parse
-from slideserver.lis.validate import OrderError
+from slideserver.lis.validate import OrderError, decode_text
 
 log = logging.getLogger("slideserver.lis")
 
@@ -70,9 +70,9 @@ async def post_case(request: Request) -> Response:
         body = await read_body(request, MAX_BODY)
     except BodyTooLarge:
         return error_response(413, "too_large", f"the order is larger than {MAX_BODY} bytes")
-    raw = decode(body)
+    raw = decode_text(body)
     try:
-        data = await run_parse(parse_json, body)
+        data = await run_parse(parse_json, raw.encode())
     except JsonTooDeep as exc:
         await links.reject("json", raw, exc.detail)
         return error_response(400, "bad_request", exc.detail)
@@ -103,7 +103,7 @@ async def post_hl7v2(request: Request) -> Response:
         body = await read_body(request, MAX_BODY)
     except BodyTooLarge:
         return error_response(413, "too_large", f"the message is larger than {MAX_BODY} bytes")
-    reply = await links.handle_hl7v2(decode(body))
+    reply = await links.handle_hl7v2(decode_message(body))
     if reply.code == ACCEPT:
         status = 200
     elif reply.internal:
@@ -141,16 +141,30 @@ def base_url(request: Request) -> str:
     return (public or str(request.base_url)).rstrip("/")
 
 
+FHIR_BODY_TYPES = frozenset({"application/fhir+json", "application/json"})
+"""Media types ``POST /fhir`` accepts (with any parameters: charset, fhirVersion)."""
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
 async def post_fhir(request: Request) -> Response:
-    """Apply a transaction Bundle of Patient, ServiceRequest and Specimens."""
+    """Apply a transaction Bundle of Patient, ServiceRequest and Specimens (FHIR JSON only)."""
     links = links_of(request).require()
+    if _media_type(request) not in FHIR_BODY_TYPES:
+        return fhir_error(
+            415,
+            "not-supported",
+            "Content-Type must be application/fhir+json (or application/json)",
+        )
     try:
         body = await read_body(request, MAX_BODY)
     except BodyTooLarge:
         return fhir_error(413, "too-costly", f"the Bundle is larger than {MAX_BODY} bytes")
-    raw = decode(body)
+    raw = decode_text(body)
     try:
-        data = await run_parse(parse_json, body)
+        data = await run_parse(parse_json, raw.encode())
     except JsonTooDeep as exc:
         await links.reject("fhir", raw, exc.detail)
         return fhir_error(400, "too-costly", exc.detail)

@@ -15,6 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, or_, select, update
 
 from slideserver.catalog.cases import (
+    ACTIVE,
+    PENDING,
+    WITHDRAWN,
     ApplyResult,
     BlockView,
     CaseOrder,
@@ -38,46 +41,93 @@ from slideserver.db.upsert import get_or_create
 
 
 def apply_order(conn: Connection, order: CaseOrder) -> ApplyResult:
-    """Create or update the case of ``order`` and link the scans waiting for it."""
-    changed = False
-    problems: list[str] = []
+    """Apply ``order`` to its one case (found by its numbers) and link the scans waiting for it.
+
+    An order without an accession number is kept as a ``pending`` case until a later message
+    of the same order (same placer or filler number) brings it; a cancel or discontinue only
+    changes the case's status and writes its history: nothing is unlinked.
+    """
     accession = order.accession.strip().upper()
+    case, problems = _find_case(conn, order, accession)
+    if order.status in WITHDRAWN:
+        return _withdraw(conn, case, order)
+    changed = False
     patient_id, patient_changed = _upsert_patient(conn, order.patient)
     changed |= patient_changed
     stamp = now()
-    case_id, created = get_or_create(
-        conn,
-        cases,
-        {"accession": accession, "issuer": order.accession_issuer},
-        {
+    numbers = {
+        "placer": order.placer or None,
+        "placer_issuer": order.placer_issuer,
+        "filler": order.filler or None,
+        "filler_issuer": order.filler_issuer,
+    }
+    created = case is None
+    if case is None:
+        values = {
+            "accession": accession or None,
+            "issuer": order.accession_issuer,
             "patient_id": patient_id,
             "source": order.source,
+            "status": ACTIVE if accession else PENDING,
             "created_at": stamp,
             "updated_at": stamp,
-        },
-    )
-    changed |= created
-    if created:
-        record_event(conn, "case_created", order.source, case_id=case_id)
+            **numbers,
+        }
+        inserted = conn.execute(cases.insert().values(**values)).inserted_primary_key
+        assert inserted is not None
+        case_id = int(inserted[0])
+        record_event(
+            conn, "case_created" if accession else "order_pending", order.source, case_id=case_id
+        )
+        changed = True
+        status, case_accession = str(values["status"]), accession
     else:
-        current = conn.execute(select(cases.c.patient_id).where(cases.c.id == case_id)).scalar()
-        if current is None:
+        case_id = int(case.id)
+        updates = _missing_numbers(case, order, accession)
+        if updates:
+            conn.execute(update(cases).where(cases.c.id == case_id).values(**updates))
+            changed = True
+            if "accession" in updates:
+                record_event(conn, "accession_assigned", order.source, case_id=case_id)
+        case_accession = updates.get("accession") or case.accession or ""
+        status = updates.get("status") or case.status
+        if accession and case.accession and accession != case.accession:
+            problems.append(
+                flag_conflict(
+                    conn,
+                    "accession_changed",
+                    case.accession,
+                    f"a {order.source} order of this case names another accession; kept the first",
+                )
+            )
+        if case.status in WITHDRAWN:
+            problems.append(
+                flag_conflict(
+                    conn,
+                    "order_after_withdrawal",
+                    case_accession or f"order {order.placer or order.filler}",
+                    f"a {order.source} order arrived for a {case.status} case; "
+                    f"it stays {case.status}",
+                )
+            )
+        if case.patient_id is None:
             conn.execute(
                 update(cases)
                 .where(cases.c.id == case_id)
                 .values(patient_id=patient_id, updated_at=stamp)
             )
             changed = True
-        elif current != patient_id and not _merged_into(conn, patient_id, current):
+        elif case.patient_id != patient_id and not _merged_into(conn, patient_id, case.patient_id):
             problems.append(
                 flag_conflict(
                     conn,
                     "case_patient_changed",
-                    accession,
+                    case_accession or f"order {order.placer or order.filler}",
                     f"a {order.source} order names another patient for this case; kept the first",
                 )
             )
     barcodes: list[str] = []
+    subject = case_accession or f"order {order.placer or order.filler}"
     for specimen in order.specimens:
         specimen_id, new = get_or_create(
             conn,
@@ -107,25 +157,110 @@ def apply_order(conn: Connection, order: CaseOrder) -> ApplyResult:
             for slide in block.slides:
                 barcodes.append(slide.barcode)
                 slide_changed, conflict = _upsert_ordered_slide(
-                    conn, case_id, specimen_id, block_id, slide.barcode, slide.stain, accession
+                    conn, case_id, specimen_id, block_id, slide.barcode, slide.stain, subject
                 )
                 changed |= slide_changed
                 if conflict:
                     problems.append(conflict)
-    waiting = scans.c.ev_accession == accession
-    if barcodes:
-        waiting = or_(waiting, scans.c.ev_barcode.in_(barcodes))
-    outcome = link_scans(conn, waiting, source=order.source)
-    problems.extend(outcome.conflicts)
-    changed |= bool(outcome.linked)
+    linked: tuple[str, ...] = ()
+    if case_accession:  # a pending order links nothing until its accession arrives
+        waiting = scans.c.ev_accession == case_accession
+        if barcodes:
+            waiting = or_(waiting, scans.c.ev_barcode.in_(barcodes))
+        outcome = link_scans(conn, waiting, source=order.source)
+        problems.extend(outcome.conflicts)
+        linked = outcome.linked
+        changed |= bool(linked)
     if changed and not created:
         conn.execute(update(cases).where(cases.c.id == case_id).values(updated_at=stamp))
     return ApplyResult(
         created=created,
         changed=changed,
-        linked_slides=outcome.linked,
+        linked_slides=linked,
         conflicts=tuple(dict.fromkeys(problems)),
+        status=status,
+        accession=case_accession,
     )
+
+
+def _compatible(stored: str, sent: str) -> bool:
+    """Two issuers agree when equal or when one side did not say."""
+    return not stored or not sent or stored == sent
+
+
+def _find_case(
+    conn: Connection, order: CaseOrder, accession: str
+) -> tuple[Row[Any] | None, list[str]]:
+    """Return the one case of ``order``: by accession, else filler, else placer number.
+
+    When the numbers lead to different cases the first found wins and the disagreement is
+    flagged for review.
+    """
+    keys = (
+        (cases.c.accession, cases.c.issuer, accession, order.accession_issuer),
+        (cases.c.filler, cases.c.filler_issuer, order.filler, order.filler_issuer),
+        (cases.c.placer, cases.c.placer_issuer, order.placer, order.placer_issuer),
+    )
+    found: list[Row[Any]] = []
+    for column, issuer_column, value, issuer in keys:
+        if not value:
+            continue
+        rows = conn.execute(select(cases).where(column == value).order_by(cases.c.id)).all()
+        exact = [r for r in rows if getattr(r, issuer_column.name) == issuer]
+        loose = [r for r in rows if _compatible(getattr(r, issuer_column.name), issuer)]
+        match = exact[0] if exact else (loose[0] if len(loose) == 1 else None)
+        if match is not None:
+            found.append(match)
+    if not found:
+        return None, []
+    problems: list[str] = []
+    first = found[0]
+    if any(row.id != first.id for row in found):
+        problems.append(
+            flag_conflict(
+                conn,
+                "order_numbers_disagree",
+                first.accession or f"order {order.placer or order.filler}",
+                f"the {order.source} order's numbers name different cases; applied to the first",
+            )
+        )
+    return first, problems
+
+
+def _missing_numbers(case: Row[Any], order: CaseOrder, accession: str) -> dict[str, Any]:
+    """The order numbers (and accession) the case learns from ``order``; known ones are kept."""
+    updates: dict[str, Any] = {}
+    if accession and not case.accession:
+        updates.update(accession=accession, issuer=order.accession_issuer)
+        if case.status == PENDING:
+            updates["status"] = ACTIVE
+    if order.placer and not case.placer:
+        updates.update(placer=order.placer, placer_issuer=order.placer_issuer)
+    if order.filler and not case.filler:
+        updates.update(filler=order.filler, filler_issuer=order.filler_issuer)
+    if order.accession_issuer and accession == case.accession and not case.issuer:
+        updates["issuer"] = order.accession_issuer
+    return updates
+
+
+def _withdraw(conn: Connection, case: Row[Any] | None, order: CaseOrder) -> ApplyResult:
+    """Cancel or discontinue the case of ``order``: its status and history; no link changes."""
+    if case is None:
+        return ApplyResult(created=False, changed=False, status=order.status, found=False)
+    accession = case.accession or ""
+    if case.status == order.status:
+        return ApplyResult(created=False, changed=False, status=case.status, accession=accession)
+    conn.execute(
+        update(cases).where(cases.c.id == case.id).values(status=order.status, updated_at=now())
+    )
+    record_event(
+        conn,
+        f"case_{order.status}",
+        order.source,
+        case_id=case.id,
+        detail=f"order {order.status} by the LIS (was {case.status}); slides stay linked",
+    )
+    return ApplyResult(created=False, changed=True, status=order.status, accession=accession)
 
 
 def _upsert_ordered_slide(
@@ -182,7 +317,12 @@ def _upsert_ordered_slide(
 
 def _upsert_patient(conn: Connection, patient: PatientIn) -> tuple[int, bool]:
     stamp = now()
-    demographics = {"name": patient.name, "birth_date": patient.birth_date, "sex": patient.sex}
+    demographics = {
+        "name": patient.name,
+        "birth_date": patient.birth_date,
+        "sex": patient.sex,
+        "identifier_type": patient.identifier_type or None,
+    }
     patient_id, created = get_or_create(
         conn,
         patients,
@@ -270,6 +410,7 @@ def _patient_in(row: Any) -> PatientIn:
         name=row.name,
         birth_date=row.birth_date,
         sex=row.sex,
+        identifier_type=row.identifier_type or "",
     )
 
 
@@ -282,6 +423,8 @@ _SLIDE_COLUMNS = (
     scans.c.height,
     scans.c.mpp_x,
     scans.c.relpath,
+    scans.c.ev_study_uid,
+    scans.c.ev_series_uid,
 )
 
 
@@ -351,6 +494,8 @@ def _case_view(conn: Connection, roots: list[str], case: Row[Any]) -> CaseView:
             width=row.width,
             height=row.height,
             mpp_x=row.mpp_x,
+            study_uid=row.ev_study_uid,
+            series_uid=row.ev_series_uid,
         )
         slides.append(view)
         if row.block_id is not None:
@@ -374,6 +519,7 @@ def _case_view(conn: Connection, roots: list[str], case: Row[Any]) -> CaseView:
         specimens=specimen_views,
         slides=tuple(slides),
         expected_barcodes=tuple(sorted(expected)),
+        status=case.status,
     )
 
 
@@ -425,6 +571,8 @@ def _evidence_case(conn: Connection, roots: list[str], accession: str) -> CaseVi
             width=r.width,
             height=r.height,
             mpp_x=r.mpp_x,
+            study_uid=r.ev_study_uid,
+            series_uid=r.ev_series_uid,
         )
         slides.append(view)
         if specimen:
@@ -460,7 +608,9 @@ def cases_of_patient(conn: Connection, roots: list[str], identifier: str) -> lis
     views: list[CaseView] = []
     if patient_ids:
         case_rows = conn.execute(
-            select(cases).where(cases.c.patient_id.in_(patient_ids)).order_by(cases.c.accession)
+            select(cases)
+            .where(cases.c.patient_id.in_(patient_ids), cases.c.accession.is_not(None))
+            .order_by(cases.c.accession)
         ).all()
         views.extend(_case_view(conn, roots, c) for c in case_rows)
     known = {v.accession for v in views}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import (
@@ -31,7 +31,6 @@ from fhir.resources.R4B.bundle import (
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.operationoutcome import OperationOutcome, OperationOutcomeIssue
 from fhir.resources.R4B.patient import Patient
-from fhir.resources.R4B.reference import Reference
 from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.specimen import Specimen
@@ -45,11 +44,7 @@ from slideserver.catalog.cases import (
     SlideIn,
     SpecimenIn,
 )
-from slideserver.lis.fhir.ids import (
-    V2_0203,
-    fhir_id,
-    value_of_fhir_id,
-)
+from slideserver.lis.fhir.ids import V2_0203, fhir_id
 from slideserver.lis.fhir.outcome import FhirError
 from slideserver.lis.validate import (
     OrderError,
@@ -128,9 +123,54 @@ def _unknown_resource_type(data: object) -> str | None:
     return None
 
 
+class _References:
+    """Resolve references the way FHIR does inside one transaction.
+
+    A reference names a resource of the Bundle by its ``fullUrl`` (``urn:uuid:...`` or an
+    absolute URL) or by ``Type/id`` (the resource's own id, or the tail of its fullUrl); ``#id``
+    names a resource contained in the resource that holds the reference.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, Resource]] = {}
+        self._contained: dict[tuple[str, str], tuple[str, Resource]] = {}
+
+    def add_entry(self, where: str, full_url: str | None, resource: Resource) -> None:
+        rtype = resource.get_resource_type()
+        if full_url:
+            self._entries[full_url] = (where, resource)
+            tail = "/".join(full_url.rstrip("/").split("/")[-2:])
+            if tail.startswith(f"{rtype}/"):
+                self._entries.setdefault(tail, (where, resource))
+        if resource.id:
+            self._entries[f"{rtype}/{resource.id}"] = (where, resource)
+        for n, inner in enumerate(getattr(resource, "contained", None) or []):
+            if inner.id:
+                self._contained[(where, inner.id)] = (f"{where}.contained[{n}]", inner)
+
+    def resolve(self, reference: str | None, holder: str) -> tuple[str, Resource] | None:
+        """The (path, resource) ``reference`` names from the resource at ``holder``."""
+        if not reference:
+            return None
+        if reference.startswith("#"):
+            return self._contained.get((holder, reference[1:]))
+        found = self._entries.get(reference)
+        if found is None and reference.count("/") >= 2:
+            found = self._entries.get("/".join(reference.rstrip("/").split("/")[-2:]))
+        return found
+
+    def contained(self, holder: str, rtype: str) -> list[tuple[str, Resource]]:
+        """The resources of type ``rtype`` contained in the resource at ``holder``."""
+        return [
+            found
+            for (where, _id), found in self._contained.items()
+            if where == holder and found[1].get_resource_type() == rtype
+        ]
+
+
 def _transaction(bundle: Bundle) -> Transaction:
-    by_ref: dict[str, tuple[int, Resource]] = {}
-    typed: list[tuple[int, str, Any]] = []
+    refs = _References()
+    typed: list[tuple[str, str, Any]] = []
     for i, entry in enumerate(bundle.entry or []):
         where = f"Bundle.entry[{i}]"
         resource = entry.resource
@@ -146,29 +186,25 @@ def _transaction(bundle: Bundle) -> Transaction:
                 f"{where}.resource",
                 f"{rtype} is not supported here (Patient, ServiceRequest and Specimen are)",
             )
-        if entry.fullUrl:
-            by_ref[str(entry.fullUrl)] = (i, resource)
-        if resource.id:
-            by_ref[f"{rtype}/{resource.id}"] = (i, resource)
-        typed.append((i, rtype, resource))
+        refs.add_entry(f"{where}.resource", str(entry.fullUrl) if entry.fullUrl else None, resource)
+        typed.append((f"{where}.resource", rtype, resource))
 
-    requests = [(i, r) for i, t, r in typed if t == "ServiceRequest"]
+    requests = [(w, r) for w, t, r in typed if t == "ServiceRequest"]
     if len(requests) != 1:
         raise OrderError("Bundle.entry", f"one ServiceRequest is required, found {len(requests)}")
-    req_index, request = requests[0]
-    accession, issuer = _accession(request, f"Bundle.entry[{req_index}].resource")
+    req_where, request = requests[0]
+    numbers = _order_numbers(request, req_where)
 
-    patients = [(i, r) for i, t, r in typed if t == "Patient"]
+    patients = [(w, r) for w, t, r in typed if t == "Patient"]
     if len(patients) > 1:
         raise OrderError("Bundle.entry", "at most one Patient is supported")
-    if patients:
-        patient = _patient(patients[0][1], f"Bundle.entry[{patients[0][0]}].resource")
-    else:
-        patient = _patient_of_reference(
-            request.subject, f"Bundle.entry[{req_index}].resource.subject"
-        )
+    patient = _subject(request, req_where, patients, refs)
 
-    specimens = _specimens([(i, r) for i, t, r in typed if t == "Specimen"], by_ref)
+    specimen_items = [(w, r) for w, t, r in typed if t == "Specimen"]
+    for w, _t, _r in typed:
+        specimen_items.extend(refs.contained(w, "Specimen"))
+    accession, issuer = _accession(request, req_where, specimen_items)
+    specimens = _specimens(specimen_items, refs)
     order = check_order(
         CaseOrder(
             accession=accession,
@@ -177,27 +213,114 @@ def _transaction(bundle: Bundle) -> Transaction:
             specimens=specimens,
             source="fhir",
             message_id=check_identifier(bundle.id, "Bundle.id", required=False) or None,
+            **numbers,
         )
     )
     entries = tuple(
         (t, f"Patient/{fhir_id(patient.identifier)}" if t == "Patient" else None)
-        for _i, t, _r in typed
+        for _w, t, _r in typed
     )
     return Transaction(order, entries)
 
 
-def _accession(request: ServiceRequest, where: str) -> tuple[str, str]:
+def _typed(ident: Identifier, code: str) -> bool:
+    codings = ident.type.coding if ident.type and ident.type.coding else []
+    return any(c.system == V2_0203 and c.code == code for c in codings)
+
+
+def _order_numbers(request: ServiceRequest, where: str) -> dict[str, str]:
+    """The placer (``PLAC``) and filler (``FILL``) order numbers of the ServiceRequest."""
+    out: dict[str, str] = {}
+    for code, name in (("PLAC", "placer"), ("FILL", "filler")):
+        for n, ident in enumerate(request.identifier or []):
+            if _typed(ident, code) and ident.value:
+                field = f"{where}.identifier[{n}]"
+                out[name] = check_identifier(ident.value, f"{field}.value")
+                out[f"{name}_issuer"] = check_identifier(
+                    str(ident.system or ""), f"{field}.system", required=False
+                )
+                break
+    return out
+
+
+def _accession(
+    request: ServiceRequest, where: str, specimens: Sequence[tuple[str, Specimen]]
+) -> tuple[str, str]:
+    """The ServiceRequest's ``ACSN`` identifier, else the Specimens' ``accessionIdentifier``."""
+    found: list[tuple[str, str, str]] = []
     for n, ident in enumerate(request.identifier or []):
-        codings = ident.type.coding if ident.type and ident.type.coding else []
-        if any(c.system == V2_0203 and c.code == "ACSN" for c in codings):
-            value = check_identifier(ident.value, f"{where}.identifier[{n}].value")
-            return value, check_identifier(
-                str(ident.system or ""), f"{where}.identifier[{n}].system", required=False
+        if _typed(ident, "ACSN"):
+            field = f"{where}.identifier[{n}]"
+            found.append((field, ident.value or "", str(ident.system or "")))
+    for spec_where, spec in specimens:
+        spec_ident = spec.accessionIdentifier
+        if spec_ident is not None and spec_ident.value:
+            found.append(
+                (
+                    f"{spec_where}.accessionIdentifier",
+                    spec_ident.value,
+                    str(spec_ident.system or ""),
+                )
             )
-    raise OrderError(
-        f"{where}.identifier",
-        f"is required: no identifier with type {V2_0203}#ACSN (the accession number)",
-    )
+    if not found:
+        raise OrderError(
+            f"{where}.identifier",
+            f"is required: no identifier with type {V2_0203}#ACSN (the accession number) "
+            "and no Specimen.accessionIdentifier",
+        )
+    field, value, system = found[0]
+    accession = check_identifier(value, f"{field}.value")
+    issuer = check_identifier(system, f"{field}.system", required=False)
+    for other_field, other_value, other_system in found[1:]:
+        if other_value.strip() != accession or (other_system and issuer and other_system != issuer):
+            raise OrderError(other_field, f"names another accession number than {field}")
+        issuer = issuer or other_system
+    return accession, issuer
+
+
+def _subject(
+    request: ServiceRequest,
+    where: str,
+    patients: Sequence[tuple[str, Patient]],
+    refs: _References,
+) -> PatientIn:
+    """The order's patient: what ``ServiceRequest.subject`` references, else the Patient entry.
+
+    A reference must resolve inside the Bundle (an entry or a contained resource); a logical
+    reference (``subject.identifier``) names the patient by their MRN. A resource id is never
+    taken for an MRN.
+    """
+    subject = request.subject
+    field = f"{where}.subject"
+    if subject is not None and subject.reference:
+        found = refs.resolve(subject.reference, where)
+        if found is None or found[1].get_resource_type() != "Patient":
+            raise OrderError(
+                f"{field}.reference",
+                "is not a Patient of this Bundle (by fullUrl or id) nor a contained one; "
+                "send the Patient in the Bundle, or name it by subject.identifier",
+            )
+        return _patient(cast(Patient, found[1]), found[0])
+    if subject is not None and subject.identifier is not None and subject.identifier.value:
+        ident = subject.identifier
+        return PatientIn(
+            identifier=check_identifier(ident.value, f"{field}.identifier.value"),
+            issuer=check_identifier(
+                str(ident.system or ""), f"{field}.identifier.system", required=False
+            ),
+            identifier_type=_type_code(ident),
+        )
+    if patients:
+        return _patient(patients[0][1], patients[0][0])
+    raise OrderError(field, "is required: a Patient entry or ServiceRequest.subject")
+
+
+def _type_code(ident: Identifier) -> str:
+    """The identifier's type code as sent (the v2-0203 coding first), else ``""``."""
+    codings = ident.type.coding if ident.type and ident.type.coding else []
+    code = next((c.code for c in codings if c.system == V2_0203 and c.code), None)
+    code = code or next((c.code for c in codings if c.code), None)
+    return check_identifier(code or "", "identifier.type", required=False)[:16]
 
 
 def _patient(patient: Patient, where: str) -> PatientIn:
@@ -224,87 +347,62 @@ def _patient(patient: Patient, where: str) -> PatientIn:
             str(patient.birthDate) if patient.birthDate else None, f"{where}.birthDate"
         ),
         sex=normalize_sex(patient.gender, f"{where}.gender"),
+        identifier_type=_type_code(ident),
     )
 
 
-def _patient_of_reference(subject: Reference | None, where: str) -> PatientIn:
-    if subject is not None and subject.identifier is not None and subject.identifier.value:
-        return PatientIn(
-            identifier=check_identifier(subject.identifier.value, f"{where}.identifier.value"),
-            issuer=check_identifier(
-                str(subject.identifier.system or ""),
-                f"{where}.identifier.system",
-                required=False,
-            ),
-        )
-    ref = subject.reference if subject is not None else None
-    if ref and ref.startswith("Patient/"):
-        value = value_of_fhir_id(ref.removeprefix("Patient/"))
-        if value:
-            return PatientIn(identifier=value)
-    raise OrderError("Bundle.entry", "a Patient entry (or ServiceRequest.subject) is required")
-
-
-def _specimens(
-    items: Sequence[tuple[int, Specimen]], by_ref: Mapping[str, tuple[int, Resource]]
-) -> tuple[SpecimenIn, ...]:
-    parent_of: dict[int, int | None] = {}
-    for i, spec in items:
+def _specimens(items: Sequence[tuple[str, Specimen]], refs: _References) -> tuple[SpecimenIn, ...]:
+    """Parts -> blocks -> slides from ``Specimen.parent``; ``items`` are (path, Specimen)."""
+    parent_of: dict[str, str | None] = {}
+    known = {w for w, _ in items}
+    for w, spec in items:
         parents = spec.parent or []
         if len(parents) > 1:
-            raise OrderError(f"Bundle.entry[{i}].resource.parent", "one parent per specimen")
+            raise OrderError(f"{w}.parent", "one parent per specimen")
         if not parents:
-            parent_of[i] = None
+            parent_of[w] = None
             continue
-        ref = parents[0].reference or ""
-        target = by_ref.get(ref)
-        if target is None or target[1].get_resource_type() != "Specimen":
-            raise OrderError(
-                f"Bundle.entry[{i}].resource.parent[0].reference",
-                "must reference a Specimen entry of this Bundle",
-            )
-        parent_of[i] = target[0]
+        holder = w.rsplit(".contained[", 1)[0] if ".contained[" in w else w
+        target = refs.resolve(parents[0].reference, holder)
+        if target is None or target[0] not in known:
+            raise OrderError(f"{w}.parent[0].reference", "must reference a Specimen of this Bundle")
+        parent_of[w] = target[0]
 
-    def depth(i: int) -> int:
-        level, seen = 0, {i}
-        parent = parent_of[i]
+    def depth(w: str) -> int:
+        level, seen = 0, {w}
+        parent = parent_of[w]
         while parent is not None:
             if parent in seen:
-                raise OrderError(f"Bundle.entry[{i}].resource.parent", "parents form a cycle")
+                raise OrderError(f"{w}.parent", "parents form a cycle")
             seen.add(parent)
             parent = parent_of[parent]
             level += 1
         return level
 
-    level = {i: depth(i) for i, _ in items}
-    for i, _ in items:
-        if level[i] > 2:
-            raise OrderError(
-                f"Bundle.entry[{i}].resource.parent", "too deep: parts, blocks and slides only"
-            )
+    level = {w: depth(w) for w, _ in items}
+    for w, _ in items:
+        if level[w] > 2:
+            raise OrderError(f"{w}.parent", "too deep: parts, blocks and slides only")
 
-    def ident(i: int, spec: Specimen, container_first: bool) -> str:
-        where = f"Bundle.entry[{i}].resource"
+    def ident(w: str, spec: Specimen, container_first: bool) -> str:
         container = next(
             (c.identifier[0].value for c in spec.container or [] if c.identifier), None
         )
         own = spec.identifier[0].value if spec.identifier else None
         value = (container or own) if container_first else (own or container)
         return check_identifier(
-            value,
-            f"{where}.identifier" if not container_first else f"{where}.container[0].identifier",
+            value, f"{w}.identifier" if not container_first else f"{w}.container[0].identifier"
         )
 
     parts = []
-    for i, spec in items:
-        if level[i] != 0:
+    for w, spec in items:
+        if level[w] != 0:
             continue
-        where = f"Bundle.entry[{i}].resource"
         note = spec.note[0].text if spec.note else None
         description = note or (spec.type.text if spec.type else None)
         blocks = []
         for j, block in items:
-            if parent_of[j] != i:
+            if parent_of[j] != w:
                 continue
             slides = tuple(
                 SlideIn(barcode=ident(k, slide, True), stain=_stain(k, slide))
@@ -314,15 +412,15 @@ def _specimens(
             blocks.append(BlockIn(id=ident(j, block, True), slides=slides))
         parts.append(
             SpecimenIn(
-                id=ident(i, spec, False),
-                description=check_text(description, f"{where}.note[0].text"),
+                id=ident(w, spec, False),
+                description=check_text(description, f"{w}.note[0].text"),
                 blocks=tuple(blocks),
             )
         )
     return tuple(parts)
 
 
-def _stain(i: int, spec: Specimen) -> str | None:
+def _stain(where: str, spec: Specimen) -> str | None:
     steps = spec.processing or []
     step = next(
         (p for p in steps if (p.description or "").strip().lower() in {"stain", "staining"}),
@@ -332,10 +430,7 @@ def _stain(i: int, spec: Specimen) -> str | None:
         return None
     proc = step.procedure
     value = proc.text or next((c.code or c.display for c in proc.coding or []), None)
-    return (
-        check_identifier(value, f"Bundle.entry[{i}].resource.processing.procedure", required=False)
-        or None
-    )
+    return check_identifier(value, f"{where}.processing.procedure", required=False) or None
 
 
 def _validation_message(exc: ValidationError) -> str:

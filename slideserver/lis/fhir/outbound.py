@@ -55,10 +55,11 @@ _SEX_TO_GENDER = {"M": "male", "F": "female", "O": "other", "U": "unknown"}
 
 
 def patient_resource(patient: PatientIn) -> Patient:
-    """Return the FHIR Patient for a catalog patient (PHI)."""
+    """Return the FHIR Patient for a catalog patient (PHI); the identifier as it was sent."""
+    kind = patient.identifier_type
     identifier = Identifier(
         use="usual",
-        type=CodeableConcept(coding=[Coding(system=V2_0203, code="MR")]),
+        type=CodeableConcept(coding=[Coding(system=V2_0203, code=kind)]) if kind else None,
         value=patient.identifier,
         **issuer_fields(patient.issuer),
     )
@@ -221,8 +222,21 @@ def slide_endpoints(slide_id: str, base_url: str, status: str = "ok") -> list[En
     ]
 
 
+def study_uid(case: CaseView) -> str:
+    """The study's DICOM UID: the files' own StudyInstanceUID when every slide of the case is a
+    DICOM slide of one study; else a ``2.25.`` UID derived from the accession."""
+    uids = {slide.study_uid for slide in case.slides}
+    if len(uids) == 1 and None not in uids:
+        return str(next(iter(uids)))
+    return dicom_uid("study", case.accession)
+
+
 def imaging_study(case: CaseView) -> ImagingStudy:
-    """Return the case as one ImagingStudy: modality SM, one series per slide."""
+    """Return the case as one ImagingStudy: modality SM, one series per slide.
+
+    A DICOM slide's series carries its own SeriesInstanceUID; other files get a ``2.25.`` UID
+    derived from the slide ID (stable, but no DICOM object has it).
+    """
     sm = Coding(system=DCM, code="SM", display="Slide Microscopy")
     block_of = {
         slide.id: (part.id, block.id)
@@ -240,7 +254,7 @@ def imaging_study(case: CaseView) -> ImagingStudy:
         ]
         series.append(
             ImagingStudySeries(
-                uid=dicom_uid("series", slide.id),
+                uid=slide.series_uid or dicom_uid("series", slide.id),
                 number=n,
                 modality=sm,
                 description=", ".join(w for w in words if w) or None,
@@ -255,7 +269,7 @@ def imaging_study(case: CaseView) -> ImagingStudy:
         )
     identifiers = [
         accession_identifier(case),
-        Identifier(system=DICOM_UID, value=f"urn:oid:{dicom_uid('study', case.accession)}"),
+        Identifier(system=DICOM_UID, value=f"urn:oid:{study_uid(case)}"),
     ]
     return ImagingStudy(
         id=fhir_id(case.accession),
@@ -335,5 +349,6 @@ __all__ = [
     "slide_endpoints",
     "specimen_resources",
     "specimens_with_container",
+    "study_uid",
     "to_json",
 ]

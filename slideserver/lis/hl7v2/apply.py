@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from slideserver.catalog.cases import ApplyResult, CaseOrder, LinkStore
+from slideserver.catalog.cases import PENDING, WITHDRAWN, ApplyResult, LinkStore
 from slideserver.lis.hl7v2.ack import ACCEPT, ERROR, REJECT, Header, build_ack
 from slideserver.lis.hl7v2.parse import (
     Hl7Error,
@@ -14,6 +14,7 @@ from slideserver.lis.hl7v2.parse import (
     parse_message,
     read_header,
 )
+from slideserver.lis.policy import AccessionPolicy
 
 log = logging.getLogger("slideserver.lis.hl7v2")
 
@@ -31,10 +32,14 @@ class Hl7Reply:
     internal: bool = False
     """The store failed: the sender may retry later (HTTP 503, not 422)."""
     result: ApplyResult | None = None
+    """What the (last) order of the message changed."""
 
 
-def handle_message(raw: str, store: LinkStore) -> Hl7Reply:
-    """Parse, apply and acknowledge one message; store it raw with its answer. Never raises."""
+def handle_message(raw: str, store: LinkStore, policy: AccessionPolicy | None = None) -> Hl7Reply:
+    """Parse, apply and acknowledge one message; store it raw with its answer. Never raises.
+
+    ``policy`` says which order number is the accession (see :mod:`slideserver.lis.policy`).
+    """
     header: Header | None = None
     result: ApplyResult | None = None
     internal = False
@@ -42,7 +47,7 @@ def handle_message(raw: str, store: LinkStore) -> Hl7Reply:
     location = ""
     try:
         header = read_header(raw)
-        message = parse_message(raw)
+        message = parse_message(raw, policy)
         header = message.header
         try:
             detail, result = _apply(message, store)
@@ -72,9 +77,12 @@ def handle_message(raw: str, store: LinkStore) -> Hl7Reply:
 def _apply(message: Hl7Message, store: LinkStore) -> tuple[str, ApplyResult | None]:
     """Hand the message to the store; return a short summary without PHI."""
     content = message.content
-    if isinstance(content, CaseOrder):
-        result = store.apply_order(content)
-        return summarize(result), result
+    if isinstance(content, tuple):
+        results = [store.apply_order(order) for order in content]
+        if len(results) == 1:
+            return summarize(results[0]), results[0]
+        words = [f"order {n}: {summarize(r)}" for n, r in enumerate(results, start=1)]
+        return "; ".join(words), results[-1]
     if isinstance(content, PatientMerge):
         if store.merge_patients(content.surviving, content.merged_identifier):
             return "patients merged", None
@@ -86,9 +94,16 @@ def _apply(message: Hl7Message, store: LinkStore) -> tuple[str, ApplyResult | No
 
 def summarize(result: ApplyResult) -> str:
     """Say what an order changed, without PHI."""
+    if not result.found:
+        return f"order not known; nothing {result.status}"
+    if result.status in WITHDRAWN and result.changed:
+        return f"case {result.status}; slides stay linked"
     if not result.changed:
         return "no change (already applied)"
-    words = ["case created" if result.created else "case updated"]
+    if result.status == PENDING:
+        words = ["order pending its accession number"]
+    else:
+        words = ["case created" if result.created else "case updated"]
     if result.linked_slides:
         words.append(f"{len(result.linked_slides)} slide(s) linked")
     if result.conflicts:

@@ -2,22 +2,31 @@
 
 Parsing uses python-hl7; this module only decides which field means what.
 
-Orders (``OML^O21``, ``ORM^O01``) become a :class:`CaseOrder`:
+Orders (``OML^O21``, ``ORM^O01``) become one :class:`CaseOrder` per order group: every ORC
+starts an order (an OBR without its own ORC starts one too, with the previous ORC), and the
+OBR, SPM, SAC, OBX and NTE segments after it belong to it. Each order has:
 
-- Patient: PID-3 (the repetition whose identifier type, CX.5, is ``MR``, else the first one;
-  the issuer is CX.4, the assigning authority), PID-5 (``FAMILY^GIVEN``: XPN.1 and XPN.2 of the
-  first repetition), PID-7 (birth date, ``YYYYMMDD``), PID-8 (sex).
-- Accession, first non-empty of: ORC-3, OBR-3 (filler order number: the laboratory assigns the
-  accession, so its number wins), then ORC-2, OBR-2 (placer order number, for new orders the LIS
-  has not numbered yet). The issuer is EI.2 (namespace ID) of the field used. The first ORC and the
-  first OBR of the message are read.
+- Patient: PID-3 (the repetition whose identifier type, CX.5, is ``MR``, else the first one),
+  else PID-2 (the external ID that anatomic-pathology systems still send) when PID-3 is empty;
+  the issuer is CX.4, the assigning authority (see :func:`issuer_of`); the type CX.5 is kept as
+  sent. PID-5 (``FAMILY^GIVEN``: XPN.1 and XPN.2 of the first repetition), PID-7 (birth date,
+  ``YYYYMMDD``), PID-8 (sex).
+- What to do, from ORC-1 (order control, HL7 table 0119): ``NW`` (new), ``XO`` (change) and
+  ``SC`` (status changed, sent by the laboratory) create or update the case; ``CA``, ``OC``,
+  ``CR`` cancel it and ``DC``, ``OD``, ``DR`` discontinue it (status only; nothing unlinked).
+  Any other code is answered AE (103, table value not found).
+- Order numbers: the placer order number ORC-2 (else OBR-2) and the filler order number ORC-3
+  (else OBR-3), entity identifier EI.1 with the issuer of EI.2-4. Which one is the accession is
+  the :class:`~slideserver.lis.policy.AccessionPolicy` of the sender (MSH-3/MSH-4): the filler
+  number by default. When it is missing the order is kept pending (accession empty) or refused,
+  as the policy says: the other number never stands in for it.
 - Specimens from SPM segments, one per part, block or slide, linked by SPM-3 (parent specimen
   ID): an SPM without parent is a part (specimen), one whose parent is a part is a block, one whose
   parent is a block is a slide. SPM-2 is the specimen ID (EIP: the placer ID, else the filler ID);
   SPM-14 the part's description; SPM-6 (additives) the slide's stain (CWE.1, else CWE.2). A slide's
   barcode is the container identifier SAC-3 of the first SAC segment after its SPM, else its
   SPM-2. ORM^O01 has no SPM in the standard; SPM segments are read there too when a sender adds
-them.
+  them.
 
 ``ADT^A08`` (and ``ADT^A31``) update demographics from PID; ``ADT^A40`` merges MRG-1 (prior patient
 identifier) into the PID-3 patient.
@@ -34,13 +43,24 @@ from dataclasses import dataclass
 
 import hl7
 
-from slideserver.catalog.cases import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
+from slideserver.catalog.cases import (
+    ACTIVE,
+    CANCELLED,
+    DISCONTINUED,
+    BlockIn,
+    CaseOrder,
+    PatientIn,
+    SlideIn,
+    SpecimenIn,
+)
 from slideserver.lis.hl7v2.ack import ERROR, REJECT, Header
+from slideserver.lis.policy import PLACER, REFUSE, AccessionPolicy
 from slideserver.lis.validate import (
     OrderError,
     check_identifier,
     check_order,
     check_text,
+    decode_text,
     normalize_birth_date,
     normalize_name,
     normalize_sex,
@@ -49,6 +69,18 @@ from slideserver.lis.validate import (
 ORDER_TYPES = frozenset({("OML", "O21"), ("ORM", "O01")})
 UPDATE_TYPES = frozenset({("ADT", "A08"), ("ADT", "A31")})
 MERGE_TYPES = frozenset({("ADT", "A40")})
+ORDER_CONTROL = {
+    "NW": ACTIVE,
+    "XO": ACTIVE,
+    "SC": ACTIVE,
+    "CA": CANCELLED,
+    "OC": CANCELLED,
+    "CR": CANCELLED,
+    "DC": DISCONTINUED,
+    "OD": DISCONTINUED,
+    "DR": DISCONTINUED,
+}
+"""ORC-1 codes (HL7 table 0119) we act on -> the status the order asks the case to have."""
 
 MAX_SEGMENTS = 2000
 """Segments (lines) in one message: an order with hundreds of slides stays well under it."""
@@ -77,7 +109,8 @@ class Hl7Message:
     """A parsed, checked message: its header and what it asks for."""
 
     header: Header
-    content: CaseOrder | PatientIn | PatientMerge
+    content: tuple[CaseOrder, ...] | PatientIn | PatientMerge
+    """The orders of an OML/ORM (one per order group), a demographics update or a merge."""
 
 
 class Hl7Error(Exception):
@@ -162,8 +195,12 @@ def check_size(raw: str) -> None:
                 raise Hl7Error(REJECT, f"a field has more than {limit} {what}", code=207)
 
 
-def parse_message(raw: str) -> Hl7Message:
-    """Parse one ER7 message into what it asks for; raise :class:`Hl7Error` when we cannot."""
+def parse_message(raw: str, policy: AccessionPolicy | None = None) -> Hl7Message:
+    """Parse one ER7 message into what it asks for; raise :class:`Hl7Error` when we cannot.
+
+    ``policy`` says which order number is the accession (default: the filler number; pending
+    when missing).
+    """
     check_size(raw)
     text = normalize(raw)
     if not text:
@@ -192,13 +229,18 @@ def parse_message(raw: str) -> Hl7Message:
     kind = (header.message_code, header.trigger)
     try:
         if kind in ORDER_TYPES:
-            return Hl7Message(header, _order(message, header))
+            return Hl7Message(header, _orders(message, header, policy or AccessionPolicy()))
         if kind in UPDATE_TYPES:
             return Hl7Message(header, _patient(_one(message, "PID")))
         if kind in MERGE_TYPES:
             return Hl7Message(header, _merge(message))
     except OrderError as exc:
-        code = 101 if exc.reason.startswith(("is required", "must not be blank")) else 102
+        if exc.reason.startswith(("is required", "must not be blank")):
+            code = 101
+        elif exc.reason.startswith("is not a supported code"):
+            code = 103
+        else:
+            code = 102
         raise Hl7Error(
             ERROR, f"{exc.field} {exc.reason}", code=code, location=_erl(exc.field)
         ) from None
@@ -214,35 +256,126 @@ def parse_message(raw: str) -> Hl7Message:
     )
 
 
-def _order(message: hl7.Message, header: Header) -> CaseOrder:
-    """OML^O21 / ORM^O01 -> CaseOrder (see the module docstring for the fields)."""
+def _orders(message: hl7.Message, header: Header, policy: AccessionPolicy) -> tuple[CaseOrder, ...]:
+    """OML^O21 / ORM^O01 -> one CaseOrder per order group (see the module docstring)."""
     patient = _patient(_one(message, "PID"))
-    orc = _first(message, "ORC")
-    obr = _first(message, "OBR")
-    accession, issuer = "", ""
-    for seg, name, num in ((orc, "ORC", 3), (obr, "OBR", 3), (orc, "ORC", 2), (obr, "OBR", 2)):
-        if seg is not None and _value(seg, num):
-            accession = check_identifier(_value(seg, num), f"{name}-{num}")
-            issuer = check_identifier(_value(seg, num, comp=2), f"{name}-{num}.2", required=False)
-            break
-    if not accession:
-        raise OrderError("ORC-3", "is required: no accession in ORC-3, OBR-3, ORC-2 or OBR-2")
+    groups = _order_groups(message)
+    if not groups:
+        raise OrderError("ORC", "is required: the message has no ORC or OBR segment")
     sender = header.sending_application
-    return check_order(
-        CaseOrder(
-            accession=accession,
-            patient=patient,
-            accession_issuer=issuer,
-            specimens=_specimens(message),
-            source="hl7v2",
-            message_id=f"{sender}:{header.control_id}" if sender else header.control_id,
+    message_id = f"{sender}:{header.control_id}" if sender else header.control_id
+    source = policy.source_for(header.sending_application, header.sending_facility)
+    orders = []
+    for n, group in enumerate(groups, start=1):
+        orc = next((seg for seg in group if str(seg[0]) == "ORC"), None)
+        obr = next((seg for seg in group if str(seg[0]) == "OBR"), None)
+        tag = "" if len(groups) == 1 else f"[{n}]"
+        if orc is None:
+            raise OrderError(f"ORC{tag}", "is required: every order needs its ORC")
+        control = _value(orc, 1).upper()
+        if not control:
+            raise OrderError(f"ORC{tag}-1", "is required: the order control code")
+        if control not in ORDER_CONTROL:
+            raise OrderError(
+                f"ORC{tag}-1",
+                f"is not a supported code {control[:4]!r} (supported: {', '.join(ORDER_CONTROL)})",
+            )
+        placer, placer_issuer = _order_number(orc, obr, 2, tag)
+        filler, filler_issuer = _order_number(orc, obr, 3, tag)
+        if not placer and not filler:
+            raise OrderError(
+                f"ORC{tag}-2", "is required: no placer (ORC-2/OBR-2) or filler (ORC-3/OBR-3) number"
+            )
+        accession, issuer = (placer, placer_issuer) if source == PLACER else (filler, filler_issuer)
+        if not accession and policy.missing == REFUSE:
+            number = 2 if source == PLACER else 3
+            raise OrderError(
+                f"ORC{tag}-{number}",
+                f"is required: the {source} order number is this sender's accession number",
+            )
+        orders.append(
+            check_order(
+                CaseOrder(
+                    accession=accession,
+                    patient=patient,
+                    accession_issuer=issuer,
+                    specimens=_specimens(group),
+                    source="hl7v2",
+                    message_id=message_id,
+                    placer=placer,
+                    placer_issuer=placer_issuer,
+                    filler=filler,
+                    filler_issuer=filler_issuer,
+                    status=ORDER_CONTROL[control],
+                )
+            )
         )
-    )
+    return tuple(orders)
+
+
+_GROUP_SEGMENTS = frozenset({"TQ1", "TQ2", "OBR", "SPM", "SAC", "OBX", "NTE", "FT1", "CTI", "DG1"})
+"""Segments that belong to the order group they follow."""
+
+
+def _order_groups(message: hl7.Message) -> list[list[hl7.Segment]]:
+    """Split the segments into order groups: each ORC starts one, so does a second OBR."""
+    groups: list[list[hl7.Segment]] = []
+    current: list[hl7.Segment] | None = None
+    last_orc: hl7.Segment | None = None
+    for seg in message:
+        name = str(seg[0])
+        if name == "ORC":
+            last_orc = seg
+            current = [seg]
+            groups.append(current)
+        elif name == "OBR" and (current is None or any(str(s[0]) == "OBR" for s in current)):
+            current = [last_orc, seg] if last_orc is not None else [seg]
+            groups.append(current)
+        elif name in _GROUP_SEGMENTS:
+            if current is not None:
+                current.append(seg)
+        elif name in {"PID", "PD1", "PV1", "PV2", "IN1", "GT1", "AL1"}:
+            current = None
+    return groups
+
+
+def _order_number(
+    orc: hl7.Segment, obr: hl7.Segment | None, field: int, tag: str
+) -> tuple[str, str]:
+    """The placer (2) or filler (3) order number of ORC, else OBR: (EI.1, issuer of EI.2-4)."""
+    for seg, name in ((orc, "ORC"), (obr, "OBR")):
+        if seg is not None and _value(seg, field):
+            where = f"{name}{tag}-{field}"
+            value = check_identifier(_value(seg, field), where)
+            issuer = issuer_of(
+                _value(seg, field, comp=2), _value(seg, field, comp=3), _value(seg, field, comp=4)
+            )
+            return value, check_identifier(issuer, f"{where}.2", required=False)
+    return "", ""
+
+
+def issuer_of(namespace: str, universal_id: str, universal_type: str) -> str:
+    """An HD (or EI.2-4) as one issuer: ``urn:oid:`` + an ISO universal ID, a URI as is, else
+    the namespace ID.
+
+    The universal ID is the globally unique name of the authority, the one FHIR uses as the
+    identifier's ``system``: so a patient or case numbered by the same authority is the same
+    whichever interface sent it.
+    """
+    kind = universal_type.strip().upper()
+    if universal_id and kind == "ISO":
+        return f"urn:oid:{universal_id}"
+    if universal_id and kind in {"URI", "URL"}:
+        return universal_id
+    return namespace or universal_id
 
 
 def _patient(pid: hl7.Segment) -> PatientIn:
-    """PID-3 (MR repetition), PID-5, PID-7, PID-8 -> PatientIn."""
-    identifier, issuer = _cx(pid, 3, "PID-3")
+    """PID-3 (MR repetition; else PID-2), PID-5, PID-7, PID-8 -> PatientIn."""
+    if _cx_reps(pid, 3) or not _cx_reps(pid, 2):
+        identifier, issuer, kind = _cx(pid, 3, "PID-3")
+    else:
+        identifier, issuer, kind = _cx(pid, 2, "PID-2")
     family = _value(pid, 5, comp=1)
     given = _value(pid, 5, comp=2)
     name = f"{family}^{given}" if given else family
@@ -252,6 +385,7 @@ def _patient(pid: hl7.Segment) -> PatientIn:
         name=normalize_name(name, "PID-5"),
         birth_date=normalize_birth_date(_value(pid, 7), "PID-7"),
         sex=normalize_sex(_value(pid, 8), "PID-8"),
+        identifier_type=kind,
     )
 
 
@@ -266,7 +400,7 @@ def _merge(message: hl7.Message) -> PatientMerge:
     if len(pids) > 1 or len(mrgs) > 1:
         raise OrderError("MRG", "one PID/MRG pair per message is supported")
     surviving = _patient(pids[0])
-    merged, _issuer = _cx(mrgs[0], 1, "MRG-1")
+    merged, _issuer, _kind = _cx(mrgs[0], 1, "MRG-1")
     if merged == surviving.identifier:
         raise OrderError("MRG-1", "names the surviving patient (PID-3) itself")
     return PatientMerge(surviving, merged)
@@ -282,11 +416,11 @@ class _Spm:
     container: str
 
 
-def _specimens(message: hl7.Message) -> tuple[SpecimenIn, ...]:
-    """Build parts -> blocks -> slides from the SPM hierarchy (SPM-3 parents)."""
+def _specimens(segments: Sequence[hl7.Segment]) -> tuple[SpecimenIn, ...]:
+    """Build parts -> blocks -> slides from the SPM hierarchy (SPM-3 parents) of one order."""
     spms: list[_Spm] = []
     current: _Spm | None = None
-    for seg in message:
+    for seg in segments:
         name = str(seg[0])
         if name == "SPM":
             n = len(spms) + 1
@@ -361,6 +495,15 @@ def _specimens(message: hl7.Message) -> tuple[SpecimenIn, ...]:
     )
 
 
+def decode_message(payload: bytes) -> str:
+    """Decode an ER7 body by its MSH-18 character set: ``8859/1`` is Latin-1, anything else
+    UTF-8 (ASCII's superset). Invalid bytes are kept as U+FFFD, refused by the field checks."""
+    first = payload.split(b"\r", 1)[0].split(b"\n", 1)[0]
+    fields = first.split(first[3:4]) if first.startswith(b"MSH") and len(first) > 3 else []
+    charset = fields[17].split(b"~")[0].strip().upper() if len(fields) > 17 else b""
+    return decode_text(payload, "latin-1" if charset == b"8859/1" else "utf-8")
+
+
 def split_messages(text: str) -> Sequence[str]:
     """Split a text holding several ER7 messages at each MSH (for batch files and tests)."""
     body = normalize(text)
@@ -404,22 +547,34 @@ def _repetitions(seg: hl7.Segment, field: int) -> int:
     return len(value)
 
 
-def _cx(seg: hl7.Segment, field: int, where: str) -> tuple[str, str]:
-    """Return (ID, assigning authority) of the ``MR`` repetition of a CX list, else the first."""
+def _cx_reps(seg: hl7.Segment, field: int) -> list[tuple[str, str, str]]:
+    """The non-empty repetitions of a CX list: (ID, assigning authority, identifier type)."""
     reps = [
         (
             _value(seg, field, rep=r, comp=1),
-            _value(seg, field, rep=r, comp=4),
+            issuer_of(
+                _value(seg, field, rep=r, comp=4, sub=1),
+                _value(seg, field, rep=r, comp=4, sub=2),
+                _value(seg, field, rep=r, comp=4, sub=3),
+            ),
             _value(seg, field, rep=r, comp=5).upper(),
         )
         for r in range(1, _repetitions(seg, field) + 1)
     ]
-    reps = [r for r in reps if r[0]]
+    return [r for r in reps if r[0]]
+
+
+def _cx(seg: hl7.Segment, field: int, where: str) -> tuple[str, str, str]:
+    """Return (ID, issuer, type) of the ``MR`` repetition of a CX list, else of the first."""
+    reps = _cx_reps(seg, field)
     chosen = next((r for r in reps if r[2] == "MR"), reps[0] if reps else None)
     if chosen is None:
-        raise OrderError(where, "is required: no patient identifier")
-    return check_identifier(chosen[0], where), check_identifier(
-        chosen[1], f"{where}.4", required=False
+        also = " (nor in PID-2)" if where == "PID-3" else ""
+        raise OrderError(where, f"is required: no patient identifier{also}")
+    return (
+        check_identifier(chosen[0], where),
+        check_identifier(chosen[1], f"{where}.4", required=False),
+        check_identifier(chosen[2], f"{where}.5", required=False),
     )
 
 
@@ -435,12 +590,15 @@ def _erl(field: str) -> str:
 __all__ = [
     "MAX_SEGMENTS",
     "MERGE_TYPES",
+    "ORDER_CONTROL",
     "ORDER_TYPES",
     "UPDATE_TYPES",
     "Hl7Error",
     "Hl7Message",
     "PatientMerge",
     "check_size",
+    "decode_message",
+    "issuer_of",
     "normalize",
     "parse_message",
     "read_header",
