@@ -167,10 +167,10 @@ def test_the_event_loop_answers_while_a_message_is_parsed(
     entered, release = threading.Event(), threading.Event()
     real_parse = hl7_apply.parse_message
 
-    def held_parse(raw: str) -> Any:
+    def held_parse(raw: str, policy: Any = None) -> Any:
         entered.set()
         release.wait(WAIT)
-        return real_parse(raw)
+        return real_parse(raw, policy)
 
     monkeypatch.setattr(hl7_apply, "parse_message", held_parse)
     answers: list[int] = []

@@ -232,7 +232,15 @@ def listening_addresses(port: int) -> list[str]:
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux /proc/net/tcp")
 def test_serve_binds_mllp_to_loopback_even_when_http_binds_every_address(tmp_path: Path) -> None:
     port = free_port()
-    extra = ["--host", "0.0.0.0", "--auth", "tokens", "--mllp-port", str(port)]
+    extra = [
+        "--host",
+        "0.0.0.0",
+        "--behind-tls-proxy",
+        "--auth",
+        "tokens",
+        "--mllp-port",
+        str(port),
+    ]
     with live_server([tmp_path], *extra, scrub_env=True):
         assert listening_addresses(port) == ["127.0.0.1"]
 

@@ -50,9 +50,12 @@ def subjects_of(raw: str, policy: AccessionPolicy | None = None) -> MessageSubje
         content = parse_message(raw, policy).content
     except Exception:  # refused messages are audited without subjects
         return MessageSubjects(control_id)
-    if isinstance(content, CaseOrder):
-        patient = content.patient.identifier if content.patient is not None else None
-        return MessageSubjects(control_id, content.accession, patient)
+    if isinstance(content, tuple):  # the orders of an OML/ORM: audited under the first
+        order = next((o for o in content if isinstance(o, CaseOrder)), None)
+        if order is None:
+            return MessageSubjects(control_id)
+        patient = order.patient.identifier if order.patient is not None else None
+        return MessageSubjects(control_id, order.accession or None, patient)
     if isinstance(content, PatientMerge):
         return MessageSubjects(control_id, None, content.surviving.identifier)
     if isinstance(content, PatientIn):
