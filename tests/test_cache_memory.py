@@ -60,7 +60,7 @@ def test_single_flight_shares_a_failure_and_then_retries() -> None:
         await asyncio.sleep(0.01)
         raise ValueError("boom")
 
-    async def main() -> list[object]:
+    async def main() -> list[int | BaseException]:
         flights = SingleFlight()
         first = await asyncio.gather(
             *(flights.run("k", compute) for _ in range(3)), return_exceptions=True
