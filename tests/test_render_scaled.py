@@ -20,7 +20,7 @@ from slideserver.codecs import jpeg
 from slideserver.errors import TileUnreadable
 from slideserver.imaging.encode import encode_image
 from slideserver.imaging.regions import (
-    _read_from_stored_tiles,
+    read_from_stored_tiles,
     read_scaled_array,
     read_scaled_region,
 )
@@ -74,7 +74,7 @@ def test_dct_scaled_assembly_matches_full_decode_and_box_reduce(
     # Always from level 0 (a 4x pyramid asks for 4x and 8x of its finer level only where a
     # level is missing, so the assembly is called directly): 512 x 512 level-0 pixels.
     size = 2 * TILE // scale
-    got = _read_from_stored_tiles(reader, 0, 256, 256, 2 * TILE, 2 * TILE, size, size)
+    got = read_from_stored_tiles(reader, 0, 256, 256, 2 * TILE, 2 * TILE, size, size)
     assert got is not None
     want = box_reduced(reader, 256, 256, size, scale)
     diff = np.abs(got.astype(np.int16) - want)
@@ -231,7 +231,7 @@ def test_edge_tiles_of_a_stored_level_are_cropped_from_its_stored_tiles(
     """The partial tile at the bottom-right corner, at full scale: stored pixels, no padding."""
     x, y = 4 * TILE, 3 * TILE  # the last column and row of 1100 x 900
     w, h = WIDTH - x, HEIGHT - y
-    got = _read_from_stored_tiles(reader, 0, x, y, w, h, w, h)
+    got = read_from_stored_tiles(reader, 0, x, y, w, h, w, h)
     assert got is not None and got.shape == (h, w, 3)
     want = np.asarray(reader.read_region(x, y, 0, w, h), dtype=np.int16)
     assert np.abs(got.astype(np.int16) - want).max() <= 1
