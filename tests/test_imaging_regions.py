@@ -16,9 +16,7 @@ import simplejpeg
 from numpy.typing import NDArray
 from PIL import Image
 
-from slideserver.codecs import jpeg
 from slideserver.errors import TileUnreadable
-from slideserver.imaging.encode import encode_image
 from slideserver.imaging.regions import (
     read_from_stored_tiles,
     read_scaled_array,
@@ -27,7 +25,7 @@ from slideserver.imaging.regions import (
 from slideserver.models import EncodedTile, SlideSource
 from slideserver.readers.base import SlideReader
 from slideserver.readers.registry import default_registry
-from tests._reader_fixtures import tissue, write_aperio_like
+from tests._reader_fixtures import write_aperio_like
 
 WIDTH, HEIGHT, TILE = 1100, 900, 256
 
@@ -174,55 +172,6 @@ def test_general_path_also_returns_an_rgb_array(reader: SlideReader) -> None:
     # A 3x reduction is no DCT scale: the region is read and resampled instead.
     pixels = read_scaled_array(reader, 0, 0, 300, 240, 100, 80)
     assert pixels.shape == (80, 100, 3) and pixels.dtype == np.uint8
-
-
-# --- encoding arrays ---------------------------------------------------------------------------
-
-
-def test_jpeg_of_an_rgb_array_round_trips_size_and_mode() -> None:
-    pixels = tissue(300, 200)
-    with Image.open(io.BytesIO(encode_image(pixels, "jpeg", 85))) as image:
-        assert image.format == "JPEG" and image.mode == "RGB" and image.size == (300, 200)
-        decoded = np.asarray(image, dtype=np.int16)
-    assert np.abs(decoded - pixels).mean() < 4.0
-
-
-def test_jpeg_of_an_array_uses_pillows_tables_and_subsampling() -> None:
-    pixels = tissue(256, 256, seed=5)
-    ours = encode_image(pixels, "jpeg", 80)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", quality=80)
-
-    def header(stream: bytes, marker: int) -> list[bytes]:
-        segments = jpeg.iter_header_segments(stream)
-        return [stream[s.start : s.end] for s in segments if s.marker == marker]
-
-    for marker in (0xDB, 0xC0, 0xC4):  # quantisation tables, frame (sampling), Huffman tables
-        assert header(ours, marker) == header(buf.getvalue(), marker), hex(marker)
-    assert simplejpeg.decode_jpeg_header(ours)[3] == "420"
-
-
-def test_jpeg_of_a_grayscale_array_is_grayscale() -> None:
-    pixels = tissue(160, 120)[..., 1].copy()
-    with Image.open(io.BytesIO(encode_image(pixels, "jpeg"))) as image:
-        assert image.mode == "L" and image.size == (160, 120)
-        assert np.abs(np.asarray(image, dtype=np.int16) - pixels).mean() < 3.0
-
-
-def test_jpeg_of_an_rgba_array_is_flattened_onto_white() -> None:
-    pixels = np.zeros((64, 64, 4), np.uint8)  # transparent black
-    with Image.open(io.BytesIO(encode_image(pixels, "jpeg"))) as image:
-        assert image.mode == "RGB"
-        assert np.asarray(image).min() >= 250
-
-
-@pytest.mark.parametrize("fmt", ["png", "webp"])
-def test_other_formats_of_an_array_go_through_pillow(fmt: str) -> None:
-    pixels = tissue(90, 70)
-    with Image.open(io.BytesIO(encode_image(pixels, fmt))) as image:
-        assert image.format == fmt.upper() and image.size == (90, 70)
-        decoded = np.asarray(image.convert("RGB"), dtype=np.int16)
-    assert np.abs(decoded - pixels).mean() < (0.01 if fmt == "png" else 4.0)
 
 
 def test_edge_tiles_of_a_stored_level_are_cropped_from_its_stored_tiles(
