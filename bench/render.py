@@ -131,11 +131,11 @@ def service_path(reader: SlideReader) -> Callable[[Job], bytes]:
 
 def assembly_path(reader: SlideReader) -> Callable[[Job], bytes]:
     """The stored-tile assembly on level 0 at the job's scale, then the encode."""
-    from slideserver.imaging.regions import _read_from_stored_tiles
+    from slideserver.imaging.regions import read_from_stored_tiles
 
     def run(job: Job) -> bytes:
         g = job.geometry
-        pixels = _read_from_stored_tiles(
+        pixels = read_from_stored_tiles(
             reader, 0, g.l0_x, g.l0_y, g.l0_width, g.l0_height, g.z_width, g.z_height
         )
         assert pixels is not None, "the fast path did not apply"

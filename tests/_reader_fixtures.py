@@ -37,7 +37,7 @@ def tissue(width: int, height: int, seed: int = 0) -> NDArray[np.uint8]:
         (x - width / 2) ** 2 / (width / 2.3) ** 2 + (y - height / 2) ** 2 / (height / 2.3) ** 2
     ) < 1
     base[~mask] = 255
-    return np.clip(base, 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(base, 0, 255), dtype=np.uint8)
 
 
 def downsample(img: NDArray[np.uint8], factor: int) -> NDArray[np.uint8]:

@@ -138,6 +138,7 @@ def tiny_slides(tmp_path: Path) -> object:
 def tiny_dicom(tiny_slides: object) -> object:
     """A factory of tiny DICOM WSI folders: ``make(relpath, patient_id, accession, ...)``."""
     import numpy as np
+    from numpy.typing import NDArray
 
     from slideserver.samples.dicom import write_dicom_wsi
 
@@ -145,7 +146,7 @@ def tiny_dicom(tiny_slides: object) -> object:
         width = 256
         height = 256
 
-        def region(self, x: int, y: int, w: int, h: int, downsample: int = 1) -> object:
+        def region(self, x: int, y: int, w: int, h: int, downsample: int = 1) -> NDArray[np.uint8]:
             return np.full((h, w, 3), 180, np.uint8)
 
     def make(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from operator import attrgetter
 
 import pytest
 
 from slideserver import errors
 from slideserver.api.errors import error_status, slideserver_error_response
 
-EXPECTED = {
+EXPECTED: dict[type[errors.SlideServerError], int] = {
     errors.SlideServerError: 500,
     errors.BadRequest: 400,
     errors.InvalidIIIFParameter: 400,
@@ -55,7 +56,7 @@ def test_each_error_answers_its_status(cls: type[errors.SlideServerError], statu
 
 
 @pytest.mark.parametrize(
-    "cls", sorted(EXPECTED, key=lambda c: c.__name__), ids=lambda c: getattr(c, "__name__", "?")
+    "cls", sorted(EXPECTED, key=attrgetter("__name__")), ids=lambda c: getattr(c, "__name__", "?")
 )
 def test_domain_errors_know_nothing_of_http(cls: type[errors.SlideServerError]) -> None:
     assert not hasattr(cls("why"), "status")
@@ -85,7 +86,7 @@ def test_the_response_has_the_tables_status_and_the_errors_code(
 ) -> None:
     response = slideserver_error_response(SCOPE, exc)
     assert response.status_code == status
-    assert json.loads(response.body) == {"error": exc.code, "detail": exc.detail}
+    assert json.loads(bytes(response.body)) == {"error": exc.code, "detail": exc.detail}
     assert response.headers["cache-control"] == "no-store"
 
 

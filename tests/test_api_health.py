@@ -30,8 +30,8 @@ def test_every_catalog_answers_ping(tmp_path: Path, samples_root: Path) -> None:
     memory = MemoryCatalog((samples_root,), registry)
     sql = SqlCatalog(f"sqlite:///{tmp_path / 'catalog.db'}", (samples_root,), registry)
     try:
-        assert memory.ping() is None
-        assert sql.ping() is None
+        memory.ping()  # answers by returning; a catalog that cannot answer raises
+        sql.ping()
     finally:
         sql.close()
 

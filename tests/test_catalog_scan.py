@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from slideserver.catalog import scanner
 from slideserver.catalog.base import SlideQuery
-from slideserver.catalog.discovery import slide_id_from_hash
+from slideserver.catalog.discovery import content_hash, slide_id_from_hash
 from slideserver.catalog.schema import scans
 from slideserver.catalog.sql import SqlCatalog
 from slideserver.errors import BadRequest
+from slideserver.models import SlideSource
+from slideserver.readers.base import SlideReader
 from slideserver.readers.registry import default_registry
 
 
@@ -48,15 +51,29 @@ def test_first_scan_describes_every_slide(catalog: SqlCatalog, tiny_slides: Any)
     assert catalog.get("nope") is None
 
 
-def test_rescan_opens_nothing_unchanged(catalog: SqlCatalog, tiny_slides: Any) -> None:
+def test_rescan_opens_nothing_unchanged(
+    catalog: SqlCatalog, tiny_slides: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for i in range(5):
         tiny_slides(f"S24-00001_A{i}_HE.tif")
     catalog.scan()
-    opened: list[object] = []
-    original = catalog.scanner._describe
-    catalog.scanner._describe = lambda *a: opened.append(a) or original(*a)  # type: ignore[method-assign]
+    hashed: list[SlideSource] = []
+    opened: list[SlideSource] = []
+    registry = catalog.scanner.registry
+    open_slide = registry.open
+
+    def hashing(source: SlideSource) -> str:
+        hashed.append(source)
+        return content_hash(source)
+
+    def opening(source: SlideSource) -> SlideReader:
+        opened.append(source)
+        return open_slide(source)
+
+    monkeypatch.setattr(scanner, "content_hash", hashing)
+    monkeypatch.setattr(registry, "open", opening)
     report = catalog.scan()
-    assert (report.unchanged, report.touched, opened) == (5, 0, [])
+    assert (report.unchanged, report.touched, hashed, opened) == (5, 0, [], [])
     assert catalog.refresh() == 0
 
 

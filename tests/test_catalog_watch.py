@@ -26,7 +26,7 @@ def test_watch_picks_up_new_and_removed_slides(tiny_slides: Any, tmp_path: Path)
     try:
         catalog.refresh()
         catalog.watch(debounce_ms=100)
-        assert catalog._watcher.ready.wait(10)
+        assert catalog.watcher is not None and catalog.watcher.ready.wait(10)
         started = time.monotonic()
         path = tiny_slides("S24-00001_A1_HE.tif")
 
@@ -39,4 +39,4 @@ def test_watch_picks_up_new_and_removed_slides(tiny_slides: Any, tmp_path: Path)
         assert wait_for(lambda: "S24-00001_A1_HE.tif" not in names())
     finally:
         catalog.close()
-    assert catalog._watcher is None
+    assert catalog.watcher is None

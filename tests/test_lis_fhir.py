@@ -210,7 +210,9 @@ def test_imaging_study() -> None:
     assert fhir.endpoint_id("viewer", "s1_abc").startswith("viewer.x-")  # "_" is no FHIR id
     assert first.specimen[0].reference.startswith("Specimen/")
     # stable: the same case gives the same UIDs
-    assert fhir.imaging_study(case_view()).series[0].uid == first.uid
+    again = fhir.imaging_study(case_view()).series
+    assert again is not None
+    assert again[0].uid == first.uid
 
 
 def test_endpoints() -> None:
@@ -264,8 +266,11 @@ def test_specimen_resources() -> None:
     matches = fhir.specimens_with_container(case_view(), "S24-01234-A1-1")
     assert len(matches) == 1
     slide_spec = matches[0]
+    assert slide_spec.parent is not None and slide_spec.processing is not None
     assert slide_spec.parent[0].reference == f"Specimen/{block.id}"
-    assert slide_spec.processing[0].procedure.text == "HE"
+    procedure = slide_spec.processing[0].procedure
+    assert procedure is not None
+    assert procedure.text == "HE"
     expected = fhir.specimens_with_container(case_view(), "S24-01234-A3-1")
     assert expected[0].parent is None
 
@@ -363,8 +368,12 @@ def test_http_post_transaction(fhir_client: Any) -> None:
     again = fhir_json(fhir_client.post("/fhir", json=bundle()), 200)
     parsed = Bundle.model_validate(again)
     assert parsed.type == "transaction-response"
-    assert parsed.entry[0].response.status == "200 OK"
-    assert "no change" in parsed.entry[1].response.outcome.issue[-1].diagnostics
+    assert parsed.entry is not None
+    first, second = parsed.entry[0].response, parsed.entry[1].response
+    assert first is not None and second is not None
+    assert first.status == "200 OK"
+    assert isinstance(second.outcome, OperationOutcome)
+    assert "no change" in str(second.outcome.issue[-1].diagnostics)
 
 
 def test_http_post_errors(fhir_client: Any) -> None:
@@ -380,7 +389,7 @@ def test_http_post_errors(fhir_client: Any) -> None:
     entry(data, 2).pop("accessionIdentifier")
     missing = fhir_json(fhir_client.post("/fhir", json=data), 422)
     issue = OperationOutcome.model_validate(missing).issue[0]
-    assert "ACSN" in issue.diagnostics
+    assert "ACSN" in str(issue.diagnostics)
     assert issue.expression == ["Bundle.entry[1].resource.identifier"]
 
 
@@ -388,16 +397,21 @@ def test_http_imaging_study(fhir_client: Any) -> None:
     by_accession = fhir_json(fhir_client.get("/fhir/ImagingStudy?identifier=S24-01234"), 200)
     parsed = Bundle.model_validate(by_accession)
     assert parsed.total == 1
+    assert parsed.entry is not None
     study = parsed.entry[0].resource
+    assert isinstance(study, ImagingStudy)
     assert study.get_resource_type() == "ImagingStudy"
     assert study.status == "available"
-    assert len(study.series) == 2
+    assert study.series is not None and len(study.series) == 2
     assert {s.modality.code for s in study.series} == {"SM"}
-    endpoints = {e.resource.id: e.resource for e in parsed.entry[1:]}
+    endpoints = {e.resource.id: e.resource for e in parsed.entry[1:] if e.resource is not None}
     for series in study.series:
+        assert series.endpoint
         for ref in series.endpoint:
+            assert ref.reference is not None
             target = endpoints[ref.reference.removeprefix("Endpoint/")]
-            assert target.address.startswith("http://testserver/")
+            assert isinstance(target, Endpoint)
+            assert str(target.address).startswith("http://testserver/")
             fetched = fhir_json(fhir_client.get(f"/fhir/{ref.reference}"), 200)
             assert Endpoint.model_validate(fetched).address == target.address
     by_token = fhir_json(
@@ -416,6 +430,7 @@ def test_http_imaging_study(fhir_client: Any) -> None:
 
 def test_http_patient(fhir_client: Any) -> None:
     patient = Patient.model_validate(fhir_json(fhir_client.get("/fhir/Patient/MRN-0012345"), 200))
+    assert patient.name is not None
     assert patient.name[0].family == "DOE"
     assert fhir_client.get("/fhir/Patient/MRN-0012345").headers["cache-control"] == "no-store"
     missing = fhir_json(fhir_client.get("/fhir/Patient/MRN-0000000"), 404)
@@ -427,8 +442,12 @@ def test_http_specimen(fhir_client: Any) -> None:
         fhir_json(fhir_client.get("/fhir/Specimen?container-id=S24-01234-A2-1"), 200)
     )
     assert found.total == 1
+    assert found.entry is not None
     specimen = found.entry[0].resource
-    assert specimen.container[0].identifier[0].value == "S24-01234-A2-1"
+    assert isinstance(specimen, Specimen) and specimen.container is not None
+    identifiers = specimen.container[0].identifier
+    assert identifiers is not None
+    assert identifiers[0].value == "S24-01234-A2-1"
     blocks = fhir_json(fhir_client.get("/fhir/Specimen?container-id=S24-01234-A1"), 200)
     assert blocks["total"] >= 0
     unknown = fhir_json(fhir_client.get("/fhir/Specimen?container-id=NOPE-1"), 200)
@@ -479,7 +498,8 @@ def test_capability_statement_is_public_and_valid(secure_env: Any) -> None:
         "4.0.1",
         ["json"],
     )
-    assert [i.code for i in statement.rest[0].interaction] == ["transaction"]
+    assert statement.rest is not None
+    assert [i.code for i in statement.rest[0].interaction or []] == ["transaction"]
 
 
 def test_capability_statement_lists_exactly_the_fhir_routes_served(secure_env: Any) -> None:

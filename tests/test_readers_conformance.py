@@ -27,7 +27,6 @@ import numpy as np
 import openslide
 import pytest
 import tifffile
-from _reader_fixtures import write_reader_files
 from PIL import Image
 
 from slideserver.errors import SlideServerError, SlideUnreadable, TileUnreadable
@@ -36,6 +35,7 @@ from slideserver.readers.base import SlideReader
 from slideserver.readers.openslide import OpenSlideReader
 from slideserver.readers.registry import ReaderRegistry
 from slideserver.readers.tiff.reader import TiffReader
+from tests._reader_fixtures import write_reader_files
 
 MEAN_TOLERANCE = 1.0
 MAX_TOLERANCE = 16
@@ -163,7 +163,7 @@ class TiffTiles(Reference):
         pages: list[Any] = list(self.tif.pages)
         for series in self.tif.series:
             pages += [lvl.pages[0] for lvl in series.levels]
-        self.pages = {}
+        self.pages: dict[tuple[int, int], Any] = {}
         for page in pages:
             key = (int(page.imagewidth), int(page.imagelength))
             if page.is_tiled and key not in self.pages:
@@ -179,7 +179,8 @@ class TiffTiles(Reference):
         fh.seek(page.dataoffsets[index])
         data = fh.read(page.databytecounts[index])
         arr, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
-        return np.asarray(arr)[0]
+        tile: np.ndarray = np.asarray(arr)[0]
+        return tile
 
     def close(self) -> None:
         self.tif.close()
@@ -462,20 +463,11 @@ def exercise(reader: SlideReader) -> int:
         step = max(1, max(cols, rows) // 8)
         for row in range(0, rows, step):
             for col in range(0, cols, step):
-                attempt(
-                    lambda col=col, row=row, level=level, lv=lv, tw=tw, th=th: reader.read_region(
-                        round(col * tw * lv.downsample),
-                        round(row * th * lv.downsample),
-                        level,
-                        tw,
-                        th,
-                    )
-                )
-                attempt(
-                    lambda col=col, row=row, level=level: reader.read_encoded_tile(level, col, row)
-                )
+                x, y = round(col * tw * lv.downsample), round(row * th * lv.downsample)
+                attempt(functools.partial(reader.read_region, x, y, level, tw, th))
+                attempt(functools.partial(reader.read_encoded_tile, level, col, row))
     for name in info.associated:
-        attempt(lambda name=name: reader.associated(name))
+        attempt(functools.partial(reader.associated, name))
     return failures
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import openslide
 import pytest
 import tifffile
-from _reader_fixtures import write_reader_files
 from PIL import Image
 
 from slideserver.codecs import jpeg
@@ -23,6 +22,7 @@ from slideserver.errors import (
 )
 from slideserver.models import SlideSource
 from slideserver.readers.openslide import OpenSlideReader
+from tests._reader_fixtures import write_reader_files
 
 
 @pytest.fixture(scope="module")

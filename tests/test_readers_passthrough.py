@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
-from _reader_fixtures import write_reader_files
 from PIL import Image
 
 from slideserver.codecs import jpeg
@@ -21,6 +20,7 @@ from slideserver.readers.passthrough import StoredTiles, browser_ready_frame
 from slideserver.readers.tiff.metadata import all_pages
 from slideserver.readers.tiff.reader import TiffReader
 from slideserver.readers.tiff.segments import SegmentFile
+from tests._reader_fixtures import write_reader_files
 
 
 @pytest.fixture(scope="module")

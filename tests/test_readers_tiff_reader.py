@@ -10,11 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from _reader_fixtures import (
-    blocks_once_evicted,
-    tissue,
-    write_reader_files,
-)
 from PIL import Image
 
 from slideserver.errors import (
@@ -26,6 +21,11 @@ from slideserver.errors import (
 )
 from slideserver.models import SlideSource
 from slideserver.readers.tiff.reader import TiffReader
+from tests._reader_fixtures import (
+    blocks_once_evicted,
+    tissue,
+    write_reader_files,
+)
 
 
 @pytest.fixture(scope="module")

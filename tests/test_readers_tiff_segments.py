@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from _reader_fixtures import blocks_once_evicted, write_reader_files
 
 from slideserver.errors import SlideUnreadable, TileUnreadable
 from slideserver.models import SlideSource
 from slideserver.readers.tiff.reader import TiffReader
 from slideserver.readers.tiff.segments import ImageLayout, SegmentFile, image_layout
+from tests._reader_fixtures import blocks_once_evicted, write_reader_files
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,8 @@ def _app(samples_root: Path, db: Path | str) -> tuple[Any, dict[str, str], Any]:
 
 def _svs(client: Any, token: str) -> str:
     items = client.get("/api/slides", headers=_auth(token)).json()["items"]
-    return next(i["id"] for i in items if i["name"] == SVS)
+    svs_id: str = next(i["id"] for i in items if i["name"] == SVS)
+    return svs_id
 
 
 def test_phi_reads_and_writes_are_audited(samples_root: Path, tmp_path: Path) -> None:

@@ -54,7 +54,8 @@ def _svs_id(client: Any, token: str) -> str:
     items = client.get(
         "/api/slides", params={"limit": 1000}, headers={"Authorization": f"Bearer {token}"}
     ).json()["items"]
-    return next(i["id"] for i in items if i["name"] == SVS)
+    svs_id: str = next(i["id"] for i in items if i["name"] == SVS)
+    return svs_id
 
 
 def _call(client: Any, method: str, url: str, body: bytes | None, token: str | None) -> Any:

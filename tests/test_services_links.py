@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ def test_patient_and_their_cases_by_mrn(links: LinkService) -> None:
 def test_case_of_a_slide_or_block_container(links: LinkService) -> None:
     run(lambda: links.apply_order(parse_case_order(json.loads(ORDER)), ORDER))
     for container in ("S24-01234-A1-1", "S24-01234-A2-1"):
-        case = run(lambda c=container: links.case_of_container(c))
+        case = run(partial(links.case_of_container, container))
         assert case is not None and case.accession == "S24-01234", container
     assert run(lambda: links.case_of_container("S24-77777-A1-1")) is None
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, select, text
 
@@ -35,6 +35,9 @@ from slideserver.db.engine import default_database_url, make_engine, writer
 from slideserver.errors import BackendUnavailable
 from slideserver.readers.registry import ReaderRegistry
 from slideserver.settings import Settings
+
+if TYPE_CHECKING:
+    from slideserver.catalog.watch import RootWatcher
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ class SqlCatalog:
         self.rules = rules or FilenameRules()
         self.scanner = Scanner(self.writer, self.roots, registry, self.rules, scan_threads)
         self._scan_lock = threading.Lock()
-        self._watcher: Any = None
+        self._watcher: RootWatcher | None = None
         upgrade(self.writer)
 
     # -- Catalog --
@@ -122,6 +125,11 @@ class SqlCatalog:
         if self._watcher is None:
             self._watcher = RootWatcher(self.roots, self.refresh, debounce_ms=debounce_ms)
             self._watcher.start()
+
+    @property
+    def watcher(self) -> RootWatcher | None:
+        """The file watcher :meth:`watch` started, or ``None`` (none started, or closed)."""
+        return self._watcher
 
     def close(self) -> None:
         """Stop the watcher and release connections."""

@@ -87,9 +87,7 @@ def _read_scaled(
     """Read through the stored-tile fast path when it applies (an array), else resample (PIL)."""
     downsample = max(l0_width / max(z_width, 1), l0_height / max(z_height, 1))
     level = best_level(reader.info, downsample)
-    fast = _read_from_stored_tiles(
-        reader, level, l0_x, l0_y, l0_width, l0_height, z_width, z_height
-    )
+    fast = read_from_stored_tiles(reader, level, l0_x, l0_y, l0_width, l0_height, z_width, z_height)
     if fast is not None:
         return fast
     return _read_resampled(reader, level, l0_x, l0_y, l0_width, l0_height, z_width, z_height)
@@ -131,7 +129,7 @@ def resample(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def _read_from_stored_tiles(
+def read_from_stored_tiles(
     reader: SlideReader,
     level: int,
     l0_x: int,
@@ -149,7 +147,8 @@ def _read_from_stored_tiles(
     bottom edges of stored levels (a crop of one or two stored tiles) without the backend's
     general region read. Tiles are decoded by simplejpeg straight into numpy arrays
     and copied into one white ``(z_height, z_width, 3)`` array; Pillow decodes the streams
-    simplejpeg does not take. Returns ``None`` when the fast path does not apply.
+    simplejpeg does not take. Returns ``None`` when the fast path does not apply. Public so the
+    tests and the bench can run this path on a level of their choosing.
     """
     info = reader.info
     lvl = info.levels[level]

@@ -55,7 +55,12 @@ def test_unreadable_slides_show_a_badge_and_cause_no_failed_request(
     failed: list[str] = []
     mixed_page.on("request", lambda req: requested.append(req.url))
     mixed_page.on("requestfailed", lambda req: failed.append(req.url))
-    mixed_page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
+
+    def note_error_answer(response: Any) -> None:
+        if response.status >= 400:
+            failed.append(f"{response.status} {response.url}")
+
+    mixed_page.on("response", note_error_answer)
 
     mixed_page.goto("/")
     mixed_page.wait_for_selector("a.card img.loaded")  # the readable slide's thumbnail

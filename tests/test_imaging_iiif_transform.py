@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -82,7 +83,9 @@ class RefusingReader(ArrayReader):
     ) -> Image.Image:
         raise AssertionError("pixels were read")
 
-    def read_encoded_tile(self, level: int, t_col: int, t_row: int) -> None:
+    def read_encoded_tile(
+        self, level: int, t_col: int, t_row: int, *, nowait: bool = False
+    ) -> NoReturn:
         raise AssertionError("a stored tile was read")
 
 

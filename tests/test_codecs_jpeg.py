@@ -9,10 +9,10 @@ import imagecodecs
 import numpy as np
 import pytest
 import tifffile
-from _reader_fixtures import rgb_jpeg_tiles, tissue, write_aperio_like, write_generic_pyramid
 from PIL import Image
 
 from slideserver.codecs import jpeg
+from tests._reader_fixtures import rgb_jpeg_tiles, tissue, write_aperio_like, write_generic_pyramid
 
 
 def pillow_rgb(data: bytes) -> np.ndarray:
@@ -163,6 +163,7 @@ def test_splice_equals_merge_and_mark(samples: dict[str, Path], suffix: str) -> 
         for series in tif.series:
             for level in series.levels:
                 page = level.pages[0]
+                assert isinstance(page, tifffile.TiffPage)  # a series' first page is never a frame
                 if not (page.is_tiled and page.compression == 7):
                     continue
                 photometric, spp = int(page.photometric), int(page.samplesperpixel)

@@ -16,18 +16,16 @@ import simplejpeg
 from numpy.typing import NDArray
 from PIL import Image
 
-from slideserver.codecs import jpeg
 from slideserver.errors import TileUnreadable
-from slideserver.imaging.encode import encode_image
 from slideserver.imaging.regions import (
-    _read_from_stored_tiles,
+    read_from_stored_tiles,
     read_scaled_array,
     read_scaled_region,
 )
 from slideserver.models import EncodedTile, SlideSource
 from slideserver.readers.base import SlideReader
 from slideserver.readers.registry import default_registry
-from tests._reader_fixtures import tissue, write_aperio_like
+from tests._reader_fixtures import write_aperio_like
 
 WIDTH, HEIGHT, TILE = 1100, 900, 256
 
@@ -74,7 +72,7 @@ def test_dct_scaled_assembly_matches_full_decode_and_box_reduce(
     # Always from level 0 (a 4x pyramid asks for 4x and 8x of its finer level only where a
     # level is missing, so the assembly is called directly): 512 x 512 level-0 pixels.
     size = 2 * TILE // scale
-    got = _read_from_stored_tiles(reader, 0, 256, 256, 2 * TILE, 2 * TILE, size, size)
+    got = read_from_stored_tiles(reader, 0, 256, 256, 2 * TILE, 2 * TILE, size, size)
     assert got is not None
     want = box_reduced(reader, 256, 256, size, scale)
     diff = np.abs(got.astype(np.int16) - want)
@@ -176,62 +174,13 @@ def test_general_path_also_returns_an_rgb_array(reader: SlideReader) -> None:
     assert pixels.shape == (80, 100, 3) and pixels.dtype == np.uint8
 
 
-# --- encoding arrays ---------------------------------------------------------------------------
-
-
-def test_jpeg_of_an_rgb_array_round_trips_size_and_mode() -> None:
-    pixels = tissue(300, 200)
-    with Image.open(io.BytesIO(encode_image(pixels, "jpeg", 85))) as image:
-        assert image.format == "JPEG" and image.mode == "RGB" and image.size == (300, 200)
-        decoded = np.asarray(image, dtype=np.int16)
-    assert np.abs(decoded - pixels).mean() < 4.0
-
-
-def test_jpeg_of_an_array_uses_pillows_tables_and_subsampling() -> None:
-    pixels = tissue(256, 256, seed=5)
-    ours = encode_image(pixels, "jpeg", 80)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", quality=80)
-
-    def header(stream: bytes, marker: int) -> list[bytes]:
-        segments = jpeg.iter_header_segments(stream)
-        return [stream[s.start : s.end] for s in segments if s.marker == marker]
-
-    for marker in (0xDB, 0xC0, 0xC4):  # quantisation tables, frame (sampling), Huffman tables
-        assert header(ours, marker) == header(buf.getvalue(), marker), hex(marker)
-    assert simplejpeg.decode_jpeg_header(ours)[3] == "420"
-
-
-def test_jpeg_of_a_grayscale_array_is_grayscale() -> None:
-    pixels = tissue(160, 120)[..., 1].copy()
-    with Image.open(io.BytesIO(encode_image(pixels, "jpeg"))) as image:
-        assert image.mode == "L" and image.size == (160, 120)
-        assert np.abs(np.asarray(image, dtype=np.int16) - pixels).mean() < 3.0
-
-
-def test_jpeg_of_an_rgba_array_is_flattened_onto_white() -> None:
-    pixels = np.zeros((64, 64, 4), np.uint8)  # transparent black
-    with Image.open(io.BytesIO(encode_image(pixels, "jpeg"))) as image:
-        assert image.mode == "RGB"
-        assert np.asarray(image).min() >= 250
-
-
-@pytest.mark.parametrize("fmt", ["png", "webp"])
-def test_other_formats_of_an_array_go_through_pillow(fmt: str) -> None:
-    pixels = tissue(90, 70)
-    with Image.open(io.BytesIO(encode_image(pixels, fmt))) as image:
-        assert image.format == fmt.upper() and image.size == (90, 70)
-        decoded = np.asarray(image.convert("RGB"), dtype=np.int16)
-    assert np.abs(decoded - pixels).mean() < (0.01 if fmt == "png" else 4.0)
-
-
 def test_edge_tiles_of_a_stored_level_are_cropped_from_its_stored_tiles(
     reader: SlideReader,
 ) -> None:
     """The partial tile at the bottom-right corner, at full scale: stored pixels, no padding."""
     x, y = 4 * TILE, 3 * TILE  # the last column and row of 1100 x 900
     w, h = WIDTH - x, HEIGHT - y
-    got = _read_from_stored_tiles(reader, 0, x, y, w, h, w, h)
+    got = read_from_stored_tiles(reader, 0, x, y, w, h, w, h)
     assert got is not None and got.shape == (h, w, 3)
     want = np.asarray(reader.read_region(x, y, 0, w, h), dtype=np.int16)
     assert np.abs(got.astype(np.int16) - want).max() <= 1
