@@ -15,6 +15,7 @@ import pytest
 import slideserver
 from slideserver.api.bodies import JsonTooDeep, check_json_depth
 from slideserver.lis.hl7v2 import apply as hl7_apply
+from slideserver.lis.hl7v2 import parse as hl7_parse
 from slideserver.lis.hl7v2.parse import Hl7Error, parse_message
 from tests.fixtures.lis.support import read, sql_lis_client
 
@@ -165,7 +166,7 @@ def test_the_event_loop_answers_while_a_message_is_parsed(
     """The parse is held until a request made meanwhile is answered: on the event loop, that
     request would wait for the parse, and the message would be answered first."""
     entered, release = threading.Event(), threading.Event()
-    real_parse = hl7_apply.parse_message
+    real_parse = hl7_parse.parse_message
 
     def held_parse(raw: str, policy: Any = None) -> Any:
         entered.set()

@@ -434,7 +434,7 @@ def test_tls_with_a_client_certificate_applies_and_audits_under_its_cn(
     tmp_path: Path, pki: Path
 ) -> None:
     port = free_port()
-    tls = {
+    tls: dict[str, Any] = {
         "mllp_tls_certfile": str(pki / "server.crt"),
         "mllp_tls_keyfile": str(pki / "server.key"),
         "mllp_tls_client_ca": str(pki / "ca.crt"),

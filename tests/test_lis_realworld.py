@@ -279,11 +279,13 @@ def test_imaging_study_uses_the_files_uids_and_derives_only_for_others() -> None
     )
     other = SlideView("t1", "y.svs", None, None, None, None, "ok", "aperio")
     only_dicom = imaging_study(CaseView("S1", "", None, slides=(dicom,)))
+    assert only_dicom.identifier is not None and only_dicom.series is not None
     assert only_dicom.identifier[1].value == "urn:oid:1.2.3"
     assert only_dicom.series[0].uid == "1.2.3.4"
     mixed = imaging_study(CaseView("S1", "", None, slides=(dicom, copy.copy(other))))
-    assert mixed.identifier[1].value.startswith("urn:oid:2.25.")
-    assert mixed.series[0].uid == "1.2.3.4" and mixed.series[1].uid.startswith("2.25.")
+    assert mixed.identifier is not None and mixed.series is not None
+    assert str(mixed.identifier[1].value).startswith("urn:oid:2.25.")
+    assert mixed.series[0].uid == "1.2.3.4" and str(mixed.series[1].uid).startswith("2.25.")
 
 
 # --- 18: the README's walk-through makes one coherent case ---
