@@ -148,13 +148,15 @@ class TiffReader(SlideReader):
         high = np.full(len(channels), -np.inf)
         for index in picks:
             try:
-                samples, _, _ = self._file.decode_channels(layouts, int(index))
+                samples, x, y = self._file.decode_channels(layouts, int(index))
             except TileUnreadable:
                 continue  # the index-time pixel check reports broken segments
             if samples is None:
                 continue
             if samples.shape[-1] < len(channels):
                 continue
+            # edge tiles are padded beyond the image: not data
+            samples = samples[: layouts[0].height - y, : layouts[0].width - x]
             values = samples.reshape(-1, samples.shape[-1])[:, : len(channels)]
             values = values.astype(np.float64)
             values[~np.isfinite(values)] = np.nan
