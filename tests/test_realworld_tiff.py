@@ -258,9 +258,7 @@ def test_a_qptiff_is_a_pyramid_of_composited_channels(root: Path) -> None:
                 acc += value[..., None] * np.asarray(colour, np.float64)
             expected = np.clip(np.floor(acc + 0.5), 0, 255).astype(np.uint8)
             level = info.levels[index]
-            got = np.asarray(
-                reader.read_region(0, 0, index, level.width, level.height), np.uint8
-            )
+            got = np.asarray(reader.read_region(0, 0, index, level.width, level.height), np.uint8)
             assert np.array_equal(got, expected), index
         assert np.asarray(reader.associated("label")).max() == 60
 
@@ -289,4 +287,3 @@ def test_a_strip_tiff_is_served_as_iiif_regions(client: Any, root: Path) -> None
     assert response.status_code == 200, response.text
     expected = tifffile.imread(root / "cells.tif")[20:60, 10:40]
     assert np.array_equal(decode(response.content), expected)
-
