@@ -23,9 +23,22 @@ from slideserver.readers.registry import ReaderRegistry
 log = logging.getLogger(__name__)
 
 SLIDE_SUFFIXES = frozenset(
-    {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".mrxs", ".scn", ".bif", ".svslide"}
+    {
+        ".svs",
+        ".tif",
+        ".tiff",
+        ".ndpi",
+        ".vms",
+        ".vmu",
+        ".mrxs",
+        ".scn",
+        ".bif",
+        ".svslide",
+        ".qptiff",
+    }
 )
-"""File endings of single-file slides (OME-TIFF ends in .ome.tif/.ome.tiff)."""
+"""File endings of single-file slides (OME-TIFF ends in .ome.tif/.ome.tiff; .qptiff is Akoya's
+(PerkinElmer) QPI TIFF)."""
 
 HASH_CHUNK = 64 * 1024
 

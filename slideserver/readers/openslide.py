@@ -57,10 +57,10 @@ class _Handle:
 
 
 def _has_subifd_pyramid_or_ome(path: str) -> bool:
-    """Whether a TIFF OpenSlide calls generic-tiff is better read by TiffReader."""
+    """Whether a TIFF OpenSlide calls generic-tiff is better read by TiffReader (QPI too)."""
     try:
         with tifffile.TiffFile(path) as tif:
-            return bool(tif.is_ome or tif.pages.first.subifds)
+            return bool(tif.is_ome or tif.is_qpi or tif.pages.first.subifds)
     except Exception:
         return False
 

@@ -70,6 +70,9 @@ class _Splice:
     """:func:`jpeg.splice_prefix` of the level's tables."""
 
 
+_TOP_LEFT = (0, 1)
+"""Orientation values libtiff reads as stored: top-left, and 0 (invalid, so the default)."""
+
 _SAMPLE_TILES = 8
 """Tiles tried, in order, for a level's sample (sparse and malformed ones are skipped)."""
 
@@ -170,15 +173,21 @@ class StoredTiles:
 
     @staticmethod
     def _match(pages: Iterable[Any], size: tuple[int, int]) -> ImageLayout | None:
+        """The TIFF image of ``size`` whose stored tiles are what OpenSlide shows, if any.
+
+        Not one with an Orientation other than top-left: libtiff (OpenSlide's decoder) mirrors
+        such tiles (large_image's test_orient6.tif), the stored ones are not.
+        """
         candidates = [
             p for p in pages if (int(p.keyframe.imagewidth), int(p.keyframe.imagelength)) == size
         ]
         candidates.sort(key=lambda p: not p.keyframe.is_tiled)
         for page in candidates:
             try:
-                return image_layout(page)
+                layout = image_layout(page)
             except SlideUnreadable:
                 continue
+            return layout if layout.orientation in _TOP_LEFT else None
         return None
 
     def tile_size(self, level: int) -> tuple[int, int] | None:

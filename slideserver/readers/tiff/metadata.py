@@ -1,8 +1,11 @@
-"""What a TIFF says about its slide: pyramid levels, associated images, MPP and properties.
+"""What a TIFF says about its slide: pyramid levels, channels, associated images, MPP, properties.
 
-Levels come from the largest series (SubIFD or multi-series OME pyramids, or a plain TIFF's
-top-level pages of decreasing size); microns per pixel and objective power from OME-XML, an
-Aperio ImageDescription or the resolution tags; raw tags become ``tiff.*`` properties.
+Levels come from the largest series (SubIFD or multi-series OME pyramids, a PerkinElmer QPI
+pyramid in the main IFD chain, or a plain TIFF's top-level pages of decreasing size); microns per
+pixel and objective power from OME-XML, an Aperio ImageDescription or the resolution tags; raw
+tags become ``tiff.*`` properties. An image whose channels are separate pages (OME-TIFF, QPI) or
+more than two grey samples, or whose samples are not 8/16-bit unsigned, is described as
+fluorescence channels (names and colours from OME-XML or the QPI XML when they say them).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import tifffile
 
 from slideserver.errors import SlideTruncated, SlideUnreadable
+from slideserver.readers.tiff.render import Channel, Colour, default_colour
 from slideserver.readers.tiff.segments import ImageLayout, image_layout
 
 ASSOCIATED_NAMES: Mapping[str, str] = {
@@ -68,6 +72,11 @@ class TiffStructure:
     format: str
     vendor: str | None
     levels: tuple[ImageLayout, ...]
+    channel_pages: tuple[tuple[ImageLayout, ...], ...]
+    """Per level, the images of its other channels (empty unless channels are separate pages)."""
+    channels: tuple[Channel, ...]
+    """The fluorescence channels, in sample order; empty for photographs (RGB, grey, palette).
+    Windows are the full 8-bit range here: the reader sets them from the pixels."""
     associated: Mapping[str, ImageLayout]
     mpp: tuple[float | None, float | None]
     objective_power: float | None
@@ -190,10 +199,99 @@ def _tag_properties(page: Any) -> dict[str, str]:
     return props
 
 
+def _plane_area(series: Any) -> int:
+    """Pixels in one plane of a series' largest level."""
+    key = series.keyframe
+    return int(key.imagewidth) * int(key.imagelength) if key is not None else 0
+
+
 def _series_pages(series: Any) -> list[Any]:
     """First page of every level of a series, largest first."""
     pages = [lvl.pages[0] for lvl in series.levels if lvl.pages and lvl.pages[0] is not None]
     return sorted(pages, key=lambda p: -int(p.keyframe.imagewidth))
+
+
+def _channel_pages(level: Any) -> list[Any]:
+    """The pages of one series level's channels (C axis), the first plane of Z, T and others.
+
+    One page when the level has no C axis over pages (its channels, if any, are samples).
+    """
+    pages = list(level.pages)
+    dims = [(a, int(n)) for a, n in zip(level.axes, level.shape, strict=False) if a not in "YXS"]
+    if not pages or pages[0] is None:
+        return pages[:1]
+    axes = [a for a, _ in dims]
+    counts = [n for _, n in dims]
+    if "C" not in axes or int(np.prod(counts)) != len(pages):
+        return pages[:1]
+    c_axis = axes.index("C")
+    chosen = []
+    for c in range(counts[c_axis]):
+        index = [0] * len(counts)
+        index[c_axis] = c
+        chosen.append(pages[int(np.ravel_multi_index(index, counts))])
+    return chosen if all(p is not None for p in chosen) else pages[:1]
+
+
+def _series_levels(series: Any) -> list[list[Any]]:
+    """Every level of a series as its channel pages, largest first."""
+    levels = [_channel_pages(lvl) for lvl in series.levels]
+    levels = [lvl for lvl in levels if lvl and lvl[0] is not None]
+    return sorted(levels, key=lambda pages: -int(pages[0].keyframe.imagewidth))
+
+
+def _ome_channels(root: ET.Element | None, image_name: str) -> list[tuple[str, Colour | None]]:
+    """(name, colour) of each OME Channel of the image, in order."""
+    image = _ome_image(root, image_name) if root is not None else None
+    pixels = next((e for e in image if _local(e.tag) == "Pixels"), None) if image else None
+    if pixels is None:
+        return []
+    result: list[tuple[str, Colour | None]] = []
+    for channel in (e for e in pixels if _local(e.tag) == "Channel"):
+        colour: Colour | None = None
+        with contextlib.suppress(ValueError, TypeError):
+            rgba = int(channel.get("Color", "")) & 0xFFFFFFFF  # signed 32-bit RGBA
+            colour = ((rgba >> 24) & 255, (rgba >> 16) & 255, (rgba >> 8) & 255)
+        result.append((channel.get("Name") or channel.get("Fluor") or "", colour))
+    return result
+
+
+def _qpi_channel(page: Any) -> tuple[str, Colour | None]:
+    """(name, colour) from a QPI page's PerkinElmer XML (``<Name>``, ``<Color>r,g,b</Color>``)."""
+    try:
+        root = ET.fromstring(page.description)
+    except (ET.ParseError, TypeError, ValueError):
+        return "", None
+    name = (root.findtext("Name") or "").strip()
+    colour: Colour | None = None
+    with contextlib.suppress(ValueError, TypeError):
+        r, g, b = (int(v) for v in (root.findtext("Color") or "").split(","))
+        colour = (r & 255, g & 255, b & 255)
+    return name, colour
+
+
+def _channels(
+    layouts: Sequence[ImageLayout], named: Sequence[tuple[str, Colour | None]]
+) -> tuple[Channel, ...]:
+    """The channels of a level's images; empty when the single image is a photograph."""
+    first = layouts[0]
+    photo_dtype = first.dtype in (np.dtype(np.uint8), np.dtype(np.uint16))
+    photo = first.photometric not in (0, 1) or first.samples - len(first.extrasamples) < 3
+    if len(layouts) == 1 and photo_dtype and photo:
+        return ()  # RGB, YCbCr, palette, grey, grey with alpha or an extra sample
+    luts = [lay.colormap for lay in layouts for _ in range(lay.samples)]
+    count = len(luts)
+    channels: list[Channel] = []
+    for index, lut in enumerate(luts):
+        name, colour = named[index] if index < len(named) else ("", None)
+        channels.append(
+            Channel(
+                name=name or f"channel {index}",
+                colour=colour or default_colour(index, count),
+                lut=lut,
+            )
+        )
+    return tuple(channels)
 
 
 def _pyramid_from_top_pages(tif: tifffile.TiffFile) -> list[Any]:
@@ -228,11 +326,16 @@ def read_structure(tif: tifffile.TiffFile, path: Path) -> TiffStructure:
     main_candidates = [s for s in series if s not in assoc_series.values()]
     if not main_candidates:
         raise SlideUnreadable(f"{path.name!r} holds only associated images")
-    main = max(main_candidates, key=lambda s: int(np.prod(s.levels[0].shape[:2])))
-    pages = _series_pages(main)
-    if len(pages) == 1 and not is_ome and main is series[0]:
-        pages = _pyramid_from_top_pages(tif)
-    levels = tuple(image_layout(p) for p in pages)
+    main = max(main_candidates, key=_plane_area)
+    level_pages = _series_levels(main)
+    if len(level_pages) == 1 and len(level_pages[0]) == 1 and not is_ome and main is series[0]:
+        level_pages = [[p] for p in _pyramid_from_top_pages(tif)]
+    level_layouts = [tuple(image_layout(p) for p in pages) for pages in level_pages]
+    widths = {len(lays) for lays in level_layouts}
+    if len(widths) != 1:  # a level missing channels: keep the complete ones
+        level_layouts = [lays for lays in level_layouts if len(lays) == len(level_layouts[0])]
+    levels = tuple(lays[0] for lays in level_layouts)
+    pages = [pages[0] for pages in level_pages]
     associated: dict[str, ImageLayout] = {}
     for name, s in assoc_series.items():
         try:
@@ -254,13 +357,26 @@ def read_structure(tif: tifffile.TiffFile, path: Path) -> TiffStructure:
         svs_mpp, objective, svs_props = _svs_optics(first.description)
         props.update(svs_props)
         mpp_x = mpp_y = svs_mpp or mpp_x
+    is_qpi = bool(first.is_qpi)
+    named: list[tuple[str, Colour | None]] = []
+    if is_ome:
+        named = _ome_channels(_ome_root(tif), main.name or "")
+    elif is_qpi:
+        named = [_qpi_channel(p) for p in level_pages[0]]
+    channels = _channels(level_layouts[0], named)
+    for index, channel in enumerate(channels):
+        props[f"slideserver.channel[{index}].name"] = channel.name
     fmt = "ome-tiff" if is_ome else ("aperio" if tif.is_svs else "generic-tiff")
     vendor = "aperio" if tif.is_svs else props.get("tiff.Make") or None
+    if is_qpi:
+        fmt, vendor = "qptiff", "perkinelmer"
     props["slideserver.reader"] = "tiff"
     return TiffStructure(
         format=fmt,
         vendor=vendor,
         levels=levels,
+        channel_pages=tuple(lays[1:] for lays in level_layouts),
+        channels=channels,
         associated=associated,
         mpp=(mpp_x, mpp_y),
         objective_power=objective,

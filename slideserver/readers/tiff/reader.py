@@ -1,16 +1,25 @@
-"""The reader for what OpenSlide does not open: OME-TIFF and generic pyramidal TIFF, via tifffile.
+"""The reader for what OpenSlide does not open (OME-TIFF, QPI, pyramidal or striped TIFF): tifffile.
 
 tifffile parses the structure once, at open (:mod:`.metadata`); afterwards every read is an
 ``os.pread`` on our own file descriptor plus tifffile's per-page decode function
 (:mod:`.segments`), so readers share no file position and are safe to use from many threads.
 A region decodes only the tiles (or strips) it covers; stored JPEG tiles go out as they are
-(:mod:`slideserver.readers.passthrough`).
+(:mod:`slideserver.readers.passthrough`). Fluorescence channels are composited to RGB
+(:mod:`.render`), each windowed to the data range found in the smallest level at open.
+
+The TIFF Orientation tag is not applied: pixels are served in stored order, as OpenSlide lays out
+the levels of the TIFFs it reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import tifffile
 from PIL import Image
 
@@ -19,12 +28,18 @@ from slideserver.errors import (
     InvalidRegion,
     SlideUnreadable,
     TileNotFound,
+    TileUnreadable,
 )
 from slideserver.models import EncodedTile, Level, SlideInfo, SlideSource
 from slideserver.readers.base import SlideReader
 from slideserver.readers.passthrough import Passthrough
 from slideserver.readers.tiff.metadata import check_complete, read_structure
+from slideserver.readers.tiff.render import Channel, Channels, Render
 from slideserver.readers.tiff.segments import ImageLayout, SegmentFile
+
+WINDOW_SEGMENTS = 256
+"""Segments of the smallest level read at open for the channels' data range (evenly spaced;
+all of them when there are fewer)."""
 
 
 class TiffReader(SlideReader):
@@ -35,7 +50,7 @@ class TiffReader(SlideReader):
 
     @classmethod
     def detect(cls, source: SlideSource) -> str | None:
-        """Claim OME-TIFF and tiled TIFF files (OpenSlide, tried first, takes those it knows)."""
+        """Claim TIFF files tifffile reads (OpenSlide, tried first, takes those it knows)."""
         path = source.path
         if source.files or not path.is_file():
             return None
@@ -43,13 +58,9 @@ class TiffReader(SlideReader):
             with tifffile.TiffFile(path) as tif:
                 if tif.is_ome:
                     return "ome-tiff"
-                first = tif.pages.first
-                tiled = first.is_tiled or any(
-                    lvl.keyframe is not None and lvl.keyframe.is_tiled
-                    for s in tif.series[:1]
-                    for lvl in s.levels
-                )
-                if not tiled:
+                if tif.is_qpi:
+                    return "qptiff"
+                if not tif.pages or not tif.series:
                     return None
                 return "aperio" if tif.is_svs else "generic-tiff"
         except Exception:
@@ -65,9 +76,18 @@ class TiffReader(SlideReader):
             raise
         except Exception as exc:
             raise SlideUnreadable(f"{path.name!r} is not a readable TIFF: {exc}") from exc
-        check_complete(path, self._structure.levels)
+        structure = self._structure
+        check_complete(path, structure.levels)
+        for others in structure.channel_pages:
+            check_complete(path, others)
         self._file = SegmentFile(path)
-        self._passthrough = Passthrough(self._file, self._structure.levels)
+        self._render: Render | None = None
+        if structure.channels:
+            self._render = Channels(self._windowed(structure.channels))
+        # channel images are never sent as they are: one grey JPEG is not the composite
+        self._passthrough = Passthrough(
+            self._file, [None if structure.channels else lay for lay in structure.levels]
+        )
         base = self._structure.levels[0]
         self._info = SlideInfo(
             format=self._structure.format,
@@ -106,8 +126,56 @@ class TiffReader(SlideReader):
             raise InvalidRegion(f"region size {l_width}x{l_height} is empty")
         l_x = math.floor(l0_x / downsample + 0.5)
         l_y = math.floor(l0_y / downsample + 0.5)
-        pixels = self._file.read(layout, l_x, l_y, l_width, l_height)
+        pixels = self._file.read(
+            layout,
+            l_x,
+            l_y,
+            l_width,
+            l_height,
+            channels=self._structure.channel_pages[level],
+            render=self._render,
+        )
         return Image.fromarray(pixels, "RGB")
+
+    def _windowed(self, channels: Sequence[Channel]) -> tuple[Channel, ...]:
+        """Set each non-palette channel's window to its data range in the smallest level."""
+        if all(ch.lut is not None for ch in channels):
+            return tuple(channels)
+        layouts = (self._structure.levels[-1], *self._structure.channel_pages[-1])
+        count = layouts[0].cols * layouts[0].rows
+        picks = np.unique(np.linspace(0, count - 1, min(count, WINDOW_SEGMENTS)).astype(int))
+        low = np.full(len(channels), np.inf)
+        high = np.full(len(channels), -np.inf)
+        for index in picks:
+            try:
+                samples, x, y = self._file.decode_channels(layouts, int(index))
+            except TileUnreadable:
+                continue  # the index-time pixel check reports broken segments
+            if samples is None:
+                continue
+            if samples.shape[-1] < len(channels):
+                continue
+            # edge tiles are padded beyond the image: not data
+            samples = samples[: layouts[0].height - y, : layouts[0].width - x]
+            values = samples.reshape(-1, samples.shape[-1])[:, : len(channels)]
+            values = values.astype(np.float64)
+            values[~np.isfinite(values)] = np.nan
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a segment all NaN
+                low = np.fmin(low, np.nanmin(values, axis=0))
+                high = np.fmax(high, np.nanmax(values, axis=0))
+        fallback = _dtype_range(layouts[0].dtype)
+        return tuple(
+            ch
+            if ch.lut is not None
+            else dataclasses.replace(
+                ch,
+                window=(float(lo), float(hi))
+                if math.isfinite(lo) and math.isfinite(hi)
+                else fallback,
+            )
+            for ch, lo, hi in zip(channels, low, high, strict=True)
+        )
 
     def read_encoded_tile(
         self, level: int, t_col: int, t_row: int, *, nowait: bool = False
@@ -124,3 +192,11 @@ class TiffReader(SlideReader):
 
     def close(self) -> None:
         self._file.close()
+
+
+def _dtype_range(dtype: np.dtype[Any]) -> tuple[float, float]:
+    """The window of a channel whose data range is unknown: the sample type's range."""
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return 0.0, 1.0

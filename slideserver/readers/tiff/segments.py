@@ -8,10 +8,12 @@ and decodes them with tifffile's per-page decode function.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,41 @@ from numpy.typing import NDArray
 from slideserver.codecs import jpeg
 from slideserver.errors import SlideUnreadable, TileUnreadable
 from slideserver.readers.base import WouldBlock
+from slideserver.readers.tiff.render import Photo, Render, palette_lut
 
 RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 """Linux's "fail rather than wait for the disk" read flag (0 where there is none)."""
 
 RGBArray = NDArray[np.uint8]
+
+TIFF_TAG_ORIENTATION = 274
+ORIENTATION_TOPLEFT = 1
+SUPPORTED_PHOTOMETRIC = (0, 1, 2, 3, 6)
+"""Min-is-white, min-is-black, RGB, palette, YCbCr."""
+
+_INVALID_ORIENTATION = re.compile(
+    r"<tifffile\.TiffTag 274 @\d+> raised ValueError\('-?\d+ is not a valid ORIENTATION'\)"
+)
+
+
+class _InvalidOrientationFilter(logging.Filter):
+    """Drop tifffile's warning about an Orientation value outside 1..8 (and nothing else).
+
+    Writers leave Orientation 0 in files (large_image's test_orient0.tif); tifffile keeps the raw
+    number, libtiff and OpenSlide read such a file as top-left, and so do we: nothing to report.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _INVALID_ORIENTATION.fullmatch(record.getMessage()) is None
+
+
+def _quiet_invalid_orientation() -> None:
+    logger = logging.getLogger("tifffile")
+    if not any(isinstance(f, _InvalidOrientationFilter) for f in logger.filters):
+        logger.addFilter(_InvalidOrientationFilter())
+
+
+_quiet_invalid_orientation()
 
 
 @dataclass(frozen=True)
@@ -53,6 +85,15 @@ class ImageLayout:
     bytecounts: tuple[int, ...]
     jpegtables: bytes | None
     decode: Callable[..., tuple[Any, tuple[int, ...], tuple[int, ...]]]
+    orientation: int = ORIENTATION_TOPLEFT
+    """The raw TIFF Orientation value (pixels are read in stored order whatever it says)."""
+    colormap: NDArray[np.uint8] | None = field(default=None, compare=False, repr=False)
+    """A palette image's colour table, (entries, 3) 8-bit."""
+
+    @property
+    def photo(self) -> Photo:
+        """How this image's samples become RGB when they are a photograph."""
+        return Photo(self.photometric, self.extrasamples, self.colormap)
 
     @property
     def passthrough(self) -> bool:
@@ -90,11 +131,17 @@ def image_layout(page: Any) -> ImageLayout:
             f"TIFF image has {len(offsets)} segments, its geometry needs {planes * cols * rows}"
         )
     dtype = key.dtype
-    if dtype is None or np.dtype(dtype) not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+    if dtype is None or not _supported_dtype(np.dtype(dtype)):
         raise SlideUnreadable(f"unsupported TIFF sample type {dtype}")
     photometric = int(key.photometric)
-    if photometric not in (0, 1, 2, 6):  # min-is-white, min-is-black, RGB, YCbCr
+    if photometric not in SUPPORTED_PHOTOMETRIC:
         raise SlideUnreadable(f"unsupported TIFF photometric interpretation {photometric}")
+    colormap = None
+    if photometric == 3:
+        own = page if hasattr(page, "colormap") else page.aspage()  # frames share a keyframe
+        if own.colormap is None or samples != 1:
+            raise SlideUnreadable("TIFF palette image without a usable colour map")
+        colormap = palette_lut(own.colormap)
     try:
         decode = key.decode  # built once here: tifffile caches it on a shared dict
     except Exception as exc:
@@ -118,6 +165,15 @@ def image_layout(page: Any) -> ImageLayout:
         bytecounts=counts,
         jpegtables=bytes(key.jpegtables) if key.jpegtables else None,
         decode=decode,
+        orientation=int(key.tags.valueof(TIFF_TAG_ORIENTATION, ORIENTATION_TOPLEFT)),
+        colormap=colormap,
+    )
+
+
+def _supported_dtype(dtype: np.dtype[Any]) -> bool:
+    """8- and 16-bit integers (signed too: fluorescence), 32-bit integers and floats."""
+    return (dtype.kind in "ui" and dtype.itemsize in (1, 2, 4)) or (
+        dtype.kind == "f" and dtype.itemsize in (2, 4)
     )
 
 
@@ -171,22 +227,22 @@ class SegmentFile:
             raise WouldBlock  # partly cached, or truncated: the blocking read tells which
         return bytes(buffer)
 
-    def decode_segment(self, layout: ImageLayout, index: int) -> tuple[RGBArray | None, int, int]:
-        """Decode one segment to RGB; return it with its level-pixel origin (x, y).
+    def decode_samples(
+        self, layout: ImageLayout, index: int
+    ) -> tuple[NDArray[Any] | None, int, int]:
+        """Decode one segment to (rows, columns, samples); return it with its origin (x, y).
 
-        Planar-separate images are assembled from the segment at ``index`` of every plane.
+        ``None`` for a sparse segment. Planar-separate images are assembled from the segment at
+        ``index`` of every plane.
         """
         per_plane = layout.cols * layout.rows
         planes: list[NDArray[Any]] = []
-        x = y = 0
+        x = (index % layout.cols) * layout.seg_width
+        y = (index // layout.cols) * layout.seg_height
         for plane in range(layout.planes):
             data = self.segment(layout, plane * per_plane + index)
             if data is None:
-                return (
-                    None,
-                    (index % layout.cols) * layout.seg_width,
-                    (index // layout.cols) * layout.seg_height,
-                )
+                return None, x, y
             try:
                 arr, where, _shape = layout.decode(
                     data, plane * per_plane + index, jpegtables=layout.jpegtables
@@ -201,10 +257,50 @@ class SegmentFile:
             arr = np.asarray(arr)
             planes.append(arr.reshape(arr.shape[-3], arr.shape[-2], -1))
         pixels = planes[0] if len(planes) == 1 else np.concatenate(planes, axis=-1)
-        return _to_rgb(pixels, layout), x, y
+        return pixels, x, y
 
-    def read(self, layout: ImageLayout, l_x: int, l_y: int, l_w: int, l_h: int) -> RGBArray:
-        """Return the ``l_w`` x ``l_h`` region at (``l_x``, ``l_y``), white outside the image."""
+    def decode_channels(
+        self, layouts: Sequence[ImageLayout], index: int
+    ) -> tuple[NDArray[Any] | None, int, int]:
+        """Decode segment ``index`` of images of one geometry (channel pages); stack samples."""
+        parts: list[NDArray[Any]] = []
+        x = y = 0
+        for layout in layouts:
+            pixels, x, y = self.decode_samples(layout, index)
+            if pixels is None:
+                return None, x, y
+            parts.append(pixels)
+        if len(parts) == 1:
+            return parts[0], x, y
+        rows = min(p.shape[0] for p in parts)
+        cols = min(p.shape[1] for p in parts)
+        return np.concatenate([p[:rows, :cols] for p in parts], axis=-1), x, y
+
+    def decode_segment(self, layout: ImageLayout, index: int) -> tuple[RGBArray | None, int, int]:
+        """Decode one segment to RGB; return it with its level-pixel origin (x, y)."""
+        pixels, x, y = self.decode_samples(layout, index)
+        return (None if pixels is None else layout.photo(pixels)), x, y
+
+    def read(
+        self,
+        layout: ImageLayout,
+        l_x: int,
+        l_y: int,
+        l_w: int,
+        l_h: int,
+        *,
+        channels: Sequence[ImageLayout] = (),
+        render: Render | None = None,
+    ) -> RGBArray:
+        """Return the ``l_w`` x ``l_h`` region at (``l_x``, ``l_y``), white outside the image.
+
+        Only the segments (tiles, or strips) the region covers are read and decoded. With
+        ``channels``, the same segment of each of those images (channel pages of ``layout``'s
+        geometry) is stacked after ``layout``'s samples; ``render`` makes RGB of the samples
+        (``layout``'s own photograph rendering by default).
+        """
+        layouts = (layout, *channels)
+        to_rgb: Render = render if render is not None else layout.photo
         out = np.full((l_h, l_w, 3), 255, np.uint8)
         x0, y0 = max(l_x, 0), max(l_y, 0)
         x1, y1 = min(l_x + l_w, layout.width), min(l_y + l_h, layout.height)
@@ -212,18 +308,17 @@ class SegmentFile:
             return out
         for t_row in range(y0 // layout.seg_height, (y1 - 1) // layout.seg_height + 1):
             for t_col in range(x0 // layout.seg_width, (x1 - 1) // layout.seg_width + 1):
-                pixels, s_x, s_y = self.decode_segment(layout, t_row * layout.cols + t_col)
-                if pixels is None:
+                samples, s_x, s_y = self.decode_channels(layouts, t_row * layout.cols + t_col)
+                if samples is None:
                     continue  # sparse tile: glass
                 # intersection, in level pixels
                 ix0, iy0 = max(x0, s_x), max(y0, s_y)
-                ix1 = min(x1, s_x + pixels.shape[1])
-                iy1 = min(y1, s_y + pixels.shape[0])
+                ix1 = min(x1, s_x + samples.shape[1])
+                iy1 = min(y1, s_y + samples.shape[0])
                 if ix0 >= ix1 or iy0 >= iy1:
                     continue
-                out[iy0 - l_y : iy1 - l_y, ix0 - l_x : ix1 - l_x] = pixels[
-                    iy0 - s_y : iy1 - s_y, ix0 - s_x : ix1 - s_x
-                ]
+                part = samples[iy0 - s_y : iy1 - s_y, ix0 - s_x : ix1 - s_x]
+                out[iy0 - l_y : iy1 - l_y, ix0 - l_x : ix1 - l_x] = to_rgb(part)
         return out
 
     def close(self) -> None:
@@ -231,26 +326,3 @@ class SegmentFile:
             fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
-
-
-def _to_rgb(pixels: NDArray[Any], layout: ImageLayout) -> RGBArray:
-    """Convert decoded samples to 8-bit RGB; alpha is composited on white."""
-    if pixels.dtype != np.uint8:
-        pixels = (pixels >> 8).astype(np.uint8)  # uint16: keep the high byte
-    if layout.photometric == 0:  # min-is-white
-        pixels = 255 - pixels
-    channels = pixels.shape[-1]
-    if channels in (1, 2):
-        gray = pixels[..., :1]
-        alpha = pixels[..., 1:2] if channels == 2 and layout.extrasamples else None
-        rgb = np.repeat(gray, 3, axis=-1)
-    else:
-        rgb = pixels[..., :3]
-        alpha = pixels[..., 3:4] if channels >= 4 and layout.extrasamples else None
-    if alpha is not None:
-        a = alpha.astype(np.float32) / 255.0
-        color = rgb.astype(np.float32)
-        if layout.extrasamples[0] != 1:  # unassociated alpha: colour not yet multiplied
-            color *= a
-        rgb = np.clip(color + 255.0 * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(rgb, dtype=np.uint8)
