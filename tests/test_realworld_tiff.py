@@ -135,7 +135,9 @@ def tifffile_rgb(path: Path) -> np.ndarray:
             out = np.zeros((*data.shape[1:], 3), np.uint32)
             for page, plane in zip(tif.pages, data, strict=True):
                 lut = page.aspage().colormap
-                out += tifffile.tifffile.apply_colormap(plane, lut >> 8 if lut.max() > 255 else lut)
+                assert lut is not None  # palette pages carry one
+                table = np.asarray(lut >> 8 if lut.max() > 255 else lut)
+                out += tifffile.tifffile.apply_colormap(plane, table)
             return np.clip(out, 0, 255).astype(np.uint8)
         if name == "multi-channel-z-series.ome.tif":  # (C, Z, Y, X) int8: first Z plane
             planes = [data[c, 0] for c in range(data.shape[0])]
