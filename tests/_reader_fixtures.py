@@ -8,6 +8,7 @@ YCbCr JPEG pyramids in top-level IFDs, SubIFD pyramids, and deflate-compressed l
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -248,17 +249,18 @@ def drop_from_page_cache(path: Path) -> None:
         os.close(fd)
 
 
-def blocks_once_evicted(path: Path, read: Callable[[], object], attempts: int = 5) -> bool:
+def blocks_once_evicted(path: Path, read: Callable[[], object], attempts: int = 50) -> bool:
     """Whether ``read`` (a ``nowait`` read) raises WouldBlock once ``path`` leaves the page cache.
 
     Dropping pages is best effort: the kernel keeps those it cannot free right away (still in
     another CPU's LRU batch, say, on a busy machine), so the drop is tried a few times. A read
     that never blocks answers False.
     """
-    for _ in range(attempts):
+    for attempt in range(attempts):
         drop_from_page_cache(path)
         try:
             read()
         except WouldBlock:
             return True
+        time.sleep(0.01 * min(attempt, 10))  # let the kernel drain its per-CPU page batches
     return False
