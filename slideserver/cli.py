@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not settings.roots:
         print("slideserver serve: give at least one folder of slides", file=sys.stderr)
         return 2
-    refusal = _auth_refusal(settings) or _transport_refusal(settings)
+    refusal = _auth_refusal(settings) or _transport_refusal(settings) or _cors_refusal(settings)
     if refusal:
         print(f"slideserver serve: {refusal}", file=sys.stderr)
         return 2
@@ -136,6 +136,17 @@ def _auth_refusal(settings: Settings) -> str | None:
             "patient data. Use --auth tokens (see `slideserver token create`) or oidc, bind "
             "127.0.0.1, or pass --allow-open-non-loopback for a demo on a trusted network."
         )
+    return None
+
+
+def _cors_refusal(settings: Settings) -> str | None:
+    """Return why ``--cors-origins`` cannot be used, or ``None``."""
+    from slideserver.api.cors import CorsConfigError, parse_origins
+
+    try:
+        parse_origins(settings.cors_origins, settings.auth)
+    except CorsConfigError as exc:
+        return f"--cors-origins: {exc}"
     return None
 
 
@@ -464,6 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, help="threads decoding and encoding tiles")
     serve.add_argument("--public-url", help="base URL used in links given to other systems")
     serve.add_argument("--auth", help="open, tokens or oidc ($SLIDESERVER_AUTH)")
+    serve.add_argument(
+        "--cors-origins",
+        help="origins whose pages may use the image APIs: comma list of scheme://host[:port], "
+        "* or none ($SLIDESERVER_CORS_ORIGINS; default * with auth=open, none otherwise)",
+    )
     serve.add_argument(
         "--allow-open-non-loopback",
         action="store_true",
