@@ -370,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-url", help="base URL used in links given to other systems")
     serve.add_argument("--auth", help="open, tokens or oidc ($SLIDESERVER_AUTH)")
     serve.add_argument(
+        "--cors-origins",
+        help="origins whose pages may use the image APIs: comma list of scheme://host[:port], "
+        "* or none ($SLIDESERVER_CORS_ORIGINS; default * with auth=open, none otherwise)",
+    )
+    serve.add_argument(
         "--allow-open-non-loopback",
         action="store_true",
         default=None,

@@ -61,6 +61,11 @@ class Settings:
     """Largest IIIF output area (width x height)."""
     thumbnail_max: int = 2048
     """Largest thumbnail edge a client may ask for."""
+    cors_origins: str = ""
+    """Origins whose pages may use the image APIs (info.json, IIIF images, ``.dzi``, Deep Zoom
+    tiles) with a bearer token: a comma-separated list of ``scheme://host[:port]``, ``*`` (any)
+    or ``none``. Empty: ``*`` with ``auth=open``, none otherwise. Cookies never count
+    cross-origin."""
     public_url: str = ""
     """Base URL that links handed to other systems use (FHIR, launch links); empty: from request."""
     watch: bool = False

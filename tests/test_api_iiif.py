@@ -28,10 +28,47 @@ def test_info_json_describes_the_image_service(client: Any) -> None:
     assert response.headers["access-control-allow-origin"] == "*"
 
 
-def test_info_json_answers_json_ld_when_asked(client: Any) -> None:
+INFO_MEDIA_TYPE = 'application/ld+json;profile="http://iiif.io/api/image/3/context.json"'
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        None,
+        "*/*",
+        "application/ld+json",
+        "application/json, application/ld+json",
+        "application/ld+json;q=0.9, application/json;q=0.9",
+        "application/json;q=0",
+    ],
+)
+def test_info_json_is_json_ld_with_the_iiif_profile_by_default(
+    client: Any, accept: str | None
+) -> None:
+    """IIIF Image 3.0, section 5: JSON-LD with the profile unless plain JSON is preferred."""
     sid = slide_id(client, SVS)
-    response = client.get(f"/iiif/3/{sid}/info.json", headers={"Accept": "application/ld+json"})
-    assert response.headers["content-type"].startswith("application/ld+json")
+    headers = {"Accept": accept} if accept is not None else {}
+    response = client.get(f"/iiif/3/{sid}/info.json", headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == INFO_MEDIA_TYPE
+    assert response.json()["@context"] == "http://iiif.io/api/image/3/context.json"
+    assert "Accept" in response.headers["vary"]
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/json",
+        "application/json, */*;q=0.5",
+        "application/ld+json;q=0.5, application/json",
+    ],
+)
+def test_info_json_is_plain_json_when_the_client_prefers_it(client: Any, accept: str) -> None:
+    sid = slide_id(client, SVS)
+    response = client.get(f"/iiif/3/{sid}/info.json", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["type"] == "ImageService3"
 
 
 def test_base_uri_redirects_to_info_json(client: Any) -> None:

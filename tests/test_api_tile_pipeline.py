@@ -4,7 +4,8 @@ Tile URLs normally take the lane (:mod:`slideserver.api.tile_lane`); ``create_ap
 tile_lane=False)`` sends them through the middleware stack and the router instead. Two apps
 over the same files, one per path, get the same requests (the same ``X-Request-ID`` too, so
 every header is compared exactly) and must give the same answers, and count the same reads in
-the audit trail.
+the audit trail. Both let :data:`VIEWER` read tiles cross-origin (CORS), so every case checks
+the CORS headers too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from tests.conftest import _security_settings, make_tokens
 from tests.helpers import GENERIC_TIFF, SVS
 
 PATHS = ("lane", "routed")
+VIEWER = "https://viewer.example.org"
+OTHER = "https://evil.example.net"
 UNKNOWN = "aaaaaaaaaaaaaaaa"
 BUGGY = "buggy.tif"
 TRUNCATED = "truncated.tif"
@@ -94,7 +97,7 @@ def envs(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
         envs: dict[str, Env] = {}
         for path in PATHS:
             db = tmp_path_factory.mktemp(path) / "db.sqlite"
-            settings: Any = _security_settings(root, db)
+            settings: Any = _security_settings(root, db, cors_origins=VIEWER)
             roles = ("pathologist", "lis", "admin")
             tokens = make_tokens(settings, {role: (role, "") for role in roles})
             app = create_app(settings, registry=registry, tile_lane=path == "lane")
@@ -146,6 +149,37 @@ def _png(env: Env) -> Any:
     return env.get(env.tile(GENERIC_TIFF, "8/0_0.png"))
 
 
+def _cors(env: Env) -> Any:
+    response = env.get(env.tile(GENERIC_TIFF, "11/0_0.jpeg"), Origin=VIEWER)
+    assert response.headers["access-control-allow-origin"] == VIEWER
+    return response
+
+
+def _cors_not_modified(env: Env) -> Any:
+    url = env.tile(SVS, "6/0_0.jpeg")
+    etag = env.get(url).headers["etag"]
+    response = env.get(url, Origin=VIEWER, **{"If-None-Match": etag})
+    assert response.headers["access-control-allow-origin"] == VIEWER
+    return response
+
+
+def _cors_other_origin(env: Env) -> Any:
+    response = env.get(env.tile(GENERIC_TIFF, "12/0_0.jpeg"), Origin=OTHER)
+    assert "access-control-allow-origin" not in response.headers
+    return response
+
+
+def _cookie_from_another_origin(env: Env) -> Any:
+    login = env.client.post(
+        "/api/session", headers={"Authorization": f"Bearer {env.tokens['pathologist']}"}
+    )
+    cookie = f"slideserver_session={login.cookies['slideserver_session']}"
+    env.client.cookies.clear()
+    response = env.get(env.tile(SVS, "0/0_0.jpeg"), None, Cookie=cookie, Origin=VIEWER)
+    assert env.get(env.tile(SVS, "0/0_0.jpeg"), None, Cookie=cookie).status_code == 200
+    return response
+
+
 CASES: dict[str, tuple[int, Case]] = {
     "cache miss": (200, _miss),
     "cache hit": (200, _hit),
@@ -169,6 +203,22 @@ CASES: dict[str, tuple[int, Case]] = {
     "400 for an unknown format": (400, lambda env: env.get(env.tile(SVS, "8/0_0.gif"))),
     "422 for a truncated file": (422, lambda env: env.get(env.tile(TRUNCATED, "0/0_0.jpeg"))),
     "500 for a reader bug": (500, lambda env: env.get(env.tile(BUGGY, "0/0_0.jpeg"))),
+    "200 with CORS headers for an allowed origin": (200, _cors),
+    "304 with CORS headers for an allowed origin": (304, _cors_not_modified),
+    "200 without CORS headers for another origin": (200, _cors_other_origin),
+    "401 with CORS headers for an allowed origin": (
+        401,
+        lambda env: env.get(env.tile(SVS, "0/0_0.jpeg"), None, Origin=VIEWER),
+    ),
+    "404 with CORS headers for an allowed origin": (
+        404,
+        lambda env: env.get(env.tile(UNKNOWN, "0/0_0.jpeg"), Origin=VIEWER),
+    ),
+    "422 with CORS headers for an allowed origin": (
+        422,
+        lambda env: env.get(env.tile(TRUNCATED, "0/0_0.jpeg"), Origin=VIEWER),
+    ),
+    "401 for a session cookie from another origin": (401, _cookie_from_another_origin),
 }
 
 
@@ -208,6 +258,29 @@ def test_lane_and_router_answer_alike(
     assert lane.headers.multi_items() == routed.headers.multi_items()
     assert lane.content == routed.content
     assert lane.headers["x-request-id"] == "pipeline-test"
+
+
+@pytest.mark.parametrize("origin", [VIEWER, OTHER])
+def test_a_tile_preflight_is_answered_alike_and_not_by_the_lane(
+    envs: dict[str, Env], origin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lane leaves ``OPTIONS`` to the CORS middleware: no authentication, no audit."""
+    counting = CountingLane(envs["lane"].app.tile_lane)
+    monkeypatch.setattr(envs["lane"].app, "tile_lane", counting)
+    headers = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    answers = [
+        envs[path].client.options(envs[path].tile(SVS, "0/0_0.jpeg"), headers=headers)
+        for path in PATHS
+    ]
+    assert counting.answered == 0
+    lane, routed = answers
+    assert lane.status_code == routed.status_code == (204 if origin == VIEWER else 403)
+    assert lane.headers.multi_items() == routed.headers.multi_items()
+    assert lane.content == routed.content
 
 
 def _tile_reads(env: Env) -> int:

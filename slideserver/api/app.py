@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from slideserver.api.auth import AuthenticationMiddleware
+from slideserver.api.cors import CorsMiddleware, cors_policy
 from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.policy import secure_routes
@@ -164,6 +165,7 @@ def create_app(
     metrics = Metrics()
     security = Security(settings)
     policy = accession_policy(settings)  # a malformed LIS setting fails here, not per message
+    cors = cors_policy(settings)
     if settings.auth == "open":
         log.warning("OPEN MODE: no authentication, every visitor sees all patient data (demo only)")
 
@@ -212,9 +214,10 @@ def create_app(
     # Every route must have a row in the policy table: a new route without one fails here.
     routes = secure_routes(routes, security)
     app = SlideServerApp(
-        TileLane(security, metrics) if tile_lane else None,
+        TileLane(security, metrics, cors) if tile_lane else None,
         routes=routes,
         middleware=[
+            Middleware(CorsMiddleware, policy=cors),
             Middleware(RequestContextMiddleware, metrics=metrics),
             Middleware(RejectNulBytesMiddleware),
             Middleware(AuthenticationMiddleware, security=security),

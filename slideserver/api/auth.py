@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from anyio.to_thread import run_sync
 from starlette.responses import Response
@@ -25,11 +25,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from slideserver.api.errors import error_response, error_status
 from slideserver.security.audit import AuditEvent, AuditUnavailable
 from slideserver.security.principals import ERROR_KEY, STATE_KEY, Principal
+from slideserver.security.service import AuthFailure
 from slideserver.security.session import csrf_ok
 
 if TYPE_CHECKING:
     from slideserver.api.policy import Rule
-    from slideserver.security.service import AuthFailure, Security
+    from slideserver.security.service import Security
 
 log = logging.getLogger("slideserver.security")
 
@@ -40,7 +41,12 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
-_CREDENTIAL_HEADERS = (b"authorization", b"cookie")
+CREDENTIAL_HEADERS = frozenset({b"authorization", b"cookie", b"origin", b"host", b"sec-fetch-site"})
+"""The headers authentication reads: the credentials, and where a cookie's request comes from."""
+
+CROSS_ORIGIN_COOKIE = (
+    "session cookies are not accepted from pages on other origins: send Authorization: Bearer TOKEN"
+)
 
 
 def credential_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -52,8 +58,25 @@ def credential_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]
     return {
         name.decode("latin-1"): value.decode("latin-1")
         for name, value in headers
-        if name in _CREDENTIAL_HEADERS
+        if name in CREDENTIAL_HEADERS
     }
+
+
+def from_other_origin(headers: dict[str, str]) -> bool:
+    """Tell whether the browser says the request comes from a page on another origin.
+
+    ``Origin`` (sent on every cross-origin fetch) must name this server's host, as the CSRF
+    check requires of writes; ``Sec-Fetch-Site: cross-site`` counts too.
+    """
+    if headers.get("sec-fetch-site") == "cross-site":
+        return True
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    try:
+        return origin == "null" or urlsplit(origin).netloc != headers.get("host", "")
+    except ValueError:  # not a URL: no origin a browser sends
+        return True
 
 
 async def authenticate_scope(
@@ -62,9 +85,18 @@ async def authenticate_scope(
     """Put the caller's principal (or why it was refused) in the scope's state.
 
     ``headers`` are the request's raw headers, or just those the caller picked out already (the
-    tile lane reads all it needs in one pass); only the credential headers are decoded.
+    tile lane reads all it needs in one pass); only the credential headers are decoded. A
+    session cookie on a request from another origin is ignored (the CORS policy never lets such
+    a page read the answer, and SameSite=Strict keeps browsers from sending it; this holds when
+    a browser does not): such a request is anonymous, refused with a reason on closed routes.
     """
-    principal, failure = await security.authenticate(credential_headers(headers))
+    credentials = credential_headers(headers)
+    refused_cookie = "cookie" in credentials and from_other_origin(credentials)
+    if refused_cookie:
+        del credentials["cookie"]
+    principal, failure = await security.authenticate(credentials)
+    if refused_cookie and principal is None and failure is None:
+        failure = AuthFailure(401, CROSS_ORIGIN_COOKIE)
     state = scope.setdefault("state", {})
     state[STATE_KEY] = principal
     state[ERROR_KEY] = failure

@@ -9,6 +9,9 @@ methods), whether the answer may hold PHI, and how the request is audited:
   written (writes also get an ``attempt`` row before they run).
 - ``tiles``: pixel reads, summarized per principal, slide and time window.
 - ``none``: not audited (public routes, metrics, the session check).
+
+Rows marked ``cors`` (the image APIs) also answer pages on other origins; their ``OPTIONS``
+preflights need no authentication and grant nothing (see :mod:`slideserver.api.cors`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ class Rule:
     """``request``, ``tiles`` or ``none`` (see the module docstring)."""
     demo: bool = False
     """Also open to the anonymous principal of ``auth=open`` (its role notwithstanding)."""
+    cors: bool = False
+    """Open to pages on other origins (:mod:`slideserver.api.cors`): their ``OPTIONS``
+    preflights are answered without authentication, before routing, so they never reach this
+    rule's guard; GET and HEAD still need the ``read`` roles."""
 
     def roles_for(self, method: str) -> Roles:
         """Return the roles allowed ``method``."""
@@ -61,6 +68,8 @@ class Rule:
 
 
 PUBLIC = Rule(public=True, audit="none")
+IMAGE_API = Rule(read=IMAGES, audit="tiles", cors=True)
+"""Pixels and image descriptions: no PHI, counted as tile reads, usable from other origins."""
 
 POLICY: dict[str, Rule] = {
     # health
@@ -72,13 +81,12 @@ POLICY: dict[str, Rule] = {
     "/api/slides/{slide_id}": Rule(read=EVERYONE, phi=True),
     "/api/slides/{slide_id}/thumbnail": Rule(read=IMAGES, audit="tiles"),
     "/api/slides/{slide_id}/associated/{name}": Rule(read=IMAGES, phi=True),
-    "/dz/{slide_id}.dzi": Rule(read=IMAGES, audit="tiles"),
-    DEEPZOOM_TILE: Rule(read=IMAGES, audit="tiles"),
-    "/iiif/3/{slide_id}": Rule(read=IMAGES, audit="tiles"),
-    "/iiif/3/{slide_id}/info.json": Rule(read=IMAGES, audit="tiles"),
-    "/iiif/3/{slide_id}/{region}/{size}/{rotation}/{quality}.{fmt}": Rule(
-        read=IMAGES, audit="tiles"
-    ),
+    # the image APIs viewers on other origins use (CORS)
+    "/dz/{slide_id}.dzi": IMAGE_API,
+    DEEPZOOM_TILE: IMAGE_API,
+    "/iiif/3/{slide_id}": IMAGE_API,
+    "/iiif/3/{slide_id}/info.json": IMAGE_API,
+    "/iiif/3/{slide_id}/{region}/{size}/{rotation}/{quality}.{fmt}": IMAGE_API,
     # cases, EMR launch, review queue
     "/api/cases/{accession}": Rule(read=CATALOG, phi=True),
     "/launch": Rule(read=CLINICAL, phi=True),

@@ -6,9 +6,11 @@ and response objects and middleware layers then cost more than the answer itself
 recognises tile URLs with one regular expression and calls, inline, the same step functions
 the middleware stack and the routed endpoint call: :func:`begin_request`/:func:`end_request`,
 :func:`has_nul_byte`, :func:`authenticate_scope`, :meth:`RouteAccess.admit` (policy and audit
-count), :func:`send_image` and :func:`send_exception_answer`, so both paths answer alike
+count), :meth:`CorsPolicy.answer_headers` with :func:`send_with_headers` (the CORS headers),
+:func:`send_image` and :func:`send_exception_answer`, so both paths answer alike
 (``tests/test_api_tile_pipeline.py`` compares them). URLs it does not recognise, malformed
-tile addresses included, go to the router, so their errors are the router's.
+tile addresses included, go to the router, so their errors are the router's; so do ``OPTIONS``
+preflights, which the CORS middleware answers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
-from slideserver.api.auth import RouteAccess, authenticate_scope
+from slideserver.api.auth import CREDENTIAL_HEADERS, RouteAccess, authenticate_scope
+from slideserver.api.cors import CorsPolicy, send_with_headers
 from slideserver.api.middleware import (
     REQUEST_ID,
     begin_request,
@@ -49,15 +52,17 @@ class _TileRoute:
 
 TILE_ROUTE = _TileRoute()
 _IF_NONE_MATCH = b"if-none-match"
-_LANE_HEADERS = frozenset({REQUEST_ID, b"authorization", b"cookie", _IF_NONE_MATCH})
+_ORIGIN = b"origin"
+_LANE_HEADERS = frozenset({REQUEST_ID, _IF_NONE_MATCH, _ORIGIN, *CREDENTIAL_HEADERS})
 
 
 class TileLane:
     """Answers Deep Zoom tile URLs; :meth:`match` tells which requests are its own."""
 
-    def __init__(self, security: Security, metrics: Metrics) -> None:
+    def __init__(self, security: Security, metrics: Metrics, cors: CorsPolicy) -> None:
         self.security = security
         self.metrics = metrics
+        self.cors = cors
         self.access = RouteAccess(rule_for(DEEPZOOM_TILE), DEEPZOOM_TILE, security)
 
     @staticmethod
@@ -77,6 +82,9 @@ class TileLane:
         for name, value in scope["headers"]:  # one pass for every header the lane reads
             if name in _LANE_HEADERS:
                 wanted[name] = value
+        cors_headers = self.cors.answer_headers(wanted.get(_ORIGIN))
+        if cors_headers:  # as the CORS middleware does, outside everything else
+            send = send_with_headers(send, cors_headers)
         request_id = begin_request(scope, wanted.get(REQUEST_ID))
         id_header = (REQUEST_ID, request_id.encode())
         status = 500

@@ -39,7 +39,12 @@ def export_env(settings: Settings) -> None:
 
 def refusal(settings: Settings) -> str | None:
     """Return why ``serve`` must not start with ``settings``, or ``None``."""
-    return auth_refusal(settings) or transport_refusal(settings) or mllp_refusal(settings)
+    return (
+        auth_refusal(settings)
+        or transport_refusal(settings)
+        or mllp_refusal(settings)
+        or cors_refusal(settings)
+    )
 
 
 def statements(settings: Settings) -> list[str]:
@@ -141,3 +146,14 @@ def mllp_refusal(settings: Settings) -> str | None:
         settings.mllp_tls_keyfile,
         settings.mllp_tls_client_ca,
     )
+
+
+def cors_refusal(settings: Settings) -> str | None:
+    """Return why ``--cors-origins`` cannot be used, or ``None``."""
+    from slideserver.api.cors import CorsConfigError, parse_origins
+
+    try:
+        parse_origins(settings.cors_origins, settings.auth)
+    except CorsConfigError as exc:
+        return f"--cors-origins: {exc}"
+    return None

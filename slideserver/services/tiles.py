@@ -324,11 +324,16 @@ class TileService:
     # -- whole-slide images --------------------------------------------------------------------
 
     async def thumbnail(self, slide_id: str, max_size: int) -> ImageResult:
-        """Return a JPEG of the whole slide fitting in ``max_size`` x ``max_size``."""
+        """Return a JPEG of the whole slide fitting in ``max_size`` x ``max_size``.
+
+        Never larger than the slide itself: like IIIF without ``^``, a small slide's thumbnail
+        is the slide at its own size, not an upscaled copy.
+        """
         if not 1 <= max_size <= self.settings.thumbnail_max:
             raise BadRequest(f"max must be between 1 and {self.settings.thumbnail_max}")
         view = await self.view(slide_id)
         record, info = view.record, view.info
+        max_size = min(max_size, max(info.width, info.height))
         scale = max(info.width, info.height) / max_size
         z_w = max(1, round(info.width / scale))
         z_h = max(1, round(info.height / scale))

@@ -1,8 +1,8 @@
 """IIIF Image API 3.0: ``/iiif/3/{id}/info.json`` and image requests.
 
 HTTP only: the URL becomes a call to :class:`slideserver.services.iiif.IIIFService`, its result
-a response with the IIIF HTTP features (CORS, JSON-LD media type, canonical Link, base URI
-redirect).
+a response with the IIIF HTTP features (JSON-LD media type, canonical Link, base URI redirect;
+CORS is :mod:`slideserver.api.cors`'s, for every route the policy table opens to other origins).
 """
 
 from __future__ import annotations
@@ -11,13 +11,42 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from slideserver.api.cors import cors_policy
 from slideserver.api.responses import IMMUTABLE, image_response
 from slideserver.api.state import iiif_of, state_of
 
 INFO_MEDIA_TYPE = 'application/ld+json;profile="http://iiif.io/api/image/3/context.json"'
-CORS = {"Access-Control-Allow-Origin": "*"}
-HTTP_FEATURES = ("baseUriRedirect", "cors", "jsonldMediaType")
-"""The info.json ``extraFeatures`` this module provides (the image features are the service's)."""
+JSON = "application/json"
+LD_JSON = "application/ld+json"
+HTTP_FEATURES = ("baseUriRedirect", "jsonldMediaType")
+"""The info.json ``extraFeatures`` this module provides (the image features are the service's);
+``cors`` is added when some other origin may use the image APIs."""
+
+
+def info_media_type(accept: str) -> str:
+    """Return info.json's media type for an ``Accept`` header (IIIF Image 3.0, section 5).
+
+    JSON-LD with the IIIF profile by default; plain ``application/json`` only when the client
+    names it and does not prefer (or equally accept) ``application/ld+json``.
+    """
+    quality: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        if media in (JSON, LD_JSON):
+            quality[media] = max(q, quality.get(media, 0.0))
+    json_q = quality.get(JSON, 0.0)
+    if json_q > 0 and json_q > quality.get(LD_JSON, 0.0):
+        return JSON
+    return INFO_MEDIA_TYPE
 
 
 def base_uri(request: Request, slide_id: str) -> str:
@@ -28,10 +57,11 @@ def base_uri(request: Request, slide_id: str) -> str:
 
 async def info(request: Request) -> Response:
     slide_id = request.path_params["slide_id"]
-    body = await iiif_of(request).info(slide_id, base_uri(request, slide_id), HTTP_FEATURES)
-    headers = {**CORS, "Cache-Control": "no-cache"}
-    accept = request.headers.get("accept", "")
-    media_type = INFO_MEDIA_TYPE if "ld+json" in accept else "application/json"
+    settings = state_of(request).settings
+    features = (*HTTP_FEATURES, "cors") if cors_policy(settings).enabled else HTTP_FEATURES
+    body = await iiif_of(request).info(slide_id, base_uri(request, slide_id), sorted(features))
+    headers = {"Cache-Control": "no-cache", "Vary": "Accept"}
+    media_type = info_media_type(request.headers.get("accept", ""))
     return JSONResponse(body, media_type=media_type, headers=headers)
 
 
@@ -52,7 +82,6 @@ async def image(request: Request) -> Response:
         params["fmt"],
     )
     response = image_response(request, image.result, IMMUTABLE)
-    response.headers.update(CORS)
     response.headers["Link"] = f'<{base_uri(request, slide_id)}/{image.canonical}>;rel="canonical"'
     return response
 
