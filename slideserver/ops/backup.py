@@ -114,7 +114,7 @@ def restore_backup(source: Path, url: str) -> Contents:
         )
     engine = sqlite if kind == "sqlite" else postgres
     engine.ensure_empty(url)
-    restored = engine.load(source / manifest.database_file, url)
+    restored: Contents = engine.load(source / manifest.database_file, url)
     mismatch = differences(manifest.tables, restored.tables)
     if mismatch:
         raise CountMismatch(mismatch)

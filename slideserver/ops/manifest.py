@@ -78,7 +78,9 @@ class Manifest:
         """Read and check the manifest of the backup in ``folder``."""
         path = folder / MANIFEST_NAME
         if not path.is_file():
-            raise CorruptBackup(f"no {MANIFEST_NAME}: not a slideserver backup, or an unfinished one")
+            raise CorruptBackup(
+                f"no {MANIFEST_NAME}: not a slideserver backup, or an unfinished one"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format") != FORMAT:
@@ -123,4 +125,3 @@ def describe(folder: Path, name: str) -> BackupFile:
     """Return the checksum entry of the file ``name`` in ``folder``."""
     path = folder / name
     return BackupFile(sha256_of(path), path.stat().st_size)
-

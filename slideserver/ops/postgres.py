@@ -47,7 +47,8 @@ def find_tool(name: str, major: int) -> Path:
 
     Debian's versioned folders first, then ``PATH`` (whose version is checked).
     """
-    versions = {int(p.split("/")[4]): Path(p) for p in glob.glob(f"/usr/lib/postgresql/*/bin/{name}")}
+    installed = glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
+    versions = {int(p.split("/")[4]): Path(p) for p in installed}
     for version in sorted(v for v in versions if v >= major):
         return versions[version]
     on_path = shutil.which(name)
@@ -106,17 +107,17 @@ def dump(url: str, folder: Path) -> tuple[str, Contents, str]:
     engine = make_engine(url)
     try:
         tool = find_tool("pg_dump", server_major(engine))
-        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
-            with connection.begin():
-                snapshot = str(connection.execute(text("SELECT pg_export_snapshot()")).scalar_one())
-                version = str(connection.execute(text("SHOW server_version")).scalar_one())
-                contents = read_contents(connection)
-                _run(
-                    tool,
-                    ["--format=custom", f"--snapshot={snapshot}", f"--file={folder / FILE_NAME}"],
-                    url,
-                    "pg_dump",
-                )
+        snapshot_reader = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+        with snapshot_reader as connection, connection.begin():
+            snapshot = str(connection.execute(text("SELECT pg_export_snapshot()")).scalar_one())
+            version = str(connection.execute(text("SHOW server_version")).scalar_one())
+            contents = read_contents(connection)
+            _run(
+                tool,
+                ["--format=custom", f"--snapshot={snapshot}", f"--file={folder / FILE_NAME}"],
+                url,
+                "pg_dump",
+            )
     except SQLAlchemyError as exc:
         raise _fail(exc, "read the PostgreSQL database") from None
     finally:
@@ -152,8 +153,13 @@ def load(backup_file: Path, url: str) -> Contents:
         tool = find_tool("pg_restore", server_major(engine))
         _run(
             tool,
-            ["--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
-             str(backup_file)],
+            [
+                "--no-owner",
+                "--no-privileges",
+                "--exit-on-error",
+                "--single-transaction",
+                str(backup_file),
+            ],
             url,
             "pg_restore",
         )
@@ -189,8 +195,10 @@ def scratch_database(url: str) -> Iterator[str | None]:
             yield None
             return
         try:
-            yield make_url(normalise_url(url)).set(database=name).render_as_string(
-                hide_password=False
+            yield (
+                make_url(normalise_url(url))
+                .set(database=name)
+                .render_as_string(hide_password=False)
             )
         finally:
             try:

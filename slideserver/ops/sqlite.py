@@ -48,9 +48,7 @@ def _connect(path: Path, mode: str) -> Iterator[sqlite3.Connection]:
 
 def contents_of(path: Path) -> Contents:
     """Count the rows of every table of the SQLite file ``path`` (read-only)."""
-    engine = create_engine(
-        "sqlite://", creator=lambda: sqlite3.connect(_uri(path, "ro"), uri=True)
-    )
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(_uri(path, "ro"), uri=True))
     try:
         with engine.connect() as connection:
             return read_contents(connection)
