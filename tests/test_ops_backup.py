@@ -43,7 +43,11 @@ def wait_until(condition: Callable[[], bool], what: str, limit: float = 60.0) ->
 
 @dataclass
 class Databases:
-    """A source database to back up, and ways to destroy it and to get empty ones."""
+    """A source database to back up, and ways to destroy it and to get empty ones.
+
+    ``destroy`` deletes the SQLite file; on PostgreSQL it drops the database and creates an
+    empty one of the same name (restores go into an existing, empty database).
+    """
 
     url: str
     fresh: Callable[[], str]
@@ -80,9 +84,14 @@ def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databa
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
+    def drop_and_recreate_empty() -> None:
+        # The database is lost; the operator creates an empty one of the same name to restore to.
+        drop(names[0])
+        server.create_database(names[0])
+
     source_url = create()
     try:
-        yield Databases(source_url, create, lambda: drop(names[0]))
+        yield Databases(source_url, create, drop_and_recreate_empty)
     finally:
         for name in names:
             drop(name)
@@ -208,7 +217,9 @@ def test_restore_after_losing_the_database_brings_back_every_row_of_the_backup(
         assert rows == expected, table
 
 
-def test_restored_database_serves_its_cases_and_tokens(databases: Databases, tmp_path: Path) -> None:
+def test_restored_database_serves_its_cases_and_tokens(
+    databases: Databases, tmp_path: Path
+) -> None:
     from slideserver.catalog.sql import open_catalog
     from slideserver.ops.backup import create_backup, restore_backup
     from slideserver.readers.registry import default_registry
@@ -475,7 +486,8 @@ def test_failing_scheduled_backup_makes_readyz_degraded_and_is_logged(
     assert ready.status_code == 200
     body = ready.json()
     assert body["status"] == "degraded"
-    assert body["checks"]["backup"] == "failing: cannot write to the backup folder (Not a directory)"
+    reason = "cannot write to the backup folder (Not a directory)"
+    assert body["checks"]["backup"] == f"failing: {reason}"
     assert body["details"]["backup"]["ok"] is False
     assert str(tmp_path) not in ready.text
     failures = next(

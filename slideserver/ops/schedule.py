@@ -115,8 +115,11 @@ class BackupSchedule:
                 self._record(self._backup())
                 return self.interval
         except BackupError as exc:
-            self._record(BackupResult(datetime.now(UTC), ok=False, reason=str(exc)))
-            return min(self.interval, RETRY_AFTER)
+            reason = str(exc)
+        except Exception as exc:  # never let a backup take the server down; say what it was
+            reason = f"unexpected error ({type(exc).__name__})"
+        self._record(BackupResult(datetime.now(UTC), ok=False, reason=reason))
+        return min(self.interval, RETRY_AFTER)
 
     def _backup(self) -> BackupResult:
         self._remove_leftovers()

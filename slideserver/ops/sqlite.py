@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from slideserver.db.engine import BUSY_TIMEOUT_MS
 from slideserver.ops.errors import BackupError, DatabaseNotEmpty
@@ -52,6 +53,8 @@ def contents_of(path: Path) -> Contents:
     try:
         with engine.connect() as connection:
             return read_contents(connection)
+    except SQLAlchemyError as exc:
+        raise BackupError(f"cannot read the SQLite copy ({type(exc).__name__})") from None
     finally:
         engine.dispose()
 
