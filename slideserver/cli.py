@@ -1,4 +1,4 @@
-"""The ``slideserver`` command: serve, index, info, sample."""
+"""The ``slideserver`` command: serve, index, info, sample, tokens, audit, backup, restore."""
 
 from __future__ import annotations
 
@@ -347,6 +347,94 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- backup and restore (slideserver.ops) ---
+
+BACKUP_USAGE = "slideserver backup DEST [ROOT ...] [--database-url URL]"
+RESTORE_USAGE = "slideserver restore SRC [ROOT ...] [--database-url URL]"
+
+
+def _ops_database_url(args: argparse.Namespace, usage: str) -> str:
+    """The catalog URL ``serve`` would use for these arguments (refusing none at all)."""
+    from slideserver.db.engine import default_database_url
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its import-time plugin notes
+    _check_roots(args, usage)
+    settings = _settings_from_args(args)
+    if not settings.roots and not settings.database_url:
+        raise CliRefusal(f"give the ROOT folders or --database-url that serve uses ({usage})")
+    return default_database_url(settings)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    try:
+        url = _ops_database_url(args, BACKUP_USAGE)
+    except CliRefusal as exc:
+        print(f"slideserver backup: {exc}", file=sys.stderr)
+        return 2
+    from slideserver.ops.backup import create_backup
+    from slideserver.ops.errors import BackupError
+
+    try:
+        info = create_backup(url, Path(args.dest))
+    except BackupError as exc:
+        print(f"slideserver backup: {exc}", file=sys.stderr)
+        return 1
+    manifest = info.manifest
+    print(
+        f"backup written: {Path(args.dest) / info.path.name} ({manifest.source}, "
+        f"{len(manifest.tables)} tables, {sum(manifest.tables.values())} rows, "
+        f"{manifest.total_bytes} bytes, {info.seconds:.1f} s)"
+    )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    try:
+        url = _ops_database_url(args, RESTORE_USAGE)
+        if not Path(args.src).is_dir():
+            raise CliRefusal(f"{str(args.src)!r} is not a backup folder (usage: {RESTORE_USAGE})")
+    except CliRefusal as exc:
+        print(f"slideserver restore: {exc}", file=sys.stderr)
+        return 2
+    from slideserver.ops.backup import restore_backup
+    from slideserver.ops.errors import BackupError, CorruptBackup, DatabaseNotEmpty
+
+    source = Path(args.src)
+    try:
+        restored = restore_backup(source, url)
+    except (CorruptBackup, DatabaseNotEmpty) as exc:
+        print(f"slideserver restore: {exc}; nothing was restored", file=sys.stderr)
+        return 2
+    except BackupError as exc:
+        print(f"slideserver restore: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"restored {sum(restored.tables.values())} rows in {len(restored.tables)} tables; "
+        "every count matches the manifest"
+    )
+    return 0
+
+
+def add_ops_commands(sub: Any, common: Any) -> None:
+    """Add ``backup`` and ``restore`` to the command parser."""
+    backup = sub.add_parser(
+        "backup",
+        help="copy the catalog database (catalog, links, LIS messages, tokens, audit trail)",
+        usage=BACKUP_USAGE,
+    )
+    backup.add_argument("dest", type=Path, help="folder the backup folder is written into")
+    common(backup)
+    backup.set_defaults(func=cmd_backup)
+    restore = sub.add_parser(
+        "restore",
+        help="restore a backup folder into an empty catalog database, checking every count",
+        usage=RESTORE_USAGE,
+    )
+    restore.add_argument("src", type=Path, help="a backup folder written by slideserver backup")
+    common(restore)
+    restore.set_defaults(func=cmd_restore)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser; every option also has a SLIDESERVER_ variable."""
     parser = argparse.ArgumentParser(prog="slideserver", description=__doc__)
@@ -476,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("out", type=Path, help="output folder")
     sample.add_argument("--large", action="store_true", help="also write the 40,000 px slide")
     sample.set_defaults(func=cmd_sample)
+
+    add_ops_commands(sub, common)
     return parser
 
 

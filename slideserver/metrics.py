@@ -15,6 +15,8 @@ class Metrics:
         self.tiles: Counter[str] = Counter()
         self.mllp: Counter[str] = Counter()
         self.seconds: dict[str, float] = {}
+        self.backup_last_success = 0.0
+        self.backup_failures = 0
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -29,6 +31,14 @@ class Metrics:
         """Count one MLLP connection by outcome (``accepted``, ``refused``, ``tls_failed``)."""
         with self._lock:
             self.mllp[outcome] += 1
+
+    def observe_backup(self, ok: bool, at: float) -> None:
+        """Record a scheduled backup: its time (UNIX seconds) when it succeeded, else a failure."""
+        with self._lock:
+            if ok:
+                self.backup_last_success = max(self.backup_last_success, at)
+            else:
+                self.backup_failures += 1
 
     def render(self, extra: dict[str, float] | None = None) -> str:
         """Return the Prometheus exposition text."""
@@ -60,6 +70,15 @@ class Metrics:
             ]
             for outcome, count in sorted(self.mllp.items()):
                 lines.append(f'slideserver_mllp_connections_total{{outcome="{outcome}"}} {count}')
+            lines += [
+                "# HELP slideserver_backup_last_success_timestamp When the last scheduled backup "
+                "succeeded (UNIX time; 0: never).",
+                "# TYPE slideserver_backup_last_success_timestamp gauge",
+                f"slideserver_backup_last_success_timestamp {self.backup_last_success:.3f}",
+                "# HELP slideserver_backup_failures_total Scheduled backups that failed.",
+                "# TYPE slideserver_backup_failures_total counter",
+                f"slideserver_backup_failures_total {self.backup_failures}",
+            ]
         for name, value in sorted((extra or {}).items()):
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
         return "\n".join(lines) + "\n"

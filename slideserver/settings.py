@@ -145,6 +145,14 @@ class Settings:
     """Seconds of tile reads summarized into one audit row per principal and slide."""
     log_level: str = "info"
     """Application log level."""
+    backup_dir: str = ""
+    """Folder the server backs the catalog database up into (tokens, sessions and the audit
+    trail included; not the slide files); empty: no scheduled backups. See ``slideserver
+    backup``."""
+    backup_interval: int = 86400
+    """Seconds between scheduled backups."""
+    backup_keep: int = 7
+    """How many scheduled backups to keep (the oldest beyond that are deleted)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

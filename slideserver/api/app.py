@@ -31,6 +31,7 @@ from slideserver.catalog.base import Catalog
 from slideserver.handles import HandlePool
 from slideserver.lis.mllp import MllpServer, allowed_networks, listener_refusal, tls_context
 from slideserver.metrics import Metrics
+from slideserver.ops.schedule import backup_schedule
 from slideserver.readers.base import quiet_backend_logs
 from slideserver.readers.registry import ReaderRegistry, default_registry
 from slideserver.security import Security
@@ -166,6 +167,7 @@ def create_app(
     security = Security(settings)
     policy = accession_policy(settings)  # a malformed LIS setting fails here, not per message
     cors = cors_policy(settings)
+    backups = backup_schedule(settings, metrics)  # None unless SLIDESERVER_BACKUP_DIR is set
     if settings.auth == "open":
         log.warning("OPEN MODE: no authentication, every visitor sees all patient data (demo only)")
 
@@ -188,6 +190,8 @@ def create_app(
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(security.run_flusher)
+                if backups is not None:
+                    tasks.start_soon(backups.run)
                 try:
                     yield
                 finally:
@@ -226,4 +230,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.security = security
+    app.state.backups = backups
     return app

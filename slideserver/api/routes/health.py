@@ -13,6 +13,7 @@ from starlette.routing import Route
 from slideserver import __version__
 from slideserver.api.state import state_of
 from slideserver.catalog.base import Catalog
+from slideserver.ops.schedule import BackupSchedule
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,19 @@ async def readyz(request: Request) -> Response:
         "catalog": "ok" if catalog_ok else "unavailable",
         "cache": "ok" if cache_ok else "degraded",
     }
+    body: dict[str, object] = {"checks": checks}
+    backups: BackupSchedule | None = getattr(request.app.state, "backups", None)
+    if backups is not None:
+        checks["backup"] = backups.check()
+        last = backups.last
+        body["details"] = {"backup": last.to_json() if last is not None else None}
     if not catalog_ok:
         # Without the catalog no slide can be found: take this process out of rotation.
-        return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503)
-    # A degraded cache still serves tiles from the source: ready, but say so.
-    status = "ok" if cache_ok else "degraded"
-    return JSONResponse({"status": status, "checks": checks}, status_code=200)
+        return JSONResponse({"status": "unavailable", **body}, status_code=503)
+    # A degraded cache still serves tiles from the source, and a failing backup loses nothing
+    # yet: ready, but say so.
+    degraded = not cache_ok or checks.get("backup", "ok").startswith("failing")
+    return JSONResponse({"status": "degraded" if degraded else "ok", **body}, status_code=200)
 
 
 async def metrics(request: Request) -> Response:
