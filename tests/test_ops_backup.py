@@ -229,6 +229,7 @@ def test_restored_database_serves_its_cases_and_tokens(
     security = Security(_settings(databases.url))
     security.open()
     try:
+        assert security.tokens is not None
         _, token = security.tokens.create("reader", "pathologist", "", None)
     finally:
         security.close()
@@ -241,6 +242,7 @@ def test_restored_database_serves_its_cases_and_tokens(
     restored_security.open()
     try:
         assert catalog.get_case("S24-00002") is not None
+        assert restored_security.tokens is not None
         assert restored_security.tokens.authenticate(token) is not None
     finally:
         restored_security.close()
