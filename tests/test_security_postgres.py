@@ -122,11 +122,11 @@ def test_migrations_create_the_tables_and_the_trigger_and_round_trip(
         tables = _tables(engine)
         assert {"security_api_tokens", "security_audit_events"} <= tables
         assert {"slideserver_security_version", "alembic_version"} <= tables
-        assert _security_version(engine) == ["sec0002"]
+        assert _security_version(engine) == ["sec0003"]
         with engine.connect() as conn:
             catalog_version = conn.execute(text("SELECT version_num FROM alembic_version"))
             # the two chains stay apart
-            assert catalog_version.scalar() not in ("sec0001", "sec0002")
+            assert catalog_version.scalar() not in ("sec0001", "sec0002", "sec0003")
         assert _trigger_names(engine)
         with engine.connect() as conn:  # the migration builds what schema.py declares
             context = MigrationContext.configure(
@@ -158,7 +158,7 @@ def test_migrations_create_the_tables_and_the_trigger_and_round_trip(
                 assert functions.scalar() == 0
 
         upgrade(writer(engine))
-        assert _security_version(engine) == ["sec0002"] and _trigger_names(engine)
+        assert _security_version(engine) == ["sec0003"] and _trigger_names(engine)
     finally:
         engine.dispose()
 
@@ -237,7 +237,7 @@ def test_concurrent_start_ups_migrate_once(empty_database_url: str, workers: str
         assert thread_errors == []
     engine = _engine(empty_database_url)
     try:
-        assert _security_version(engine) == ["sec0002"]
+        assert _security_version(engine) == ["sec0003"]
         if workers == "processes":
             with engine.connect() as conn:
                 catalog = conn.execute(text("SELECT version_num FROM alembic_version")).all()
@@ -499,7 +499,14 @@ def test_audit_filters(samples_root: Path, database_url: str) -> None:
             ("request", "token:pathologist"),
             ("tiles", "token:researcher"),
         }
-        assert [r["status"] for r in items(case="S24-01234")] == [200]
+        # The case's rows: the case read, and the reads of its slide (detail and tiles).
+        by_case = items(case="S24-01234")
+        assert {r["action"] for r in by_case} == {
+            "GET /api/cases/{accession}",
+            "GET /api/slides/{slide_id}",
+            "GET tiles",
+        }
+        assert [r["status"] for r in by_case if "cases" in r["action"]] == [200]
         assert [r["case_id"] for r in items(status=404)] == ["S24-77777"]
 
         first = datetime.fromisoformat(everything[-1]["at"])
