@@ -649,3 +649,35 @@ def test_the_samples_live_in_postgresql(samples_root: Path, postgres_url: str) -
             assert scans.scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_sec0003_keeps_the_rows_of_an_older_trail_and_its_append_only_guard(
+    empty_database_url: str,
+) -> None:
+    from alembic import command
+
+    from slideserver.db.engine import writer
+    from slideserver.security.migrations import alembic_config, upgrade
+
+    engine = _engine(empty_database_url)
+    try:
+        with writer(engine).begin() as conn:
+            command.upgrade(alembic_config(conn), "sec0002")
+        with writer(engine).begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO security_audit_events (at, kind, subject, role, action, method, "
+                    "slide_id, count) VALUES (:at, 'request', 'token:p', 'pathologist', "
+                    "'GET /api/slides/{slide_id}', 'GET', 'sid', 1)"
+                ),
+                {"at": datetime.now(UTC)},
+            )
+        upgrade(writer(engine))
+        assert _security_version(engine) == ["sec0003"]
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT slide_id, resource FROM security_audit_events"))
+            assert rows.all() == [("sid", None)]
+        with pytest.raises(Exception, match="append-only"), writer(engine).begin() as conn:
+            conn.execute(text("UPDATE security_audit_events SET resource = 'associated/label'"))
+    finally:
+        engine.dispose()
