@@ -74,6 +74,15 @@ class SlideGone(NotFound):
     code = "slide_gone"
 
 
+class SlideChanged(SlideGone):
+    """The slide's file holds other content than was indexed under this ID (replaced in place).
+
+    The ID answers this until the next scan lists the new content under a new ID.
+    """
+
+    code = "slide_changed"
+
+
 class TooLarge(SlideServerError):
     """The requested output exceeds the configured limits."""
 

@@ -7,18 +7,43 @@ request still holds it: closing an OpenSlide handle while another thread reads i
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from slideserver.errors import SlideGone, SlideUnreadable
+from slideserver.errors import SlideGone, SlideServerError, SlideUnreadable
 from slideserver.files import is_within, stat_fingerprint
 from slideserver.models import SlideSource
 from slideserver.readers.base import SlideReader
 from slideserver.readers.registry import ReaderRegistry
+
+E = TypeVar("E", bound=SlideServerError)
+
+
+def without_file_names(detail: str, source: SlideSource) -> str:
+    """Return a reader's error text without the slide's paths, file names or folder name.
+
+    Readers and their backends name the file they failed on; the name carries the accession
+    number and the path the case's folders, which no error answer may show.
+    """
+    names: set[str] = set()
+    for path in (source.path, *source.all_files):
+        names |= {str(path), str(path.absolute()), os.path.realpath(path), path.name}
+    for name in sorted(names, key=len, reverse=True):
+        if name:
+            detail = detail.replace(f"'{name}'", "the file").replace(name, "the file")
+    return detail[:2000]
+
+
+def named_safely(exc: E, source: SlideSource) -> E:
+    """Return ``exc`` as the same error class with :func:`without_file_names` applied (raise it
+    ``from exc.__cause__``: the backend's exception, not the message naming the file)."""
+    return type(exc)(without_file_names(exc.detail, source))
 
 
 @dataclass
@@ -78,6 +103,8 @@ class HandlePool:
         entry = self._acquire(slide_id, source, fingerprint)
         try:
             yield entry.reader
+        except SlideServerError as exc:
+            raise named_safely(exc, source) from exc.__cause__
         finally:
             self._release(entry)
 
@@ -117,11 +144,11 @@ class HandlePool:
                 continue
             try:
                 reader = self.registry.open(source)
-            except SlideUnreadable:
+            except SlideUnreadable as exc:
                 with self._lock:
                     self._opening.pop(key, None)
                 opening.done.set()
-                raise
+                raise named_safely(exc, source) from exc.__cause__
             except OSError as exc:
                 with self._lock:
                     self._opening.pop(key, None)

@@ -11,6 +11,7 @@ import pytest
 
 from slideserver import errors
 from slideserver.api.errors import error_status, slideserver_error_response
+from slideserver.security.principals import PATHOLOGIST, STATE_KEY, Principal
 
 EXPECTED: dict[type[errors.SlideServerError], int] = {
     errors.SlideServerError: 500,
@@ -25,6 +26,7 @@ EXPECTED: dict[type[errors.SlideServerError], int] = {
     errors.TileNotFound: 404,
     errors.AssociatedImageNotFound: 404,
     errors.SlideGone: 404,
+    errors.SlideChanged: 410,
     errors.TooLarge: 413,
     errors.SlideUnreadable: 422,
     errors.SlideTruncated: 422,
@@ -33,7 +35,14 @@ EXPECTED: dict[type[errors.SlideServerError], int] = {
 }
 """Every error class of slideserver.errors and the status the API answers it with."""
 
-SCOPE = {"type": "http", "method": "GET", "path": "/dz/x.dzi", "route": None}
+SCOPE = {
+    "type": "http",
+    "method": "GET",
+    "path": "/dz/x.dzi",
+    "route": None,
+    "state": {STATE_KEY: Principal("token:p", PATHOLOGIST)},
+}
+"""A request of a pathologist, who may read error details as they are (they hold no path)."""
 
 
 def domain_errors() -> list[type[errors.SlideServerError]]:

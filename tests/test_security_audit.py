@@ -126,7 +126,7 @@ def test_the_audit_trail_is_append_only(samples_root: Path, tmp_path: Path) -> N
         tables = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
         assert {"slideserver_security_version", "alembic_version"} <= tables
         version = conn.execute(text("SELECT version_num FROM slideserver_security_version"))
-        assert version.scalar() == "sec0002"
+        assert version.scalar() == "sec0003"
     engine.dispose()
 
 

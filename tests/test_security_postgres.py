@@ -122,11 +122,11 @@ def test_migrations_create_the_tables_and_the_trigger_and_round_trip(
         tables = _tables(engine)
         assert {"security_api_tokens", "security_audit_events"} <= tables
         assert {"slideserver_security_version", "alembic_version"} <= tables
-        assert _security_version(engine) == ["sec0002"]
+        assert _security_version(engine) == ["sec0003"]
         with engine.connect() as conn:
             catalog_version = conn.execute(text("SELECT version_num FROM alembic_version"))
             # the two chains stay apart
-            assert catalog_version.scalar() not in ("sec0001", "sec0002")
+            assert catalog_version.scalar() not in ("sec0001", "sec0002", "sec0003")
         assert _trigger_names(engine)
         with engine.connect() as conn:  # the migration builds what schema.py declares
             context = MigrationContext.configure(
@@ -158,7 +158,7 @@ def test_migrations_create_the_tables_and_the_trigger_and_round_trip(
                 assert functions.scalar() == 0
 
         upgrade(writer(engine))
-        assert _security_version(engine) == ["sec0002"] and _trigger_names(engine)
+        assert _security_version(engine) == ["sec0003"] and _trigger_names(engine)
     finally:
         engine.dispose()
 
@@ -237,7 +237,7 @@ def test_concurrent_start_ups_migrate_once(empty_database_url: str, workers: str
         assert thread_errors == []
     engine = _engine(empty_database_url)
     try:
-        assert _security_version(engine) == ["sec0002"]
+        assert _security_version(engine) == ["sec0003"]
         if workers == "processes":
             with engine.connect() as conn:
                 catalog = conn.execute(text("SELECT version_num FROM alembic_version")).all()
@@ -499,7 +499,14 @@ def test_audit_filters(samples_root: Path, database_url: str) -> None:
             ("request", "token:pathologist"),
             ("tiles", "token:researcher"),
         }
-        assert [r["status"] for r in items(case="S24-01234")] == [200]
+        # The case's rows: the case read, and the reads of its slide (detail and tiles).
+        by_case = items(case="S24-01234")
+        assert {r["action"] for r in by_case} == {
+            "GET /api/cases/{accession}",
+            "GET /api/slides/{slide_id}",
+            "GET tiles",
+        }
+        assert [r["status"] for r in by_case if "cases" in r["action"]] == [200]
         assert [r["case_id"] for r in items(status=404)] == ["S24-77777"]
 
         first = datetime.fromisoformat(everything[-1]["at"])
@@ -640,5 +647,37 @@ def test_the_samples_live_in_postgresql(samples_root: Path, postgres_url: str) -
             assert conn.execute(text("SELECT count(*) FROM security_audit_events")).scalar()
             scans = conn.execute(text("SELECT count(*) FROM scans WHERE relpath = :p"), {"p": SVS})
             assert scans.scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_sec0003_keeps_the_rows_of_an_older_trail_and_its_append_only_guard(
+    empty_database_url: str,
+) -> None:
+    from alembic import command
+
+    from slideserver.db.engine import writer
+    from slideserver.security.migrations import alembic_config, upgrade
+
+    engine = _engine(empty_database_url)
+    try:
+        with writer(engine).begin() as conn:
+            command.upgrade(alembic_config(conn), "sec0002")
+        with writer(engine).begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO security_audit_events (at, kind, subject, role, action, method, "
+                    "slide_id, count) VALUES (:at, 'request', 'token:p', 'pathologist', "
+                    "'GET /api/slides/{slide_id}', 'GET', 'sid', 1)"
+                ),
+                {"at": datetime.now(UTC)},
+            )
+        upgrade(writer(engine))
+        assert _security_version(engine) == ["sec0003"]
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT slide_id, resource FROM security_audit_events"))
+            assert rows.all() == [("sid", None)]
+        with pytest.raises(Exception, match="append-only"), writer(engine).begin() as conn:
+            conn.execute(text("UPDATE security_audit_events SET resource = 'associated/label'"))
     finally:
         engine.dispose()

@@ -61,6 +61,18 @@ def slide_location(catalog: Catalog, slide_id: str) -> tuple[str, str] | None:
     return (record.root.name, record.relpath) if record is not None else None
 
 
+def slide_subjects(catalog: Catalog, slide_id: str) -> tuple[str | None, str | None] | None:
+    """The case (accession) and patient (MRN) a slide is linked to now, for audit rows."""
+    record = catalog.get(slide_id)
+    case = record.extra.get("case") if record is not None and record.extra else None
+    if not isinstance(case, dict):
+        return None
+    patient = case.get("patient")
+    mrn = patient.get("id") if isinstance(patient, dict) else None
+    accession = case.get("accession")
+    return (str(accession) if accession else None, str(mrn) if mrn else None)
+
+
 def build_cache(settings: Settings) -> TileCache:
     """Return the tile cache the settings ask for: memory only, or memory in front of Redis."""
     local = MemoryCache(settings.memory_cache_bytes)
@@ -177,6 +189,7 @@ def create_app(
         count = await run_sync(catalog.refresh)
         log.info("catalog ready: %d slides indexed or changed", count)
         security.locate = functools.partial(slide_location, catalog)
+        security.subjects_of = functools.partial(slide_subjects, catalog)
         handles = HandlePool(registry, settings.roots, settings.handle_pool_size)
         cache = build_cache(settings)
         service = TileService(settings, catalog, handles, cache)

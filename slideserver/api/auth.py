@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from slideserver.api.errors import error_response, error_status
-from slideserver.security.audit import AuditEvent, AuditUnavailable
+from slideserver.security.audit import NOTED_SUBJECTS, AuditEvent, AuditUnavailable
 from slideserver.security.principals import ERROR_KEY, STATE_KEY, Principal
 from slideserver.security.service import AuthFailure
 from slideserver.security.session import csrf_ok
@@ -168,7 +168,10 @@ class RouteAccess:
             return error_response(404, "slide_not_found", f"no slide with id {slide_id[:MAX_ID]!r}")
         audit = self.security.audit
         if self.rule.audit == "tiles" and isinstance(slide_id, str) and audit is not None:
-            audit.tile_read(principal, slide_id[:MAX_ID], _client(scope))  # no I/O
+            slide_id = slide_id[:MAX_ID]
+            security = self.security
+            subjects = security.known_subjects(slide_id) or await security.slide_subjects(slide_id)
+            audit.tile_read(principal, slide_id, _client(scope), subjects)  # no I/O
         return None
 
 
@@ -194,10 +197,25 @@ class RouteGuard:
         else:
             await self.app(scope, receive, send)
 
-    def _event(
-        self, scope: Scope, principal: Principal, kind: str, status: int | None
-    ) -> AuditEvent:
+    async def _subjects(self, scope: Scope) -> _Subjects:
+        """What the request concerns: from its URL, and for a slide its case and patient now."""
         slide, case, patient = _subjects(scope, self.template)
+        if slide is not None and case is None and patient is None:
+            case, patient = await self.security.slide_subjects(slide)
+        return slide, case, patient
+
+    def _event(
+        self,
+        scope: Scope,
+        principal: Principal,
+        kind: str,
+        status: int | None,
+        subjects: _Subjects,
+    ) -> AuditEvent:
+        slide, case, patient = subjects
+        noted = scope.get("state", {}).get(NOTED_SUBJECTS)
+        if noted is not None and case is None and patient is None:
+            case, patient = (_clip(value) for value in noted)
         return AuditEvent(
             at=datetime.now(UTC),
             kind=kind,
@@ -209,6 +227,7 @@ class RouteGuard:
             slide_id=slide,
             case_id=case,
             patient_id=patient,
+            resource=_resource(scope, self.template),
             client=_client(scope),
             status=status,
             request_id=str(scope.get("state", {}).get("request_id", ""))[:64] or None,
@@ -232,7 +251,9 @@ class RouteGuard:
             503, "audit_unavailable", "the audit trail cannot be written; try again later"
         )
         writes = scope["method"] not in ("GET", "HEAD", "OPTIONS")
-        if writes and not await self._write(self._event(scope, principal, "attempt", None)):
+        subjects = await self._subjects(scope)
+        attempt = self._event(scope, principal, "attempt", None, subjects)
+        if writes and not await self._write(attempt):
             await unavailable(scope, receive, send)
             return
         started = False
@@ -242,7 +263,8 @@ class RouteGuard:
             nonlocal started, refused
             if message["type"] == "http.response.start":
                 started = True
-                event = self._event(scope, principal, "request", int(message["status"]))
+                status = int(message["status"])
+                event = self._event(scope, principal, "request", status, subjects)
                 if not await self._write(event):
                     refused = True
                     await unavailable(scope, receive, send)
@@ -256,7 +278,7 @@ class RouteGuard:
         except Exception as exc:
             if not started:
                 status = error_status(exc)
-                await self._write(self._event(scope, principal, "request", status))
+                await self._write(self._event(scope, principal, "request", status, subjects))
             raise
 
 
@@ -265,7 +287,29 @@ def _client(scope: Scope) -> str | None:
     return str(client[0])[:MAX_ID] if client else None
 
 
-def _subjects(scope: Scope, template: str) -> tuple[str | None, str | None, str | None]:
+_Subjects = tuple[str | None, str | None, str | None]
+"""The slide, case (accession) and patient (MRN) of an audit row."""
+
+
+def _clip(value: Any) -> str | None:
+    return str(value)[:MAX_ID] if value else None
+
+
+def _resource(scope: Scope, template: str) -> str | None:
+    """What of a slide a request reads, from its route: ``associated/label`` (the template's
+    part after ``{slide_id}/``, its parameters filled in); ``None`` for the slide itself."""
+    _, found, tail = template.partition("{slide_id}/")
+    if not found:
+        return None
+    params: dict[str, Any] = scope.get("path_params", {})
+    parts = [
+        str(params.get(part[1:-1], ""))[:MAX_ID] if part.startswith("{") else part
+        for part in tail.split("/")
+    ]
+    return _clip("/".join(parts))
+
+
+def _subjects(scope: Scope, template: str) -> _Subjects:
     """Return the slide, case (accession) and patient (MRN) a request names, if any."""
     params: dict[str, Any] = scope.get("path_params", {})
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -280,7 +324,4 @@ def _subjects(scope: Scope, template: str) -> tuple[str | None, str | None, str 
     if template.startswith("/fhir/Patient/"):
         patient = params.get("id")
 
-    def clip(value: Any) -> str | None:
-        return str(value)[:MAX_ID] if value else None
-
-    return clip(slide), clip(case), clip(patient)
+    return _clip(slide), _clip(case), _clip(patient)

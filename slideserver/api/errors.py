@@ -22,11 +22,14 @@ from slideserver.errors import (
     Forbidden,
     InvalidRegion,
     NotFound,
+    SlideChanged,
     SlideServerError,
     SlideUnreadable,
     TooLarge,
     Unauthorized,
 )
+from slideserver.security.deidentify import error_detail
+from slideserver.security.principals import STATE_KEY
 
 log = logging.getLogger("slideserver.api")
 
@@ -51,6 +54,7 @@ ERROR_STATUS: dict[type[SlideServerError], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     NotFound: 404,
+    SlideChanged: 410,
     TooLarge: 413,
     SlideUnreadable: 422,
     BackendUnavailable: 503,
@@ -76,7 +80,11 @@ def error_response(status: int, code: str, detail: str) -> JSONResponse:
 
 
 def slideserver_error_response(scope: Scope, exc: SlideServerError) -> JSONResponse:
-    """Return the JSON answer to one of our errors; server-side ones are logged (no PHI)."""
+    """Return the JSON answer to one of our errors; server-side ones are logged (no PHI).
+
+    The detail is de-identified for the caller (:func:`error_detail`): never a path, and for
+    callers who may not see PHI no file name, accession or backend message.
+    """
     status = error_status(exc)
     if status >= 500:
         log.warning(
@@ -86,7 +94,8 @@ def slideserver_error_response(scope: Scope, exc: SlideServerError) -> JSONRespo
             status,
             exc.code,
         )
-    return error_response(status, exc.code, exc.detail)
+    principal = scope.get("state", {}).get(STATE_KEY)
+    return error_response(status, exc.code, error_detail(exc.code, exc.detail, principal))
 
 
 async def handle_slideserver_error(request: Request, exc: Exception) -> Response:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -51,7 +51,11 @@ class AuditEvent:
     token_name: str | None = None
     slide_id: str | None = None
     case_id: str | None = None
+    """The case (accession) the request names, or the slide's case when it was read."""
     patient_id: str | None = None
+    """The patient (MRN) the request names, or the slide's patient when it was read."""
+    resource: str | None = None
+    """What of the slide was read, when not the slide itself: ``associated/label``."""
     client: str | None = None
     status: int | None = None
     request_id: str | None = None
@@ -79,6 +83,7 @@ class AuditQuery:
     slide_id: str = ""
     case_id: str = ""
     patient_id: str = ""
+    resource: str = ""
     status: int | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -111,6 +116,24 @@ def _clean(name: str, value: str) -> str:
     return value[:limit] if limit is not None else value
 
 
+NOTED_SUBJECTS = "audit_subjects"
+"""Where a route leaves the (case, patient) its request turned out to concern, in the ASGI
+scope's state (an LIS order names them only in its body): the request's audit row takes them."""
+
+
+def note_subjects(scope: MutableMapping[str, Any], case: str | None, patient: str | None) -> None:
+    """Name the case and patient a request concerns for its audit row (see NOTED_SUBJECTS)."""
+    scope.setdefault("state", {})[NOTED_SUBJECTS] = (case, patient)
+
+
+SlideSubjects = tuple[str | None, str | None]
+"""The case (accession) and patient (MRN) a slide is linked to, either unknown (``None``)."""
+NO_SUBJECTS: SlideSubjects = (None, None)
+
+_TileKey = tuple[str, str, str | None, str, str | None, str | None, int]
+"""Subject, role, token name, slide, case, patient, window: one summary row each."""
+
+
 class AuditStore:
     """Write and read the audit trail; summarize tile reads."""
 
@@ -118,7 +141,7 @@ class AuditStore:
         self.engine = engine
         self.writer = writer
         self.tile_window = max(1, tile_window)
-        self._tiles: dict[tuple[str, str, str | None, str, int], list[Any]] = {}
+        self._tiles: dict[_TileKey, list[Any]] = {}
         self._lock = threading.Lock()
 
     # -- writing --
@@ -146,11 +169,18 @@ class AuditStore:
             log.error("audit trail not writable: %s", type(exc).__name__)
             raise AuditUnavailable("the audit trail cannot be written; try again later") from exc
 
-    def tile_read(self, principal: Principal, slide_id: str, client: str | None) -> None:
+    def tile_read(
+        self,
+        principal: Principal,
+        slide_id: str,
+        client: str | None,
+        subjects: SlideSubjects = NO_SUBJECTS,
+    ) -> None:
         """Count one tile (or Deep Zoom/IIIF/thumbnail) read of ``slide_id`` (no I/O).
 
-        Called for every tile a viewer fetches, so it keeps POSIX seconds; datetimes are made
-        when the summaries are written.
+        ``subjects``: the case and patient the slide is linked to now; a slide relinked within a
+        window starts a new summary row. Called for every tile a viewer fetches, so it keeps
+        POSIX seconds; datetimes are made when the summaries are written.
         """
         now = time.time()
         key = (
@@ -158,6 +188,8 @@ class AuditStore:
             principal.role,
             principal.token_name,
             slide_id,
+            subjects[0],
+            subjects[1],
             int(now) // self.tile_window,
         )
         with self._lock:
@@ -175,7 +207,7 @@ class AuditStore:
         """Write the summaries of closed windows (all of them with ``everything``)."""
         current = int(datetime.now(UTC).timestamp()) // self.tile_window
         with self._lock:
-            keys = [k for k in self._tiles if everything or k[4] < current]
+            keys = [k for k in self._tiles if everything or k[-1] < current]
             taken = {k: self._tiles.pop(k) for k in keys}
         events = [
             AuditEvent(
@@ -187,13 +219,18 @@ class AuditStore:
                 action="GET tiles",
                 method="GET",
                 slide_id=slide_id,
+                case_id=case_id,
+                patient_id=patient_id,
                 client=client,
                 count=count,
                 last_at=datetime.fromtimestamp(last, UTC),
             )
-            for (subject, role, token_name, slide_id, _), (count, first, last, client) in (
-                taken.items()
-            )
+            for (subject, role, token_name, slide_id, case_id, patient_id, _), (
+                count,
+                first,
+                last,
+                client,
+            ) in taken.items()
         ]
         try:
             self.write_many(events)
@@ -219,6 +256,7 @@ class AuditStore:
             "slide_id": c.slide_id,
             "case_id": c.case_id,
             "patient_id": c.patient_id,
+            "resource": c.resource,
         }
         for name, column in text_filters.items():
             value = getattr(query, name)

@@ -107,3 +107,70 @@ def identifying_search(principal: Principal | None, params: Mapping[str, str]) -
     if principal is None or principal.sees_phi:
         return False
     return any(params.get(name, "").strip() for name in IDENTIFYING_SEARCH)
+
+
+# -- error details -----------------------------------------------------------------------------
+# A slide file's name carries its accession number, and its path the folders of a case; backend
+# messages (tifffile, OpenSlide, the operating system) name both. Lower layers strip the names
+# they know; the API passes every error detail through :func:`error_detail` once more.
+
+FILE_ERROR_CODES = frozenset(
+    {"slide_unreadable", "tile_unreadable", "slide_gone", "slide_changed", "internal_error"}
+)
+"""Error codes whose details are made from a slide file or a backend's message."""
+GENERIC_DETAILS = {
+    "slide_unreadable": "the slide's file cannot be read",
+    "tile_unreadable": "this part of the slide cannot be read",
+    "slide_gone": "the slide is no longer available",
+    "slide_changed": "the slide's file changed; it will be listed again under a new id",
+    "internal_error": "the server could not complete this request",
+}
+"""What a caller who may not see PHI is told instead, per error code."""
+GENERIC_DETAIL = "the request could not be answered"
+
+ABSOLUTE_PATH = re.compile(
+    r"""'(?:[A-Za-z]:)?[\\/][^']*'"""  # quoted: may hold spaces
+    r'|"(?:[A-Za-z]:)?[\\/][^"]*"'
+    r"""|(?<![\w.~/\\])(?:[A-Za-z]:)?[\\/](?:[^\s'"\\/]+[\\/])*[^\s'",;:)]*"""
+)
+"""An absolute POSIX or Windows path (``/srv/slides/x.svs``, ``C:\\scans\\x.svs``)."""
+FILE_NAME = re.compile(
+    r"[^\s'\"/\\]+\.(?:svs|tiff?|ndpi|vms|vmu|scn|mrxs|bif|svslide|dcm|isyntax|czi|jpe?g|png)\b",
+    re.IGNORECASE,
+)
+"""A slide (or image) file name: the accession and block usually lead it."""
+ACCESSION_LIKE = re.compile(r"\b[A-Za-z]{1,4}\d{2}-\d{3,}(?:[-_][A-Za-z0-9]+)*\b")
+"""``S24-07777``, ``SP24-123``, with block and stain suffixes: the default file-name rules'
+accession form."""
+MRN_LIKE = re.compile(r"\bMRN[-_:]?\s*\w+", re.IGNORECASE)
+
+
+def scrub_detail(detail: str) -> str:
+    """Return ``detail`` without absolute paths, file names, accession- or MRN-like tokens."""
+    for pattern, replacement in (
+        (ABSOLUTE_PATH, "the file"),
+        (FILE_NAME, "the file"),
+        (ACCESSION_LIKE, "[redacted]"),
+        (MRN_LIKE, "[redacted]"),
+    ):
+        detail = pattern.sub(replacement, detail)
+    return detail
+
+
+def without_paths(detail: str) -> str:
+    """Return ``detail`` without absolute paths (what every caller gets)."""
+    return ABSOLUTE_PATH.sub("the file", detail)
+
+
+def error_detail(code: str, detail: str, principal: Principal | None) -> str:
+    """Return the detail of an error answer as ``principal`` may read it.
+
+    Nobody gets an absolute path. Callers who may not see PHI (researchers, and callers not
+    authenticated) get a fixed text for errors made from slide files or backends, and every
+    other detail without file names or accession- and MRN-like tokens.
+    """
+    if principal is not None and principal.sees_phi:
+        return without_paths(detail)
+    if code in FILE_ERROR_CODES:
+        return GENERIC_DETAILS.get(code, GENERIC_DETAIL)
+    return scrub_detail(detail)

@@ -71,6 +71,7 @@ audit_events = Table(
     Column("slide_id", String(100), nullable=True),
     Column("case_id", String(100), nullable=True),
     Column("patient_id", String(100), nullable=True),
+    Column("resource", String(100), nullable=True),
     Column("client", String(100), nullable=True),
     Column("status", Integer, nullable=True),
     Column("request_id", String(64), nullable=True),
@@ -79,4 +80,10 @@ audit_events = Table(
     Index("ix_security_audit_events_at", "at"),
     Index("ix_security_audit_events_subject", "subject"),
     Index("ix_security_audit_events_slide_id", "slide_id"),
+    Index("ix_security_audit_events_patient_id", "patient_id"),
+    Index("ix_security_audit_events_case_id", "case_id"),
 )
+"""For slide reads, ``case_id`` (accession) and ``patient_id`` (MRN) are those the slide was
+linked to when it was read, so "who saw this patient's slides" is a query on this table alone,
+and relinking a slide later leaves the rows as they were. ``resource`` names what of the slide
+was read (``associated/label``)."""

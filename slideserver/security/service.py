@@ -16,7 +16,7 @@ import anyio
 from anyio.to_thread import run_sync
 from sqlalchemy import Engine
 
-from slideserver.security.audit import AuditStore
+from slideserver.security.audit import NO_SUBJECTS, AuditStore, SlideSubjects
 from slideserver.security.oidc import InvalidToken, KeysUnavailable, OidcVerifier
 from slideserver.security.principals import ANONYMOUS, Principal, in_collections
 from slideserver.security.session import SessionSigner, cookie_value
@@ -29,6 +29,10 @@ log = logging.getLogger("slideserver.security")
 AUTH_MODES = ("open", "tokens", "oidc")
 LOCATION_CACHE = 10_000
 LOCATION_TTL = 60.0
+SUBJECTS_TTL = 10.0
+"""Seconds a slide's case and patient are trusted for audit rows: a slide relinked to another
+case is recorded under the new one at most this long after (one catalog query per slide and
+this time, not one per tile)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ class Security:
         """Where a slide lies (root folder name, relative path), for collection rules: set by
         whoever opens the catalog (the app's lifespan). Blocking; called in a worker thread."""
         self._locations: dict[str, tuple[float, tuple[str, str] | None]] = {}
+        self.subjects_of: Callable[[str], SlideSubjects | None] = _unlinked
+        """The case (accession) and patient (MRN) a slide is linked to, for audit rows: set by
+        whoever opens the catalog (the app's lifespan). Blocking; called in a worker thread."""
+        self._subjects: dict[str, tuple[float, SlideSubjects]] = {}
 
     # -- lifecycle --
 
@@ -168,6 +176,31 @@ class Security:
         else:
             location = entry[1]
         return location is not None and in_collections(principal.collections, *location)
+
+    # -- audit subjects --
+
+    def known_subjects(self, slide_id: str) -> SlideSubjects | None:
+        """The slide's case and patient while :data:`SUBJECTS_TTL` trusts them (no I/O)."""
+        entry = self._subjects.get(slide_id)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    async def slide_subjects(self, slide_id: str) -> SlideSubjects:
+        """Return the case (accession) and patient (MRN) ``slide_id`` is linked to now."""
+        known = self.known_subjects(slide_id)
+        if known is not None:
+            return known
+        subjects = await run_sync(self.subjects_of, slide_id) or NO_SUBJECTS
+        if len(self._subjects) >= LOCATION_CACHE:
+            self._subjects.clear()
+        self._subjects[slide_id] = (time.monotonic() + SUBJECTS_TTL, subjects)
+        return subjects
+
+
+def _unlinked(slide_id: str) -> SlideSubjects | None:
+    """No catalog yet: no slide is known to belong to a case."""
+    return None
 
 
 def _nowhere(slide_id: str) -> tuple[str, str] | None:

@@ -7,6 +7,7 @@ built on it. No HTTP types here.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
@@ -17,13 +18,16 @@ from anyio.to_thread import run_sync
 
 from slideserver.cache.base import TileCache
 from slideserver.catalog.base import Catalog, SlideRecord
+from slideserver.catalog.discovery import content_hash
 from slideserver.errors import (
     AssociatedImageNotFound,
     BadRequest,
+    SlideChanged,
+    SlideGone,
     SlideNotFound,
     SlideUnreadable,
 )
-from slideserver.handles import HandlePool
+from slideserver.handles import HandlePool, named_safely
 from slideserver.imaging.encode import MEDIA_TYPES, encode_image, normalize_format
 from slideserver.imaging.regions import read_scaled_array, read_scaled_region
 from slideserver.models import SlideInfo
@@ -33,6 +37,8 @@ from slideserver.settings import Settings
 from slideserver.tiling.deepzoom import DeepZoomGrid
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class TileSource(StrEnum):
@@ -97,6 +103,8 @@ class TileService:
         self._get_local = cache.get_local_sync
         self._views: dict[str, tuple[float, SlideView]] = {}
         self._grids: dict[tuple[str, str], tuple[DeepZoomGrid, SlideInfo]] = {}
+        self._changed: dict[tuple[str, str], str] = {}
+        """(slide ID, fingerprint) whose file holds other content than indexed: the answer."""
         self.limiter = anyio.CapacityLimiter(settings.thread_count)
         self.io_limiter = anyio.CapacityLimiter(max(1, settings.io_threads))
         self.flights = SingleFlight()
@@ -166,6 +174,9 @@ class TileService:
             record, fingerprint = await self._in_thread(look_up)
             grid_info = self._grids.get((slide_id, fingerprint))
             if grid_info is None:
+                if (slide_id, fingerprint) in self._changed:
+                    raise SlideChanged(self._changed[(slide_id, fingerprint)])
+                await self._in_thread(lambda: self._check_content(record, fingerprint), io=True)
                 info = await self._with_reader(record, fingerprint, lambda r: r.info)
                 grid_info = (DeepZoomGrid.for_slide(info), info)
                 if len(self._grids) > 4096:
@@ -180,6 +191,31 @@ class TileService:
 
         # When the check expires under load, one request looks up; the others wait for it.
         return await self.flights.run("check:" + slide_id, recheck)
+
+    def _check_content(self, record: SlideRecord, fingerprint: str) -> None:
+        """Refuse a slide whose file now holds other content than was indexed under its ID.
+
+        Called once per on-disk fingerprint (a new one: first use, or the file was touched or
+        replaced). A file replaced under the same name gets a new ID at the next scan; until
+        then its old ID must not serve the new pixels, which would be cached as the old ID's for
+        a year. Touching a file without changing its bytes keeps the hash, so changes nothing.
+        """
+        if not record.content_hash:
+            return
+        try:
+            current = content_hash(record.source)
+        except OSError as exc:
+            raise SlideGone(f"slide {record.id!r} is no longer available") from exc
+        if current != record.content_hash:
+            log.warning("slide %s changed on disk; it is served again once re-indexed", record.id)
+            detail = (
+                f"the file of slide {record.id!r} changed since it was indexed; "
+                "it will be listed again under a new id"
+            )
+            if len(self._changed) > 4096:
+                self._changed.clear()
+            self._changed[(record.id, fingerprint)] = detail
+            raise SlideChanged(detail)
 
     async def info(self, slide_id: str) -> tuple[SlideRecord, SlideInfo]:
         """Return the record and what its reader reports."""
@@ -315,6 +351,8 @@ class TileService:
             encoded = loan.reader.read_encoded_tile(level, t_col, t_row, nowait=True)
         except WouldBlock:
             return None
+        except SlideUnreadable as exc:
+            raise named_safely(exc, record.source) from exc.__cause__
         finally:
             loan.release()
         if encoded is None or encoded.media_type != "image/jpeg":

@@ -1,8 +1,11 @@
 """``GET /api/audit``: the audit trail, newest first, filtered (admin only, see the policy).
 
 Query parameters: ``subject``, ``role``, ``kind`` (request, attempt, tiles), ``action`` (substring
-of ``METHOD /template``), ``slide``, ``case``, ``patient``, ``status``, ``since`` and ``until``
-(ISO dates or date-times), ``limit`` (1-1000, default 100) and ``cursor`` (from ``next``).
+of ``METHOD /template``), ``slide``, ``case`` (or ``accession``), ``patient`` (the MRN),
+``resource`` (``associated/label``), ``status``, ``since`` and ``until`` (ISO dates or
+date-times), ``limit`` (1-1000, default 100) and ``cursor`` (from ``next``). Slide reads carry
+the case and patient the slide was linked to when it was read, so ``patient=MRN`` answers who
+saw that patient's slides.
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ async def list_audit(request: Request) -> Response:
         kind=params.get("kind", "")[:20],
         action=params.get("action", "")[:200],
         slide_id=params.get("slide", "")[:100],
-        case_id=params.get("case", "")[:100],
+        case_id=(params.get("case") or params.get("accession") or "")[:100],
         patient_id=params.get("patient", "")[:100],
+        resource=params.get("resource", "")[:100],
         status=parse_int("status", status, 0, 100, 599) if status else None,
         since=_when("since", params.get("since")),
         until=_when("until", params.get("until")),

@@ -38,6 +38,7 @@ from slideserver.lis.hl7v2.parse import decode_message
 from slideserver.lis.json_orders import parse_case_order
 from slideserver.lis.parse_threads import run_parse
 from slideserver.lis.validate import OrderError, decode_text
+from slideserver.security.audit import note_subjects
 
 log = logging.getLogger("slideserver.lis")
 
@@ -85,6 +86,7 @@ async def post_case(request: Request) -> Response:
     except OrderError as exc:
         await links.reject("json", raw, str(exc))
         return error_response(422, "invalid_order", str(exc))
+    note_subjects(request.scope, order.accession, order.patient.identifier)
     result = await links.apply_order(order, raw)
     return JSONResponse(
         apply_result_json(order, result),
@@ -176,7 +178,9 @@ async def post_fhir(request: Request) -> Response:
     except fhir.FhirError as exc:
         await links.reject("fhir", raw, exc.diagnostics)
         return fhir_error(exc.status, exc.issue, exc.diagnostics, exc.expression)
-    result = await links.apply_order(transaction.order, raw)
+    order = transaction.order
+    note_subjects(request.scope, order.accession, order.patient.identifier)
+    result = await links.apply_order(order, raw)
     return fhir_response(fhir.transaction_response(transaction, result))
 
 
