@@ -6,6 +6,7 @@ Here, below the catalog and the handle pool, so both ask the same questions the 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,3 +31,18 @@ def stat_fingerprint(source: SlideSource) -> str:
     if len(parts) == 1:
         return parts[0]
     return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
+
+
+def without_file_names(detail: str, source: SlideSource) -> str:
+    """Return a reader's error text without the slide's paths, file names or folder name.
+
+    Readers and their backends name the file they failed on; the name carries the accession
+    number and the path the case's folders, which no error answer may show.
+    """
+    names: set[str] = set()
+    for path in (source.path, *source.all_files):
+        names |= {str(path), str(path.absolute()), os.path.realpath(path), path.name}
+    for name in sorted(names, key=len, reverse=True):
+        if name:
+            detail = detail.replace(f"'{name}'", "the file").replace(name, "the file")
+    return detail[:2000]

@@ -7,7 +7,6 @@ request still holds it: closing an OpenSlide handle while another thread reads i
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -17,27 +16,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from slideserver.errors import SlideGone, SlideServerError, SlideUnreadable
-from slideserver.files import is_within, stat_fingerprint
+from slideserver.files import is_within, stat_fingerprint, without_file_names
 from slideserver.models import SlideSource
 from slideserver.readers.base import SlideReader
 from slideserver.readers.registry import ReaderRegistry
 
 E = TypeVar("E", bound=SlideServerError)
-
-
-def without_file_names(detail: str, source: SlideSource) -> str:
-    """Return a reader's error text without the slide's paths, file names or folder name.
-
-    Readers and their backends name the file they failed on; the name carries the accession
-    number and the path the case's folders, which no error answer may show.
-    """
-    names: set[str] = set()
-    for path in (source.path, *source.all_files):
-        names |= {str(path), str(path.absolute()), os.path.realpath(path), path.name}
-    for name in sorted(names, key=len, reverse=True):
-        if name:
-            detail = detail.replace(f"'{name}'", "the file").replace(name, "the file")
-    return detail[:2000]
 
 
 def named_safely(exc: E, source: SlideSource) -> E:

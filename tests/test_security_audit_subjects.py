@@ -121,3 +121,22 @@ def test_lis_writes_name_the_orders_case_and_patient(samples_root: Path, tmp_pat
     assert [(r["kind"], r["action"], r["case_id"]) for r in rows] == [
         ("request", "POST /api/lis/cases", "S24-09999")
     ]
+
+
+def test_hl7v2_writes_name_the_orders_case_and_patient(samples_root: Path, tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    app, tokens, _ = _app(samples_root, tmp_path / "db.sqlite")
+    message = (Path(__file__).parent / "fixtures" / "lis" / "orm_o01.hl7").read_bytes()
+    with TestClient(app) as client:
+        response = client.post(
+            "/api/lis/hl7v2",
+            content=message,
+            headers={**_auth(tokens["lis"]), "Content-Type": "x-application/hl7-v2+er7"},
+        )
+        assert response.status_code == 200, response.text
+        rows = _audit(client, tokens, patient="MRN-0012345")
+
+    assert [(r["kind"], r["action"], r["case_id"]) for r in rows] == [
+        ("request", "POST /api/lis/hl7v2", "S24-01234")
+    ]

@@ -46,7 +46,7 @@ from slideserver.catalog.schema import scans
 from slideserver.db.engine import now
 from slideserver.db.upsert import dialect_insert
 from slideserver.errors import SlideServerError
-from slideserver.files import stat_fingerprint
+from slideserver.files import stat_fingerprint, without_file_names
 from slideserver.models import SlideInfo, SlideSource
 from slideserver.readers.registry import ReaderRegistry
 
@@ -83,13 +83,7 @@ def check_pixels(reader: PixelReader) -> None:
 
 def unreadable_reason(detail: str, source: SlideSource) -> str:
     """Return a reader's error text without the file's path, name or folder name."""
-    names: list[str] = []
-    for path in (source.path, *source.all_files):
-        names += [str(path), str(path.absolute()), path.name]
-    for name in sorted(set(names), key=len, reverse=True):
-        if name:
-            detail = detail.replace(f"'{name}'", "the file").replace(name, "the file")
-    return detail[:2000]
+    return without_file_names(detail, source)
 
 
 @dataclass

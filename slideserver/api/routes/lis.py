@@ -39,6 +39,7 @@ from slideserver.lis.json_orders import parse_case_order
 from slideserver.lis.parse_threads import run_parse
 from slideserver.lis.validate import OrderError, decode_text
 from slideserver.security.audit import note_subjects
+from slideserver.services.mllp_intake import subjects_of
 
 log = logging.getLogger("slideserver.lis")
 
@@ -105,7 +106,11 @@ async def post_hl7v2(request: Request) -> Response:
         body = await read_body(request, MAX_BODY)
     except BodyTooLarge:
         return error_response(413, "too_large", f"the message is larger than {MAX_BODY} bytes")
-    reply = await links.handle_hl7v2(decode_message(body))
+    raw = decode_message(body)
+    reply = await links.handle_hl7v2(raw)
+    if reply.code == ACCEPT:  # the audit row names the order's case and patient, as MLLP's do
+        subjects = await run_parse(subjects_of, raw, links.policy)
+        note_subjects(request.scope, subjects.accession, subjects.patient)
     if reply.code == ACCEPT:
         status = 200
     elif reply.internal:
