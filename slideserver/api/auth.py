@@ -24,13 +24,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from slideserver.api.errors import error_response, error_status
 from slideserver.security.audit import NOTED_SUBJECTS, AuditEvent, AuditUnavailable
+from slideserver.security.authority import AuthFailure
 from slideserver.security.principals import ERROR_KEY, STATE_KEY, Principal
-from slideserver.security.service import AuthFailure
 from slideserver.security.session import csrf_ok
 
 if TYPE_CHECKING:
     from slideserver.api.policy import Rule
-    from slideserver.security.service import Security
+    from slideserver.security.authority import Security
 
 log = logging.getLogger("slideserver.security")
 

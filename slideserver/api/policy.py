@@ -26,7 +26,7 @@ from slideserver.api.urls import DEEPZOOM_TILE
 from slideserver.security.principals import ADMIN, LIS, PATHOLOGIST, RESEARCHER
 
 if TYPE_CHECKING:
-    from slideserver.security.service import Security
+    from slideserver.security.authority import Security
 
 Roles = frozenset[str]
 NOBODY: Roles = frozenset()

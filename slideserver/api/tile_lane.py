@@ -35,7 +35,7 @@ from slideserver.api.urls import DEEPZOOM_TILE
 from slideserver.metrics import Metrics
 
 if TYPE_CHECKING:
-    from slideserver.security.service import Security
+    from slideserver.security.authority import Security
 
 TILE_PATH = re.compile(
     r"/dz/(?P<slide_id>[A-Za-z0-9-]{1,64})_files/"

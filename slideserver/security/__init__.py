@@ -10,8 +10,8 @@ The HTTP side (the route -> roles table and the pure-ASGI authentication and rou
 :mod:`slideserver.api.policy` and :mod:`slideserver.api.auth`: only the API layer knows HTTP.
 """
 
+from slideserver.security.authority import Security, principal_of
 from slideserver.security.principals import ANONYMOUS, ROLES, Principal
-from slideserver.security.service import Security, principal_of
 
 __all__ = [
     "ANONYMOUS",

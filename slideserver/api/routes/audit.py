@@ -20,7 +20,7 @@ from starlette.routing import Route
 from slideserver.api.params import parse_int
 from slideserver.errors import BackendUnavailable, BadRequest
 from slideserver.security.audit import AuditQuery
-from slideserver.security.service import Security
+from slideserver.security.authority import Security
 
 
 def _when(name: str, raw: str | None) -> datetime | None:

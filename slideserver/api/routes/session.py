@@ -18,8 +18,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from slideserver.api.errors import error_response
+from slideserver.security.authority import Security, principal_of
 from slideserver.security.principals import Principal
-from slideserver.security.service import Security, principal_of
 from slideserver.security.session import clear_cookie, cookie_value
 
 NO_STORE = {"Cache-Control": "no-store"}

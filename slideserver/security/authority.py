@@ -1,4 +1,5 @@
-"""The security of one app: settings, token store, OIDC verifier, session signer, audit store.
+"""The security authority of one app: who is asking (API tokens, OIDC, sessions), what they may
+see (collections), and what is recorded (the audit store), over the settings it was built with.
 
 Built by ``create_app`` (no I/O), opened in the lifespan (database, migrations), closed at
 shutdown (pending tile summaries flushed).
