@@ -10,7 +10,7 @@ and an expired API token, and a cookie session that omits the CSRF header on wri
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -207,10 +207,10 @@ class ProbeContext:
         url: str,
         *,
         content: bytes | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
     ) -> Any:
         """Send one request as ``caller``; the client keeps no cookie between requests."""
-        all_headers = {**self.headers(caller), **(headers or {})}
+        all_headers: dict[str, str | bytes] = {**self.headers(caller), **(headers or {})}
         try:
             return self.client.request(method, url, content=content, headers=all_headers)
         finally:
@@ -280,3 +280,25 @@ def phi_in(response: Any) -> list[str]:
         raw = response.content.decode("latin-1")
         found += [s for s in TEXT_ONLY_PHI if s in raw]
     return found
+
+
+def assert_safe(
+    probe: ProbeContext, endpoint: Endpoint, caller: str, response: Any, request_id: str
+) -> None:
+    """What must hold for any request, however hostile: no 5xx, refused callers get nothing
+    from a protected route, no PHI to researchers, and every PHI answer audited."""
+    where = (caller, str(endpoint), str(response.request.url)[:200], response.status_code)
+    assert response.status_code < 500, (*where, response.text[:300])
+    if caller in REFUSED and not endpoint.rule.public:
+        assert not 200 <= response.status_code < 300, where
+    if caller == "researcher":
+        assert not phi_in(response), (*where, phi_in(response))
+    if endpoint.rule.phi and 200 <= response.status_code < 300 and caller not in REFUSED:
+        expected = SUBJECTS[caller]
+        answered_id = response.headers.get("x-request-id", request_id)
+        rows = [r for r in probe.audit_rows(answered_id) if r.kind == "request"]
+        assert len(rows) == 1, (*where, rows)
+        row = rows[0]
+        assert (row.subject, row.role) == (expected.subject, expected.role), where
+        assert row.action == f"{endpoint.method} {endpoint.template}", where
+        assert row.status == response.status_code, where

@@ -15,6 +15,7 @@ import pytest
 
 from slideserver.api.policy import POLICY
 from tests.security_probe import (
+    BODIES,
     CALLERS,
     COOKIE,
     PARAM_VALUES,
@@ -22,9 +23,9 @@ from tests.security_probe import (
     SUBJECTS,
     Endpoint,
     ProbeContext,
+    assert_safe,
     endpoints,
     open_probe,
-    phi_in,
     route_templates,
 )
 
@@ -64,8 +65,6 @@ def _expected(endpoint: Endpoint, caller: str) -> tuple[set[int] | None, str | N
 @pytest.mark.parametrize("caller", CALLERS)
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
 def test_caller_against_route(probe: ProbeContext, endpoint: Endpoint, caller: str) -> None:
-    from tests.security_probe import BODIES
-
     body, media_type = BODIES.get((endpoint.method, endpoint.template), (None, ""))
     request_id = f"matrix-{next(_request_ids)}"
     headers = {"X-Request-ID": request_id}
@@ -83,13 +82,4 @@ def test_caller_against_route(probe: ProbeContext, endpoint: Endpoint, caller: s
         assert response.status_code in statuses, where
         if endpoint.method != "HEAD":
             assert response.json()["error"] == code, where
-    if caller == "researcher":
-        assert not phi_in(response), (where, phi_in(response))
-    if endpoint.rule.phi and 200 <= response.status_code < 300 and caller not in REFUSED:
-        expected = SUBJECTS[caller]
-        rows = [r for r in probe.audit_rows(request_id) if r.kind == "request"]
-        assert len(rows) == 1, (where, rows)
-        row = rows[0]
-        assert (row.subject, row.role) == (expected.subject, expected.role), where
-        assert row.action == f"{endpoint.method} {endpoint.template}", where
-        assert row.status == response.status_code, where
+    assert_safe(probe, endpoint, caller, response, request_id)
