@@ -210,8 +210,11 @@ class RouteGuard:
             nonlocal started, refused
             if message["type"] == "http.response.start":
                 started = True
-                event = self._event(scope, principal, "request", int(message["status"]))
-                if not await self._write(event):
+                status = int(message["status"])
+                event = self._event(scope, principal, "request", status)
+                # A server error discloses nothing: when the database is down it goes out as
+                # the route's own answer (backend_unavailable), not as audit_unavailable.
+                if not await self._write(event) and status < 500:
                     refused = True
                     await unavailable(scope, receive, send)
                     return
