@@ -20,6 +20,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from slideserver.api.app import create_app
+from slideserver.api.errors import error_status
+from slideserver.errors import BackendUnavailable, InsufficientStorage
+from slideserver.lis.json_orders import parse_case_order
 from slideserver.settings import Settings
 from tests.helpers import assert_error, slide_id
 
@@ -185,12 +188,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(folder: Path) -> Path:
     """Write a file until the disk is full; return it (delete it to free the space)."""
     filler = folder / "filler"
-    with filler.open("wb") as out:
-        with contextlib.suppress(OSError):
-            while True:
-                out.write(b"\0" * 16384)
-                out.flush()
-                os.fsync(out.fileno())
+    with filler.open("wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * 16384)
+            out.flush()
+            os.fsync(out.fileno())
     return filler
 
 
@@ -213,16 +215,87 @@ def integrity(database: Path) -> str:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 
-def test_a_full_disk_refuses_writes_with_507_and_tiles_keep_flowing(
+def open_tile(client: Any) -> str:
+    """View a tile of the slide (so it counts as open) and return the slide's ID."""
+    sid = slide_id(client, "open.tif")
+    assert client.get(f"/dz/{sid}_files/9/0_0.jpeg").status_code == 200
+    return sid
+
+
+def test_a_full_disk_makes_catalog_writes_raise_insufficient_storage(
     sqlite_app: tuple[Any, Path],
 ) -> None:
     client, database = sqlite_app
-    sid = slide_id(client, "open.tif")
-    assert client.get(f"/dz/{sid}_files/9/0_0.jpeg").status_code == 200
+    catalog = client.app.state.slideserver.catalog
     fill(database.parent)
-    response = client.post("/api/lis/cases", json=json_order())
-    print(response.status_code, response.text)
-    print(client.get("/api/slides").status_code, client.get("/api/slides").text[:200])
+    with pytest.raises(InsufficientStorage) as raised:
+        catalog.apply_order(parse_case_order(json_order()))
+    assert error_status(raised.value) == 507
+    assert raised.value.code == "insufficient_storage"
+
+
+def test_a_full_disk_refuses_audited_requests_and_tiles_keep_flowing(
+    sqlite_app: tuple[Any, Path],
+) -> None:
+    client, database = sqlite_app
+    sid = open_tile(client)
+    fill(database.parent)
+    # Every catalog request is audited first, in the same database: it is refused, not served
+    # unaudited.
+    assert_error(client.get("/api/slides"), 503, "audit_unavailable")
     assert client.get(f"/dz/{sid}_files/9/1_1.jpeg").status_code == 200
-    print(client.get("/readyz").json())
+
+
+def test_readyz_reports_a_full_disk(sqlite_app: tuple[Any, Path]) -> None:
+    client, database = sqlite_app
+    assert client.get("/readyz").json()["status"] == "ok"
+    fill(database.parent)
+    response = client.get("/readyz")
+    assert response.status_code == 200  # reads and tiles still serve
+    assert response.json() == {
+        "status": "degraded",
+        "checks": {"catalog": "ok", "cache": "ok", "catalog_writes": "disk_full"},
+    }
+
+
+def test_writes_work_again_once_space_is_freed_and_nothing_is_corrupted(
+    sqlite_app: tuple[Any, Path],
+) -> None:
+    client, database = sqlite_app
+    catalog = client.app.state.slideserver.catalog
+    filler = fill(database.parent)
+    with pytest.raises(InsufficientStorage):
+        catalog.apply_order(parse_case_order(json_order()))
+    filler.unlink()
+    assert catalog.apply_order(parse_case_order(json_order())).created
+    assert client.get("/api/slides").status_code == 200
+    assert client.get("/readyz").json()["status"] == "ok"
+    assert integrity(database) == "ok"
+
+
+def test_a_disk_turned_read_only_answers_503_and_recovers_once_writable(
+    sqlite_app: tuple[Any, Path],
+) -> None:
+    client, database = sqlite_app
+    catalog = client.app.state.slideserver.catalog
+    sid = open_tile(client)
+    # Linux refuses to remount a disk read-only while files on it are open for writing, so the
+    # pooled connections are closed first (as a restart of the pool would); the next ones find
+    # the disk read-only. A WAL database cannot even be read there (its shared-memory file
+    # cannot be created), so the catalog is unavailable, not just its writes.
+    catalog.engine.dispose()
+    client.app.state.security.engine.dispose()
+    _mount("-o", "remount,ro", str(database.parent))
+    with pytest.raises(BackendUnavailable) as raised:
+        catalog.apply_order(parse_case_order(json_order()))
+    assert error_status(raised.value) == 503
+    response = client.get("/api/slides")
+    assert response.status_code == 503
+    assert response.json()["error"] == "backend_unavailable"
+    assert client.get("/readyz").status_code == 503
+    assert client.get(f"/dz/{sid}_files/9/1_1.jpeg").status_code == 200
+    _mount("-o", "remount,rw", str(database.parent))
+    assert catalog.apply_order(parse_case_order(json_order())).created
+    assert client.get("/api/slides").status_code == 200
+    assert client.get("/readyz").json()["status"] == "ok"
     assert integrity(database) == "ok"
