@@ -65,6 +65,7 @@ def _existing_database(settings: Settings, holding: str) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from slideserver.db.engine import default_database_url, make_engine
+    from slideserver.errors import BackendUnavailable
     from slideserver.security.migrations import VERSION_TABLE
 
     url = default_database_url(settings)
@@ -79,7 +80,7 @@ def _existing_database(settings: Settings, holding: str) -> None:
     engine = make_engine(url)
     try:
         present = inspect(engine).has_table(VERSION_TABLE)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, BackendUnavailable) as exc:
         raise CliRefusal(f"cannot open the catalog database: {type(exc).__name__}") from None
     finally:
         engine.dispose()

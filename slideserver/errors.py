@@ -111,6 +111,18 @@ class BackendUnavailable(SlideServerError):
     code = "backend_unavailable"
 
 
+class InsufficientStorage(BackendUnavailable):
+    """The database's disk is full: reads still work, writes fail until space is freed."""
+
+    code = "insufficient_storage"
+
+
+class SlideStorageTimeout(SlideServerError):
+    """A slide's file did not answer within the read deadline (a hung mount, a dying disk)."""
+
+    code = "slide_storage_timeout"
+
+
 class Unauthorized(SlideServerError):
     """No valid credentials."""
 

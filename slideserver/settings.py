@@ -42,6 +42,19 @@ class Settings:
     """Seconds a slide's catalog record and on-disk fingerprint (a stat) are trusted before they
     are looked up again: a file replaced under the same name is noticed within this time. 0 looks
     them up on every request (a thread hop each: as costly as sending a stored tile)."""
+    catalog_outage_grace: float = 300.0
+    """Seconds tiles of an already-open slide keep flowing from its last good catalog lookup
+    while the catalog database is unreachable (the file is still checked by its fingerprint);
+    0: tiles stop with the catalog. Slides not looked up before the outage answer 503."""
+    read_timeout: float = 10.0
+    """Seconds one read of a slide file (opening it, a tile, a region) may take before the
+    request answers 504 ``slide_storage_timeout``: a hung network mount answers in bounded time."""
+    slide_read_threads: int = 8
+    """Worker threads the reads of one slide may hold at once, hung ones included: a slide whose
+    storage hangs holds at most this many, and the other slides keep the rest of the pool."""
+    database_min_free_bytes: int = 64 * 1024 * 1024
+    """Free space the folder of a SQLite catalog must have for ``/readyz`` to report its writes
+    as ok (below it: ``disk_full``, before SQLite itself fails)."""
     handle_pool_size: int = 64
     """How many slides stay open at once."""
     threads: int = 0

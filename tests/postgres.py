@@ -78,6 +78,10 @@ class TempPostgres:
             "UTF8",
             "--locale=C",
         )
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the (initialised) server again, as after :meth:`pause`."""
         options = (
             f"-k {self.folder} -p {self.port} -c listen_addresses='' -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
@@ -97,6 +101,11 @@ class TempPostgres:
             timeout=START_TIMEOUT + 5,
         )
         self._started = True
+
+    def pause(self) -> None:
+        """Stop the server but keep its data, so :meth:`resume` brings it back (a restart)."""
+        self._run(str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w")
+        self._started = False
 
     def url(self, database: str = "postgres") -> str:
         """Return the SQLAlchemy URL of ``database`` (psycopg 3, unix socket)."""

@@ -32,6 +32,8 @@ EXPECTED: dict[type[errors.SlideServerError], int] = {
     errors.SlideTruncated: 422,
     errors.TileUnreadable: 422,
     errors.BackendUnavailable: 503,
+    errors.SlideStorageTimeout: 504,
+    errors.InsufficientStorage: 507,
 }
 """Every error class of slideserver.errors and the status the API answers it with."""
 

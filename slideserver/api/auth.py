@@ -265,7 +265,9 @@ class RouteGuard:
                 started = True
                 status = int(message["status"])
                 event = self._event(scope, principal, "request", status, subjects)
-                if not await self._write(event):
+                # A server error discloses nothing: when the database is down it goes out as
+                # the route's own answer (backend_unavailable), not as audit_unavailable.
+                if not await self._write(event) and status < 500:
                     refused = True
                     await unavailable(scope, receive, send)
                     return

@@ -20,10 +20,12 @@ from slideserver.errors import (
     BackendUnavailable,
     BadRequest,
     Forbidden,
+    InsufficientStorage,
     InvalidRegion,
     NotFound,
     SlideChanged,
     SlideServerError,
+    SlideStorageTimeout,
     SlideUnreadable,
     TooLarge,
     Unauthorized,
@@ -58,6 +60,8 @@ ERROR_STATUS: dict[type[SlideServerError], int] = {
     TooLarge: 413,
     SlideUnreadable: 422,
     BackendUnavailable: 503,
+    SlideStorageTimeout: 504,
+    InsufficientStorage: 507,
 }
 """The HTTP status of each error class; subclasses inherit their nearest ancestor's."""
 UNLISTED_ERROR_STATUS = 500

@@ -31,7 +31,8 @@ from slideserver.catalog.rules import FilenameRules
 from slideserver.catalog.scanner import Progress, Scanner, ScanReport
 from slideserver.catalog.schema import conflicts, link_events
 from slideserver.catalog.store import cases, slides
-from slideserver.db.engine import default_database_url, make_engine, writer
+from slideserver.db.engine import check_free_space, default_database_url, make_engine, writer
+from slideserver.db.errors import READ_ONLY, DatabaseReadOnly
 from slideserver.errors import BackendUnavailable
 from slideserver.readers.registry import ReaderRegistry
 from slideserver.settings import Settings
@@ -117,6 +118,24 @@ class SqlCatalog:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:
             raise BackendUnavailable("the catalog database does not answer") from exc
+
+    def check_writable(self, min_free_bytes: int = 0) -> None:
+        """Raise when a write would fail now; cheap enough for every readiness probe.
+
+        SQLite: ``BEGIN IMMEDIATE`` takes the write lock (a read-only file or mount refuses
+        it), and the database's folder must keep ``min_free_bytes`` free (a full disk shows
+        before SQLite fails mid-write). PostgreSQL: the server must accept writes (not a
+        standby, not read-only); a full disk there shows as writes answering 507.
+        """
+        if self.engine.dialect.name == "sqlite":
+            with self.writer.connect() as conn:
+                conn.begin()  # BEGIN IMMEDIATE: the write lock, nothing written
+                conn.rollback()
+            check_free_space(self.engine, min_free_bytes)
+            return
+        with self.engine.connect() as conn:
+            if conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "on":
+                raise DatabaseReadOnly(READ_ONLY)
 
     def watch(self, debounce_ms: int = 500) -> None:
         """Start re-scanning in a background thread whenever files under the roots change."""

@@ -2,13 +2,17 @@
 
 SQLite runs in WAL mode (readers never wait for the scanner) with a busy timeout, and write
 transactions start with ``BEGIN IMMEDIATE`` so that two writers queue on the lock instead of
-failing half-way with "database is locked". PostgreSQL needs nothing special.
+failing half-way with "database is locked". PostgreSQL connections are checked before use
+(``pool_pre_ping``: a restarted server costs no failed request once it is back), and every wait
+on it is bounded (connecting, a pool slot, a statement) so a hung server cannot hold worker
+threads forever. Failures of either database raise domain errors (:mod:`slideserver.db.errors`).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,11 +21,19 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from slideserver.db.errors import DISK_FULL, translate_errors
+from slideserver.errors import InsufficientStorage
 from slideserver.settings import Settings
 
 DB_NAME = ".slideserver.db"
 BUSY_TIMEOUT_MS = 30_000
 _BEGIN = "slideserver_sqlite_begin"
+PG_CONNECT_TIMEOUT = 5
+"""Seconds a PostgreSQL connection attempt may take (an unreachable host fails in bounded time)."""
+PG_STATEMENT_TIMEOUT_MS = 60_000
+"""Longest statement PostgreSQL runs for us before cancelling it (a hung lock, a runaway scan)."""
+PG_POOL_TIMEOUT = 10
+"""Seconds a request waits for a free pooled connection before the catalog counts as unavailable."""
 
 
 def now() -> datetime:
@@ -55,7 +67,16 @@ def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=10,
+            pool_timeout=PG_POOL_TIMEOUT,
+            connect_args=_postgres_connect_args(parsed.query),
+        )
+        translate_errors(engine)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
@@ -63,12 +84,37 @@ def make_engine(url: str) -> Engine:
     )
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
+    translate_errors(engine)
     return engine
+
+
+def _postgres_connect_args(query: Mapping[str, Any]) -> dict[str, Any]:
+    """Bounded waits and dead-peer detection, unless the URL sets them itself."""
+    args: dict[str, Any] = {
+        "connect_timeout": PG_CONNECT_TIMEOUT,
+        # TCP keepalives notice a server that vanished without closing the connection.
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "options": f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}",
+    }
+    return {name: value for name, value in args.items() if name not in query}
 
 
 def writer(engine: Engine) -> Engine:
     """Return ``engine`` opening transactions that write (``BEGIN IMMEDIATE`` on SQLite)."""
     return engine.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"})
+
+
+def check_free_space(engine: Engine, min_free_bytes: int) -> None:
+    """Raise :class:`InsufficientStorage` when a SQLite file's folder has too little room left."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return
+    stats = os.statvfs(Path(database).parent)
+    if stats.f_bavail * stats.f_frsize < min_free_bytes:
+        raise InsufficientStorage(DISK_FULL)
 
 
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:

@@ -21,6 +21,7 @@ from slideserver.catalog.base import Catalog, SlideRecord
 from slideserver.catalog.discovery import content_hash
 from slideserver.errors import (
     AssociatedImageNotFound,
+    BackendUnavailable,
     BadRequest,
     SlideChanged,
     SlideGone,
@@ -32,6 +33,7 @@ from slideserver.imaging.encode import MEDIA_TYPES, encode_image, normalize_form
 from slideserver.imaging.regions import read_scaled_array, read_scaled_region
 from slideserver.models import SlideInfo
 from slideserver.readers.base import SlideReader, WouldBlock
+from slideserver.services.read_gate import ReadGate
 from slideserver.services.single_flight import SingleFlight
 from slideserver.settings import Settings
 from slideserver.tiling.deepzoom import DeepZoomGrid
@@ -107,7 +109,10 @@ class TileService:
         """(slide ID, fingerprint) whose file holds other content than indexed: the answer."""
         self.limiter = anyio.CapacityLimiter(settings.thread_count)
         self.io_limiter = anyio.CapacityLimiter(max(1, settings.io_threads))
+        self.reads = ReadGate(settings.read_timeout, settings.slide_read_threads)
         self.flights = SingleFlight()
+        self._confirmed: dict[str, float] = {}
+        """When the catalog last answered for each slide (bounds serving through an outage)."""
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -133,13 +138,17 @@ class TileService:
         *,
         io: bool = False,
     ) -> T:
-        """Run ``func`` with the slide's reader in a worker thread (``io``: from the I/O pool)."""
+        """Run ``func`` with the slide's reader in a worker thread (``io``: from the I/O pool).
+
+        Within the read deadline, and holding at most ``slide_read_threads`` threads per slide
+        (:class:`~slideserver.services.read_gate.ReadGate`): a hung mount answers 504.
+        """
 
         def call() -> T:
             with self.handles.borrow(record.id, record.source, fingerprint) as reader:
                 return func(reader)
 
-        return await self._in_thread(call, io=io)
+        return await self.reads.run(record.id, call, self.io_limiter if io else self.limiter)
 
     async def with_reader(self, view: SlideView, func: Callable[[SlideReader], T]) -> T:
         """Run ``func`` with the slide's reader in the worker pool (IIIF and other renderers)."""
@@ -166,12 +175,8 @@ class TileService:
         ttl = self.settings.fingerprint_ttl
         now = time.monotonic()
 
-        def look_up() -> tuple[SlideRecord, str]:
-            record = self.record(slide_id)
-            return record, self.handles.fingerprint(record.id, record.source)
-
         async def recheck() -> SlideView:
-            record, fingerprint = await self._in_thread(look_up)
+            record, fingerprint = await self._look_up(slide_id, now)
             grid_info = self._grids.get((slide_id, fingerprint))
             if grid_info is None:
                 if (slide_id, fingerprint) in self._changed:
@@ -216,6 +221,40 @@ class TileService:
                 self._changed.clear()
             self._changed[(record.id, fingerprint)] = detail
             raise SlideChanged(detail)
+
+    async def _look_up(self, slide_id: str, now: float) -> tuple[SlideRecord, str]:
+        """Return the slide's catalog record and its file's fingerprint (a stat).
+
+        While the catalog database is unreachable, a slide looked up within the last
+        ``catalog_outage_grace`` seconds keeps its last good record (viewers keep panning the
+        slides they have open); any other slide answers 503. The stat runs under the read
+        deadline: a hung mount answers 504.
+        """
+        try:
+            record = await self._in_thread(lambda: self.record(slide_id))
+        except BackendUnavailable:
+            last_good = self._last_good_record(slide_id, now)
+            if last_good is None:
+                raise
+            record = last_good
+        else:
+            if len(self._confirmed) > 4096:
+                self._confirmed.clear()
+            self._confirmed[slide_id] = now
+        fingerprint = await self.reads.run(
+            record.id, lambda: self.handles.fingerprint(record.id, record.source), self.limiter
+        )
+        return record, fingerprint
+
+    def _last_good_record(self, slide_id: str, now: float) -> SlideRecord | None:
+        """The slide's record from its last catalog answer, unless older than the grace."""
+        confirmed = self._confirmed.get(slide_id)
+        known = self._views.get(slide_id)
+        if confirmed is None or known is None:
+            return None
+        if now - confirmed >= self.settings.catalog_outage_grace:
+            return None
+        return known[1].record
 
     async def info(self, slide_id: str) -> tuple[SlideRecord, SlideInfo]:
         """Return the record and what its reader reports."""

@@ -13,6 +13,8 @@ from starlette.routing import Route
 from slideserver import __version__
 from slideserver.api.state import state_of
 from slideserver.catalog.base import Catalog
+from slideserver.db.errors import DatabaseReadOnly
+from slideserver.errors import InsufficientStorage
 from slideserver.ops.schedule import BackupSchedule
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,34 @@ async def catalog_answers(catalog: Catalog, timeout: float = CATALOG_TIMEOUT) ->
     return True
 
 
+async def catalog_writes(
+    catalog: Catalog, min_free_bytes: int, timeout: float = CATALOG_TIMEOUT
+) -> str:
+    """Tell whether catalog writes would succeed now: ``ok``, ``read_only`` or ``disk_full``.
+
+    Catalogs without a database (no ``check_writable``) always answer ``ok``.
+    """
+    check = getattr(catalog, "check_writable", None)
+    if check is None:
+        return "ok"
+    try:
+        with anyio.fail_after(timeout):
+            await run_sync(check, min_free_bytes, abandon_on_cancel=True)
+    except InsufficientStorage:
+        log.warning("catalog writes fail: the database's disk is full")
+        return "disk_full"
+    except TimeoutError:
+        log.warning("catalog write probe did not answer within %.1fs", timeout)
+        return "unavailable"
+    except DatabaseReadOnly:
+        log.warning("catalog writes fail: the database is read-only")
+        return "read_only"
+    except Exception as exc:  # any failure to answer is "not writable", never a 500
+        log.warning("catalog write probe failed (%s)", type(exc).__name__)
+        return "unavailable"
+    return "ok"
+
+
 async def readyz(request: Request) -> Response:
     state = state_of(request)
     catalog_ok = await catalog_answers(state.catalog)
@@ -60,9 +90,13 @@ async def readyz(request: Request) -> Response:
     if not catalog_ok:
         # Without the catalog no slide can be found: take this process out of rotation.
         return JSONResponse({"status": "unavailable", **body}, status_code=503)
-    # A degraded cache still serves tiles from the source, and a failing backup loses nothing
-    # yet: ready, but say so.
-    degraded = not cache_ok or checks.get("backup", "ok").startswith("failing")
+    writes = await catalog_writes(state.catalog, state.settings.database_min_free_bytes)
+    if writes != "ok":
+        checks["catalog_writes"] = writes
+    # Ready, but say so: a degraded cache still serves tiles from the source; a catalog that
+    # cannot be written still serves reads and tiles (writes and audited requests answer
+    # 503/507); a failing backup loses nothing yet.
+    degraded = not cache_ok or writes != "ok" or checks.get("backup", "ok").startswith("failing")
     return JSONResponse({"status": "degraded" if degraded else "ok", **body}, status_code=200)
 
 
