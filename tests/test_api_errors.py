@@ -37,6 +37,12 @@ def test_unknown_route_is_json_404(client: Any) -> None:
     assert_error(client.get("/no/such/thing"), 404, "not_found")
 
 
+def test_unknown_route_does_not_echo_the_path(client: Any) -> None:
+    response = client.get("/api/slides/S24-07777/nothing-here")
+    assert_error(response, 404, "not_found")
+    assert "S24-07777" not in response.text
+
+
 def test_wrong_method_is_json_405(client: Any) -> None:
     assert_error(client.post("/healthz"), 405)
 

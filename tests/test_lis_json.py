@@ -142,6 +142,14 @@ def test_post_case_is_idempotent(lis_client: Any) -> None:
     assert set(case.expected_barcodes) == {"S24-01234-A1-1", "S24-01234-A2-1"}
 
 
+def test_post_case_refuses_other_media_types(lis_client: Any) -> None:
+    refused = lis_client.post(
+        "/api/lis/cases", content=json.dumps(sample()), headers={"content-type": "text/plain"}
+    )
+    assert refused.status_code == 415
+    assert refused.json()["error"] == "unsupported_media_type"
+
+
 def test_post_case_errors(lis_client: Any) -> None:
     broken = lis_client.post(
         "/api/lis/cases", content=b"{not json", headers={"content-type": "application/json"}

@@ -112,7 +112,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     code = HTTP_CODES.get(exc.status_code, "error")
     detail = exc.detail if isinstance(exc.detail, str) else code
     if exc.status_code == 404:
-        detail = f"no route for {request.url.path[:200]!r}"
+        detail = "no route for this path"  # not echoed: a typed path can carry an accession
     response = error_response(exc.status_code, code, detail)
     if exc.headers:
         response.headers.update(exc.headers)

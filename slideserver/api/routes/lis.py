@@ -68,6 +68,10 @@ def apply_result_json(order: CaseOrder, result: ApplyResult) -> dict[str, Any]:
 async def post_case(request: Request) -> Response:
     """Create or update a case from a JSON order (idempotent)."""
     links = links_of(request).require()
+    if not _is_json(_media_type(request)):
+        return error_response(
+            415, "unsupported_media_type", "Content-Type must be application/json"
+        )
     try:
         body = await read_body(request, MAX_BODY)
     except BodyTooLarge:
@@ -150,6 +154,11 @@ def base_url(request: Request) -> str:
 
 FHIR_BODY_TYPES = frozenset({"application/fhir+json", "application/json"})
 """Media types ``POST /fhir`` accepts (with any parameters: charset, fhirVersion)."""
+
+
+def _is_json(media_type: str) -> bool:
+    """``application/json`` or a ``+json`` type; an absent Content-Type is taken as JSON."""
+    return media_type in ("", "application/json") or media_type.endswith("+json")
 
 
 def _media_type(request: Request) -> str:
