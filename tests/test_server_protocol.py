@@ -14,7 +14,11 @@ import uvicorn
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from slideserver.server.protocol import CoalescingHttpToolsProtocol, CoalescingWriter
+from slideserver.server.protocol import (
+    MAX_HEAD_BYTES,
+    CoalescingHttpToolsProtocol,
+    CoalescingWriter,
+)
 
 
 class RecordingTransport(asyncio.Transport):
@@ -111,3 +115,25 @@ def test_a_lone_write_is_flushed_within_the_loop_iteration() -> None:
         return transport.calls
 
     assert asyncio.run(run()) == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+
+
+def test_a_request_head_over_the_limit_is_refused_with_400() -> None:
+    huge = b"X-Padding: " + b"a" * (MAX_HEAD_BYTES + 1) + b"\r\n"
+    raw = b"GET /dz/x_files/1/0_0.jpeg HTTP/1.1\r\nHost: 127.0.0.1\r\n" + huge + b"\r\n"
+    transport = asyncio.run(serve_requests(raw))
+    assert len(transport.calls) == 1
+    assert transport.calls[0].startswith(b"HTTP/1.1 400 ")
+    assert transport.closed
+
+
+def test_a_head_just_under_the_limit_is_served() -> None:
+    padding = b"X-Padding: " + b"a" * (MAX_HEAD_BYTES - 200) + b"\r\n"
+    raw = b"GET /dz/x_files/1/0_0.jpeg HTTP/1.1\r\nHost: 127.0.0.1\r\n" + padding + b"\r\n"
+    transport = asyncio.run(serve_requests(raw))
+    assert transport.calls[0].startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_an_http_0_9_request_is_refused() -> None:
+    transport = asyncio.run(serve_requests(b"GET /healthz\r\n\r\n"))
+    assert all(not call.startswith(b"HTTP/1.1 200") for call in transport.calls)
+    assert transport.closed

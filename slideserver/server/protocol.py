@@ -70,8 +70,44 @@ class CoalescingWriter:
         return getattr(self._transport, name)
 
 
+MAX_HEAD_BYTES = 64 * 1024
+"""Request line and headers together: more is refused (400) before the app sees it. httptools
+sets no limit of its own, so one request could hold any amount of memory in headers."""
+
+
+class RequestHeadTooLarge(Exception):
+    """Raised in a parser callback: httptools turns it into a parser error, answered 400."""
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools HTTP/1.1 protocol writing through a :class:`CoalescingWriter`."""
+    """uvicorn's httptools HTTP/1.1 protocol writing through a :class:`CoalescingWriter`.
+
+    It also bounds each request's head (:data:`MAX_HEAD_BYTES`) and refuses HTTP/0.9 requests
+    (no version, no headers: nothing any client of ours sends).
+    """
+
+    _head_bytes = 0
+
+    def on_message_begin(self) -> None:
+        self._head_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_bytes += len(url)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise RequestHeadTooLarge
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise RequestHeadTooLarge
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self.parser.get_http_version() not in ("1.0", "1.1"):
+            raise RequestHeadTooLarge  # an HTTP/0.9 request line: refused like a bad head
+        super().on_headers_complete()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
