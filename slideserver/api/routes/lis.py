@@ -39,6 +39,7 @@ from slideserver.lis.json_orders import parse_case_order
 from slideserver.lis.parse_threads import run_parse
 from slideserver.lis.validate import OrderError, decode_text
 from slideserver.security.audit import note_subjects
+from slideserver.services.links import LinkService
 from slideserver.services.mllp_intake import subjects_of
 
 log = logging.getLogger("slideserver.lis")
@@ -65,6 +66,36 @@ def apply_result_json(order: CaseOrder, result: ApplyResult) -> dict[str, Any]:
 # --- JSON ---
 
 
+class BodyRefused(Exception):
+    """A JSON body refused before it was parsed into an order (each route answers in its form)."""
+
+    def __init__(self, status: int, code: str, fhir_issue: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.fhir_issue, self.detail = status, code, fhir_issue, detail
+
+
+async def read_json(
+    request: Request, links: LinkService, source: str, what: str
+) -> tuple[str, Any]:
+    """Read a JSON body within the size cap and depth limit, parsed off the event loop; return
+    the text (kept with the LIS messages) and the data. A refused body is recorded as refused."""
+    try:
+        body = await read_body(request, MAX_BODY)
+    except BodyTooLarge:
+        detail = f"the {what} is larger than {MAX_BODY} bytes"
+        raise BodyRefused(413, "too_large", "too-costly", detail) from None
+    raw = decode_text(body)
+    try:
+        return raw, await run_parse(parse_json, raw.encode())
+    except JsonTooDeep as exc:
+        refused = BodyRefused(400, "bad_request", "too-costly", exc.detail)
+    except (ValueError, UnicodeDecodeError) as exc:
+        detail = f"the body is not JSON: {getattr(exc, 'msg', 'undecodable')}"
+        refused = BodyRefused(400, "bad_request", "structure", detail)
+    await links.reject(source, raw, refused.detail)
+    raise refused
+
+
 async def post_case(request: Request) -> Response:
     """Create or update a case from a JSON order (idempotent)."""
     links = links_of(request).require()
@@ -73,19 +104,9 @@ async def post_case(request: Request) -> Response:
             415, "unsupported_media_type", "Content-Type must be application/json"
         )
     try:
-        body = await read_body(request, MAX_BODY)
-    except BodyTooLarge:
-        return error_response(413, "too_large", f"the order is larger than {MAX_BODY} bytes")
-    raw = decode_text(body)
-    try:
-        data = await run_parse(parse_json, raw.encode())
-    except JsonTooDeep as exc:
-        await links.reject("json", raw, exc.detail)
-        return error_response(400, "bad_request", exc.detail)
-    except (ValueError, UnicodeDecodeError) as exc:
-        detail = f"the body is not JSON: {getattr(exc, 'msg', 'undecodable')}"
-        await links.reject("json", raw, detail)
-        return error_response(400, "bad_request", detail)
+        raw, data = await read_json(request, links, "json", "order")
+    except BodyRefused as refused:
+        return error_response(refused.status, refused.code, refused.detail)
     try:
         order = await run_parse(parse_case_order, data)
     except OrderError as exc:
@@ -175,18 +196,9 @@ async def post_fhir(request: Request) -> Response:
             "Content-Type must be application/fhir+json (or application/json)",
         )
     try:
-        body = await read_body(request, MAX_BODY)
-    except BodyTooLarge:
-        return fhir_error(413, "too-costly", f"the Bundle is larger than {MAX_BODY} bytes")
-    raw = decode_text(body)
-    try:
-        data = await run_parse(parse_json, raw.encode())
-    except JsonTooDeep as exc:
-        await links.reject("fhir", raw, exc.detail)
-        return fhir_error(400, "too-costly", exc.detail)
-    except (ValueError, UnicodeDecodeError):
-        await links.reject("fhir", raw, "not JSON")
-        return fhir_error(400, "structure", "the body is not JSON")
+        raw, data = await read_json(request, links, "fhir", "Bundle")
+    except BodyRefused as refused:
+        return fhir_error(refused.status, refused.fhir_issue, refused.detail)
     try:
         transaction = await run_parse(fhir.parse_transaction, data)
     except fhir.FhirError as exc:
