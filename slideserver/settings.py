@@ -140,6 +140,9 @@ class Settings:
     """Seconds of tile reads summarized into one audit row per principal and slide."""
     log_level: str = "info"
     """Application log level."""
+    drain_seconds: float = 0.0
+    """Seconds a process keeps serving after SIGTERM while ``/readyz`` answers 503 ``draining``,
+    so a load balancer takes it out of rotation before it stops accepting connections."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from slideserver.api.auth import AuthenticationMiddleware
+from slideserver.api.drain import Drain
 from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.policy import secure_routes
@@ -164,6 +165,7 @@ def create_app(
     metrics = Metrics()
     security = Security(settings)
     policy = accession_policy(settings)  # a malformed LIS setting fails here, not per message
+    drain = Drain()
     if settings.auth == "open":
         log.warning("OPEN MODE: no authentication, every visitor sees all patient data (demo only)")
 
@@ -183,6 +185,7 @@ def create_app(
         await run_sync(security.open)
         mllp = await start_mllp(settings, links, security, metrics) if settings.mllp_port else None
         freeze_startup_objects()
+        stop_draining_hook = drain.install(settings.drain_seconds)
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(security.run_flusher)
@@ -191,6 +194,7 @@ def create_app(
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
+            stop_draining_hook()
             await run_sync(security.close)
             if mllp is not None:
                 await mllp.stop()
@@ -223,4 +227,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.security = security
+    app.state.drain = drain
     return app
