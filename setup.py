@@ -41,7 +41,7 @@ def build_viewer() -> None:
         raise ViewerMissing(f"`npm run build` left no {VIEWER_BUILT.relative_to(HERE)}")
 
 
-class BuildPyWithViewer(build_py):
+class BuildPyWithViewer(build_py):  # type: ignore[misc]  # setuptools ships no types here
     """setuptools' ``build_py``, with the viewer built first so its files are package data."""
 
     def run(self) -> None:

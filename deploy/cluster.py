@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,9 +41,10 @@ def free_port() -> int:
         return port
 
 
-def wait_for(check: object, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for(
+    check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Poll ``check()`` until it is true; raise if ``proc`` exits or the time is up."""
-    assert callable(check)
     deadline = time.monotonic() + START_TIMEOUT
     while not check():
         if proc is not None and proc.poll() is not None:
@@ -125,7 +127,9 @@ class Cluster:
     def _log(self, name: str) -> int:
         return os.open(self.folder / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, cmd: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = self._log(name)
         try:
             proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
@@ -224,7 +228,8 @@ class Cluster:
             + f"    include {folder}/site.conf;\n}}\n"
         )
         (folder / "nginx.conf").write_text(main)
-        proc = self._spawn("nginx", [executable, "-p", str(folder), "-c", str(folder / "nginx.conf")])
+        cmd = [executable, "-p", str(folder), "-c", str(folder / "nginx.conf")]
+        proc = self._spawn("nginx", cmd)
         wait_for(lambda: http_status(f"{self.url}/healthz") == 200, "nginx", proc)
 
     # --- the whole ---

@@ -77,9 +77,9 @@ class TileLoad:
 def cluster(samples_root: Path) -> Iterator[Cluster]:
     if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
         pytest.skip("PostgreSQL is not installed (`make system-deps`)")
-    if shutil.which("redis-server") is None or shutil.which("nginx") is None:
-        if not Path("/usr/sbin/nginx").exists() or shutil.which("redis-server") is None:
-            pytest.skip("redis-server and nginx are needed (`make system-deps`)")
+    nginx = shutil.which("nginx") or Path("/usr/sbin/nginx").exists()
+    if shutil.which("redis-server") is None or not nginx:
+        pytest.skip("redis-server and nginx are needed (`make system-deps`)")
     running = Cluster([samples_root])
     running.start()
     try:

@@ -22,6 +22,7 @@ import pytest
 from tests.live_server import free_port, scrubbed_environ
 
 DRAIN_SECONDS = 5
+SLIDESERVER = [sys.executable, "-m", "slideserver"]
 DEADLINE = 60.0
 """Seconds any one wait below may take on a busy machine before the test fails."""
 
@@ -40,8 +41,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, str]]
     database = ["--database-url", f"sqlite:///{tmp_path / 'catalog.db'}"]
     env = {**scrubbed_environ(), "SLIDESERVER_DRAIN_SECONDS": str(DRAIN_SECONDS)}
     created = subprocess.run(
-        [sys.executable, "-m", "slideserver", "token", "create", "--role", "lis"]
-        + ["--name", "lis", *database],
+        [*SLIDESERVER, "token", "create", "--role", "lis", "--name", "lis", *database],
         env=env,
         check=True,
         capture_output=True,

@@ -22,6 +22,7 @@ from tests.live_server import live_server, scrubbed_environ
 
 pytestmark = pytest.mark.slow
 
+PIP_INSTALL = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile"]
 REPO = Path(__file__).resolve().parent.parent
 BUILD_TIMEOUT = 540
 """Seconds the build may take: npm ci and vite on a busy two-core machine, plus pip's build env."""
@@ -66,8 +67,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Install the wheel (without its dependencies, which this venv has) into its own folder."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile"]
-        + ["--target", str(target), str(wheel)],
+        [*PIP_INSTALL, "--target", str(target), str(wheel)],
         check=True,
         capture_output=True,
         timeout=120,
@@ -124,4 +124,3 @@ def test_the_slide_page_answers_the_viewer(served: str) -> None:
     page = httpx.get(f"{served}/view/{items[0]['id']}", timeout=30)
     assert page.status_code == 200
     assert assets_of(page.text)
-
