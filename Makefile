@@ -12,7 +12,7 @@ VIEWER_STAMP := slideserver/static/viewer/index.html
 APT_PACKAGES := redis-server chromium postgresql nginx-light wrk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test install viewer sample sample-large lint typecheck pytest bench bench-catalog system-deps clean
+.PHONY: serve test install viewer sample sample-large lint typecheck pytest bench bench-catalog system-deps clean wheel cluster
 
 serve: install viewer sample
 	$(BIN)/slideserver serve $(SAMPLES) --host $(HOST) --port $(PORT)
@@ -52,8 +52,8 @@ system-deps:
 	fi
 
 lint: install
-	$(BIN)/ruff check slideserver tests sample_data bench
-	$(BIN)/ruff format --check slideserver tests sample_data bench
+	$(BIN)/ruff check slideserver tests sample_data bench deploy
+	$(BIN)/ruff format --check slideserver tests sample_data bench deploy
 	$(BIN)/lint-imports
 
 typecheck: install
@@ -69,6 +69,14 @@ bench: system-deps install
 
 bench-catalog: system-deps install
 	$(BIN)/python -m bench.catalog
+
+# dist/slideserver-*.whl (and the sdist): what `pip install` and the Dockerfile install.
+wheel: install viewer
+	$(BIN)/python -m build --outdir dist
+
+# Two instances behind nginx over one PostgreSQL and one Redis, on loopback; Ctrl-C stops all.
+cluster: system-deps install viewer sample
+	$(BIN)/python -m deploy.cluster $(SAMPLES)
 
 clean:
 	rm -rf $(VENV) viewer/node_modules slideserver/static/viewer $(SAMPLES) .mypy_cache .ruff_cache .pytest_cache

@@ -166,6 +166,9 @@ class Settings:
     """Seconds between scheduled backups."""
     backup_keep: int = 7
     """How many scheduled backups to keep (the oldest beyond that are deleted)."""
+    drain_seconds: float = 0.0
+    """Seconds a process keeps serving after SIGTERM while ``/readyz`` answers 503 ``draining``,
+    so a load balancer takes it out of rotation before it stops accepting connections."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from slideserver.api.auth import AuthenticationMiddleware
 from slideserver.api.cors import CorsMiddleware, cors_policy
+from slideserver.api.drain import Drain
 from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.policy import secure_routes
@@ -180,6 +181,7 @@ def create_app(
     policy = accession_policy(settings)  # a malformed LIS setting fails here, not per message
     cors = cors_policy(settings)
     backups = backup_schedule(settings, metrics)  # None unless SLIDESERVER_BACKUP_DIR is set
+    drain = Drain()
     if settings.auth == "open":
         log.warning("OPEN MODE: no authentication, every visitor sees all patient data (demo only)")
 
@@ -200,6 +202,7 @@ def create_app(
         await run_sync(security.open)
         mllp = await start_mllp(settings, links, security, metrics) if settings.mllp_port else None
         freeze_startup_objects()
+        stop_draining_hook = drain.install(settings.drain_seconds)
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(security.run_flusher)
@@ -210,6 +213,7 @@ def create_app(
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
+            stop_draining_hook()
             await run_sync(security.close)
             if mllp is not None:
                 await mllp.stop()
@@ -244,4 +248,5 @@ def create_app(
     )
     app.state.security = security
     app.state.backups = backups
+    app.state.drain = drain
     return app

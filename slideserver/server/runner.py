@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 from dataclasses import fields
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def run(settings: Settings) -> None:
     from slideserver.server.protocol import CoalescingHttpToolsProtocol
 
     export_env(settings)
+    # uvicorn re-raises SIGTERM after its graceful shutdown: a stop asked for ends with status 0.
+    signal.signal(signal.SIGTERM, stopped_as_asked)
     uvicorn.run(
         "slideserver.api.asgi:app_from_env",
         factory=True,
@@ -78,6 +81,11 @@ def run(settings: Settings) -> None:
         ssl_keyfile=settings.ssl_keyfile or None,
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
+
+
+def stopped_as_asked(sig: int, frame: object) -> None:
+    """End the process with status 0: it was told to stop, and stopped cleanly."""
+    raise SystemExit(0)
 
 
 def transport_refusal(settings: Settings) -> str | None:

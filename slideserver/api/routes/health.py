@@ -74,6 +74,9 @@ async def catalog_writes(
 
 
 async def readyz(request: Request) -> Response:
+    if request.app.state.drain.draining:
+        # SIGTERM received: still answering, but take this process out of rotation.
+        return JSONResponse({"status": "draining"}, status_code=503)
     state = state_of(request)
     catalog_ok = await catalog_answers(state.catalog)
     cache_ok = await state.cache.healthy()
