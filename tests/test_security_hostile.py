@@ -232,6 +232,9 @@ def test_bodies_over_the_cap_get_413(
         content = b"x" * (MAX_BODY + 1)
         request_id = f"hostile-{next(_request_ids)}"
         headers = {"X-Request-ID": request_id, **probe.headers(caller)}
+        media_type = BODIES.get((endpoint.method, endpoint.template), (None, ""))[1]
+        if media_type:  # a route that checks the media type first answers 415 otherwise
+            headers["Content-Type"] = media_type
         if declared:
             response = probe.client.post(probe.url(endpoint), content=content, headers=headers)
         else:
