@@ -38,13 +38,15 @@ sample: install
 sample-large: install
 	$(BIN)/slideserver sample --large $(SAMPLES)
 
-# Debian packages the tests run for real: Redis, Chromium, PostgreSQL, nginx and wrk (bench).
+# Debian packages the tests run for real: Redis, Chromium, PostgreSQL, nginx and wrk (bench);
+# libmagic for the IIIF validator's python-magic.
 system-deps:
 	@missing=""; \
 	for cmd in redis-server:redis-server chromium:chromium nginx:nginx-light wrk:wrk; do \
 		c=$${cmd%%:*}; p=$${cmd##*:}; command -v $$c >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' || missing="$$missing libmagic1"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
