@@ -69,8 +69,9 @@ async def tile_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def serve_requests(raw: bytes) -> RecordingTransport:
-    """Feed ``raw`` to a real uvicorn protocol instance and return what it wrote."""
+async def serve_requests(raw: bytes, chunk: int = 0) -> RecordingTransport:
+    """Feed ``raw`` (in ``chunk``-byte pieces, when given) to a real uvicorn protocol instance
+    and return what it wrote."""
     config = Config(
         app=tile_app, http=CoalescingHttpToolsProtocol, lifespan="off", log_level="error"
     )
@@ -78,7 +79,8 @@ async def serve_requests(raw: bytes) -> RecordingTransport:
     protocol = CoalescingHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
     transport = RecordingTransport()
     protocol.connection_made(transport)
-    protocol.data_received(raw)
+    for start in range(0, len(raw), chunk or len(raw)):
+        protocol.data_received(raw[start : start + (chunk or len(raw))])
     for _ in range(50):  # let the request tasks run to completion
         await asyncio.sleep(0)
     protocol.connection_lost(None)
@@ -121,6 +123,15 @@ def test_a_request_head_over_the_limit_is_refused_with_400() -> None:
     huge = b"X-Padding: " + b"a" * (MAX_HEAD_BYTES + 1) + b"\r\n"
     raw = b"GET /dz/x_files/1/0_0.jpeg HTTP/1.1\r\nHost: 127.0.0.1\r\n" + huge + b"\r\n"
     transport = asyncio.run(serve_requests(raw))
+    assert len(transport.calls) == 1
+    assert transport.calls[0].startswith(b"HTTP/1.1 400 ")
+    assert transport.closed
+
+
+def test_a_request_head_over_the_limit_in_pieces_is_refused_with_400() -> None:
+    huge = b"X-Padding: " + b"a" * (MAX_HEAD_BYTES + 1) + b"\r\n"
+    raw = b"GET /dz/x_files/1/0_0.jpeg HTTP/1.1\r\nHost: 127.0.0.1\r\n" + huge + b"\r\n"
+    transport = asyncio.run(serve_requests(raw, chunk=4096))
     assert len(transport.calls) == 1
     assert transport.calls[0].startswith(b"HTTP/1.1 400 ")
     assert transport.closed

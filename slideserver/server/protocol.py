@@ -82,32 +82,41 @@ class RequestHeadTooLarge(Exception):
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools HTTP/1.1 protocol writing through a :class:`CoalescingWriter`.
 
-    It also bounds each request's head (:data:`MAX_HEAD_BYTES`) and refuses HTTP/0.9 requests
-    (no version, no headers: nothing any client of ours sends).
+    It also bounds each request's head (:data:`MAX_HEAD_BYTES`), counted per chunk received
+    while a head is open rather than per header (headers are the hot path), and refuses HTTP/0.9
+    requests (no version, no headers: nothing any client of ours sends).
     """
 
+    _head_open = False
     _head_bytes = 0
+    _head_bound = 0
 
     def on_message_begin(self) -> None:
+        self._head_open = True
         self._head_bytes = 0
         super().on_message_begin()
 
-    def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise RequestHeadTooLarge
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise RequestHeadTooLarge
-        super().on_header(name, value)
+    def data_received(self, data: bytes) -> None:
+        # What a head completed in this chunk can at most measure: under the limit (always, for
+        # a viewer's requests), on_headers_complete need not add up the headers.
+        self._head_bound = self._head_bytes + len(data)
+        super().data_received(data)
+        if self._head_open:  # the chunk ended inside a head: count it
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self._head_open = False
+                self.send_400_response("Request head too large.")
 
     def on_headers_complete(self) -> None:
+        self._head_open = False
+        if self._head_bound > MAX_HEAD_BYTES and self._head_size() > MAX_HEAD_BYTES:
+            raise RequestHeadTooLarge
         if self.parser.get_http_version() not in ("1.0", "1.1"):
             raise RequestHeadTooLarge  # an HTTP/0.9 request line: refused like a bad head
         super().on_headers_complete()
+
+    def _head_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
