@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SAMPLES := sample_data/generated
 VIEWER_STAMP := slideserver/static/viewer/index.html
-APT_PACKAGES := redis-server chromium postgresql nginx-light wrk
+APT_PACKAGES := redis-server chromium postgresql nginx-light wrk dcmtk orthanc orthanc-dicomweb poppler-utils
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: serve test install viewer sample sample-large lint typecheck pytest bench bench-catalog system-deps clean wheel cluster
@@ -39,14 +39,16 @@ sample-large: install
 	$(BIN)/slideserver sample --large $(SAMPLES)
 
 # Debian packages the tests run for real: Redis, Chromium, PostgreSQL, nginx and wrk (bench);
-# libmagic for the IIIF validator's python-magic.
+# dcmtk (storescu) and Orthanc with its DICOMweb plugin (DICOM networking, a PACS);
+# poppler-utils (pdftoppm renders report PDFs); libmagic for the IIIF validator's python-magic.
 system-deps:
 	@missing=""; \
-	for cmd in redis-server:redis-server chromium:chromium nginx:nginx-light wrk:wrk; do \
+	for cmd in redis-server:redis-server chromium:chromium nginx:nginx-light wrk:wrk storescu:dcmtk Orthanc:orthanc pdftoppm:poppler-utils; do \
 		c=$${cmd%%:*}; p=$${cmd##*:}; command -v $$c >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' || missing="$$missing libmagic1"; \
+	ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so >/dev/null 2>&1 || missing="$$missing orthanc-dicomweb"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -170,6 +170,14 @@ class Settings:
     """Seconds a process keeps serving after SIGTERM while ``/readyz`` answers 503 ``draining``,
     so a load balancer takes it out of rotation before it stops accepting connections."""
 
+    # --- DICOM: DICOMweb, STOW, DIMSE, PACS sources (issue 13) ---
+
+    # --- EHR pull, reports and their delivery (issue 14) ---
+
+    # --- annotations (issue 16) ---
+
+    # --- researchers: OpenAPI, export (issue 17) ---
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``SLIDESERVER_*`` variables, then apply explicit overrides."""

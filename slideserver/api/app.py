@@ -231,6 +231,10 @@ def create_app(
         *viewer_routes(),
         *audit.routes(),
         *session.routes(),
+        # --- issue 13: DICOMweb ---
+        # --- issue 14: EHR lookup, reports ---
+        # --- issue 16: annotations ---
+        # --- issue 17: OpenAPI, API reference ---
     ]
     # Every route must have a row in the policy table: a new route without one fails here.
     routes = secure_routes(routes, security)

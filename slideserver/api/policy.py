@@ -108,6 +108,10 @@ POLICY: dict[str, Rule] = {
     "/view/{ids:path}": PUBLIC,
     "/case/{accession:path}": PUBLIC,
     "/static/viewer": PUBLIC,
+    # --- DICOMweb and DICOM storage (issue 13) ---
+    # --- EHR pull and sign-out reports (issue 14) ---
+    # --- annotations (issue 16) ---
+    # --- OpenAPI description and API reference (issue 17) ---
 }
 
 

@@ -1,0 +1,1 @@
+"""A Python client for slideserver; stands alone (imports nothing else of slideserver)."""
