@@ -12,7 +12,7 @@ VIEWER_STAMP := slideserver/static/viewer/index.html
 APT_PACKAGES := redis-server chromium postgresql nginx-light wrk dcmtk orthanc orthanc-dicomweb poppler-utils
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test install viewer sample sample-large lint typecheck pytest bench bench-catalog system-deps clean wheel cluster
+.PHONY: serve test install viewer sample sample-large lint typecheck pytest bench bench-catalog system-deps clean wheel cluster loadtest soak
 
 serve: install viewer sample
 	$(BIN)/slideserver serve $(SAMPLES) --host $(HOST) --port $(PORT)
@@ -81,6 +81,15 @@ wheel: install viewer
 # Two instances behind nginx over one PostgreSQL and one Redis, on loopback; Ctrl-C stops all.
 cluster: system-deps install viewer sample
 	$(BIN)/python -m deploy.cluster $(SAMPLES)
+
+# The shift change on the cluster layout: 200 pathologists sign in within a minute, open a case,
+# its first slide, and pan (locust); p50/p95/p99 of each step against the goals (~4 min).
+loadtest: system-deps install sample
+	$(BIN)/python -m deploy.loadtest shift --samples $(SAMPLES)
+
+# Ten minutes of 64 connections of mixed traffic; memory, open files and threads of every process.
+soak: system-deps install sample
+	$(BIN)/python -m deploy.loadtest soak --samples $(SAMPLES)
 
 clean:
 	rm -rf $(VENV) viewer/node_modules slideserver/static/viewer $(SAMPLES) .mypy_cache .ruff_cache .pytest_cache
