@@ -218,8 +218,11 @@ class Cluster:
         (folder / "site.conf").write_text(site)
         user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
         main = (
-            f"{user}worker_processes 1;\ndaemon off;\npid {folder}/nginx.pid;\n"
-            f"error_log {folder}/error.log warn;\nevents {{ worker_connections 1024; }}\n"
+            # Each client connection may hold an upstream one too: 4096 serves ~2000 browsers
+            # (the shift change of `make loadtest` opens up to 1200).
+            f"{user}worker_processes 1;\nworker_rlimit_nofile 16384;\ndaemon off;\n"
+            f"pid {folder}/nginx.pid;\n"
+            f"error_log {folder}/error.log warn;\nevents {{ worker_connections 4096; }}\n"
             f"http {{\n    access_log off;\n"
             + "".join(
                 f"    {kind}_temp_path {folder}/{kind};\n"
