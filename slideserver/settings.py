@@ -45,7 +45,8 @@ class Settings:
     catalog_outage_grace: float = 300.0
     """Seconds tiles of an already-open slide keep flowing from its last good catalog lookup
     while the catalog database is unreachable (the file is still checked by its fingerprint);
-    0: tiles stop with the catalog. Slides not looked up before the outage answer 503."""
+    0: tiles stop with the catalog. Slides not looked up before the outage answer 503. Tokens and
+    sessions checked valid within this time stay valid meanwhile (nobody can revoke them then)."""
     read_timeout: float = 10.0
     """Seconds one read of a slide file (opening it, a tile, a region) may take before the
     request answers 504 ``slide_storage_timeout``: a hung network mount answers in bounded time."""

@@ -144,6 +144,75 @@ def test_an_open_slide_stops_after_the_outage_grace(tiny_slides: Any) -> None:
             assert_error(client.get(f"/dz/{open_id}_files/9/1_1.jpeg"), 503, "backend_unavailable")
 
 
+@pytest.fixture
+def short_credential_caches(tiny_slides: Any) -> Iterator[tuple[Any, Any, str]]:
+    """An app whose token and session checks go to PostgreSQL again after 50 ms."""
+    from tests.postgres import find_bin_dir, temp_postgres
+
+    if find_bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (no initdb); `make system-deps` installs it")
+    tiny_slides("open.tif")
+    with temp_postgres() as server:
+        settings = Settings(
+            roots=(tiny_slides.root,),
+            database_url=server.create_database("credentials"),
+            auth="tokens",
+            token_cache_ttl=0.05,
+            session_check_ttl=0.05,
+            session_secret="s" * 64,
+        )
+        app = create_app(settings)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            _info, token = app.state.security.tokens.create("viewer", "pathologist")
+            yield client, server, token
+
+
+def past_the_credential_caches() -> None:
+    time.sleep(0.2)  # the caches above expire: the next check asks the stopped database
+
+
+@pytest.mark.postgres
+def test_a_viewer_signed_in_with_a_token_keeps_getting_tiles_while_postgres_is_stopped(
+    short_credential_caches: tuple[Any, Any, str],
+) -> None:
+    client, server, token = short_credential_caches
+    client.headers["Authorization"] = f"Bearer {token}"
+    open_id = slide_id(client, "open.tif")
+    assert client.get(f"/dz/{open_id}_files/9/0_0.jpeg").status_code == 200
+    server.pause()
+    past_the_credential_caches()
+    assert client.get(f"/dz/{open_id}_files/9/1_1.jpeg").status_code == 200
+
+
+@pytest.mark.postgres
+def test_a_viewer_session_keeps_getting_tiles_while_postgres_is_stopped(
+    short_credential_caches: tuple[Any, Any, str],
+) -> None:
+    client, server, token = short_credential_caches
+    signed_in = client.post(
+        "/api/session",
+        headers={"Authorization": f"Bearer {token}", "X-Requested-With": "slideserver"},
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    assert "authorization" not in client.headers  # from here on, the cookie alone
+    open_id = slide_id(client, "open.tif")
+    assert client.get(f"/dz/{open_id}_files/9/0_0.jpeg").status_code == 200
+    server.pause()
+    past_the_credential_caches()
+    assert client.get(f"/dz/{open_id}_files/9/1_1.jpeg").status_code == 200
+
+
+@pytest.mark.postgres
+def test_a_token_never_checked_before_the_outage_answers_503(
+    short_credential_caches: tuple[Any, Any, str],
+) -> None:
+    client, server, _token = short_credential_caches
+    _info, other = client.app.state.security.tokens.create("late", "pathologist")
+    server.pause()
+    response = client.get("/api/session", headers={"Authorization": f"Bearer {other}"})
+    assert_error(response, 503, "backend_unavailable")
+
+
 @pytest.mark.postgres
 def test_everything_recovers_without_a_restart_once_postgres_is_back(
     postgres_app: tuple[Any, Any],

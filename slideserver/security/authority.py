@@ -81,8 +81,11 @@ class Security:
         self.engine = make_engine(database_url or default_database_url(self.settings))
         write_engine = writer(self.engine)
         upgrade(write_engine)
-        self.tokens = TokenStore(self.engine, write_engine, self.settings.token_cache_ttl)
-        self.sessions = SessionStore(self.engine, write_engine, self.settings.session_check_ttl)
+        grace = self.settings.catalog_outage_grace  # credentials ride out an outage like tiles
+        self.tokens = TokenStore(self.engine, write_engine, self.settings.token_cache_ttl, grace)
+        self.sessions = SessionStore(
+            self.engine, write_engine, self.settings.session_check_ttl, grace
+        )
         self.audit = AuditStore(self.engine, write_engine, self.settings.audit_tile_window)
 
     def close(self) -> None:

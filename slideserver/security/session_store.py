@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, insert, select, update
 
+from slideserver.errors import BackendUnavailable
 from slideserver.security.principals import Principal
 from slideserver.security.schema import api_tokens, sessions
 
@@ -43,10 +44,15 @@ def _epoch(value: datetime | None) -> float:
 class SessionStore:
     """Open, check and revoke viewer sessions in the security tables."""
 
-    def __init__(self, engine: Engine, writer: Engine, check_ttl: float = 2.0) -> None:
+    def __init__(
+        self, engine: Engine, writer: Engine, check_ttl: float = 2.0, outage_grace: float = 0.0
+    ) -> None:
         self.engine = engine
         self.writer = writer
         self.check_ttl = check_ttl
+        self.outage_grace = outage_grace
+        """Seconds a session checked live before the database became unreachable stays live
+        while it is (see :meth:`is_live`)."""
         self._cache: dict[str, tuple[float, float]] = {}
         """Session ID hash -> (cache deadline, ``time.time()`` the session ends; 0: ended)."""
         self._lock = threading.Lock()
@@ -96,8 +102,13 @@ class SessionStore:
             .select_from(sessions.outerjoin(api_tokens, api_tokens.c.id == sessions.c.token_id))
             .where(sessions.c.id_hash == digest)
         )
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(query).first()
+        except BackendUnavailable:
+            if self._live_before_outage(digest):
+                return True
+            raise
         until = 0.0
         if row is not None and row.revoked_at is None:
             until = _epoch(row.expires_at)
@@ -106,6 +117,18 @@ class SessionStore:
                 until = min(until, _epoch(row.token_expires_at)) if token_ok else 0.0
         self._remember(digest, until)
         return until > time.time()
+
+    def _live_before_outage(self, digest: str) -> bool:
+        """Whether the session was checked live within ``outage_grace`` seconds.
+
+        A pathologist's viewer keeps working through a database restart: nobody can revoke a
+        session while the database is down either, so the last answer is still the truth.
+        """
+        entry = self._cache.get(digest)
+        if entry is None or entry[1] <= time.time():
+            return False
+        checked = entry[0] - self.check_ttl
+        return time.monotonic() - checked < self.outage_grace
 
     def revoke(self, session_id: str) -> bool:
         """End a session (logout); return whether it was live. Effective at once here."""

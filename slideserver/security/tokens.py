@@ -25,6 +25,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from slideserver.errors import BackendUnavailable
 from slideserver.security.principals import ROLES, Principal, parse_collections
 from slideserver.security.schema import api_tokens
 
@@ -130,7 +131,12 @@ def _maybe_utc(value: datetime | None) -> datetime | None:
 class TokenStore:
     """API tokens in the catalog database."""
 
-    def __init__(self, engine: Engine, writer: Engine, cache_ttl: float = 30.0) -> None:
+    def __init__(
+        self, engine: Engine, writer: Engine, cache_ttl: float = 30.0, outage_grace: float = 0.0
+    ) -> None:
+        self.outage_grace = outage_grace
+        """Seconds a token checked valid before the database became unreachable stays valid
+        while it is (nobody can revoke it meanwhile: revoking writes to the same database)."""
         self.engine = engine
         self.writer = writer
         self.cache_ttl = cache_ttl
@@ -289,10 +295,16 @@ class TokenStore:
         digest = hash_token(token)
         check = UNKNOWN
         if looks_like_token(token):
-            with self.engine.connect() as conn:
-                row = conn.execute(
-                    select(api_tokens).where(api_tokens.c.token_hash == digest)
-                ).first()
+            try:
+                with self.engine.connect() as conn:
+                    row = conn.execute(
+                        select(api_tokens).where(api_tokens.c.token_hash == digest)
+                    ).first()
+            except BackendUnavailable:
+                stale = self._before_outage(self._cache, digest)
+                if stale is not None and stale.principal and stale.valid_until > time.time():
+                    return stale
+                raise
             if (
                 row is not None
                 and row.revoked_at is None
@@ -325,18 +337,31 @@ class TokenStore:
         entry = self._active.get(token_id)
         if entry is not None and entry[0] >= time.monotonic():
             return entry[1] > time.time()
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(api_tokens.c.revoked_at, api_tokens.c.expires_at).where(
-                    api_tokens.c.id == token_id
-                )
-            ).first()
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    select(api_tokens.c.revoked_at, api_tokens.c.expires_at).where(
+                        api_tokens.c.id == token_id
+                    )
+                ).first()
+        except BackendUnavailable:
+            stale_until = self._before_outage(self._active, token_id)
+            if stale_until is not None and stale_until > time.time():
+                return True
+            raise
         until = 0.0
         if row is not None and row.revoked_at is None:
             expires_at = _maybe_utc(row.expires_at)
             until = expires_at.timestamp() if expires_at is not None else float("inf")
         self._remember(self._active, token_id, until)
         return until > time.time()
+
+    def _before_outage(self, cache: dict[K, tuple[float, V]], key: K) -> V | None:
+        """The last answer for ``key`` if it was checked within ``outage_grace`` seconds."""
+        entry = cache.get(key)
+        if entry is None or time.monotonic() - (entry[0] - self.cache_ttl) >= self.outage_grace:
+            return None
+        return entry[1]
 
     def _forget(self) -> None:
         with self._lock:
