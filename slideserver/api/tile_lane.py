@@ -83,10 +83,13 @@ class TileLane:
             if name in _LANE_HEADERS:
                 wanted[name] = value
         cors_headers = self.cors.answer_headers(wanted.get(_ORIGIN))
-        if cors_headers:  # as the CORS middleware does, outside everything else
-            send = send_with_headers(send, cors_headers)
         request_id = begin_request(scope, wanted.get(REQUEST_ID))
         id_header = (REQUEST_ID, request_id.encode())
+        # The CORS headers go last, as the CORS middleware adds them outside everything else:
+        # appended to an image's headers (which have no Vary to merge), or by wrapping ``send``
+        # for the other answers.
+        extra = (id_header, *cors_headers) if cors_headers else (id_header,)
+        answer_send = send_with_headers(send, cors_headers) if cors_headers else send
         status = 500
         try:
             await authenticate_scope(self.security, scope, wanted.items())
@@ -107,13 +110,13 @@ class TileLane:
                     result,
                     IMMUTABLE,
                     wanted.get(_IF_NONE_MATCH, b""),
-                    (id_header,),
+                    extra,
                 )
             else:
                 refusal.raw_headers.append(id_header)
                 status = refusal.status_code
-                await refusal(scope, receive, send)
+                await refusal(scope, receive, answer_send)
         except Exception as exc:
-            status = await send_exception_answer(scope, receive, send, exc, id_header)
+            status = await send_exception_answer(scope, receive, answer_send, exc, id_header)
         finally:
             end_request(self.metrics, scope, status)
