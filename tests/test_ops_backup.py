@@ -404,7 +404,7 @@ def test_one_process_at_a_time_makes_the_scheduled_backup(
     settings = _settings(databases.url, backup_dir=str(tmp_path / "backups"), backup_interval=3600)
     first, second = BackupSchedule(settings, Metrics()), BackupSchedule(settings, Metrics())
 
-    with first._lock() as held:
+    with first.lock() as held:
         assert held
         second.run_once()
     assert second.last is None

@@ -100,7 +100,7 @@ def test_relinking_a_slide_later_changes_no_old_row(samples_root: Path, tmp_path
         # The catalog now links the slide to another patient's case (as an LIS correction
         # would); the lookup's short cache is emptied as its time-out would.
         security.subjects_of = lambda slide_id: ("S24-05555", "MRN-0055555")
-        security._subjects.clear()
+        security.forget_subjects()
         client.get(f"/api/slides/{sid}/associated/label", headers=pathologist)
         old = _audit(client, tokens, patient=MRN, resource="associated/label")
         new = _audit(client, tokens, patient="MRN-0055555", resource="associated/label")

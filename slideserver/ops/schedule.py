@@ -102,7 +102,7 @@ class BackupSchedule:
     def run_once(self) -> float:
         """Back up if this interval has no backup yet; return the seconds until the next try."""
         try:
-            with self._lock() as held:
+            with self.lock() as held:
                 if not held:
                     log.info("another process is making the scheduled backup")
                     return min(self.interval, RETRY_AFTER)
@@ -180,7 +180,7 @@ class BackupSchedule:
             log.info("removed backup %s (keeping the newest %d)", old.name, self.keep)
 
     @contextlib.contextmanager
-    def _lock(self) -> Iterator[bool]:
+    def lock(self) -> Iterator[bool]:
         """Hold the deployment-wide backup lock; yields whether this process got it."""
         if make_url(normalise_url(self.url)).get_backend_name() == "postgresql":
             with _advisory_lock(self.url) as held:

@@ -190,6 +190,10 @@ class Security:
             return None
         return entry[1]
 
+    def forget_subjects(self) -> None:
+        """Look every slide's case and patient up again at its next read (after relinking)."""
+        self._subjects.clear()
+
     async def slide_subjects(self, slide_id: str) -> SlideSubjects:
         """Return the case (accession) and patient (MRN) ``slide_id`` is linked to now."""
         known = self.known_subjects(slide_id)
