@@ -29,7 +29,7 @@ def add_export_command(sub: Any) -> None:
     p.add_argument("--min-tissue", type=float, default=0.5, help="tissue fraction per patch")
     p.add_argument("--shard-size", type=int, default=1000, help="patches per shard")
     p.add_argument("--scheduler", help="a Dask scheduler, tcp://host:8786 (default: this machine)")
-    p.add_argument("--workers", type=int, help="local worker processes (default: every core)")
+    p.add_argument("--workers", type=int, help="local worker processes (default: every core; 0: this process)")
     p.add_argument("--server", help="read through this slideserver's API instead of the files")
     p.add_argument("--token", help="API token ($SLIDESERVER_TOKEN): whose rights the export has")
     p.add_argument("--root", dest="roots", action="append", type=Path, help="folder of slides")

@@ -14,7 +14,14 @@ import json
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +53,10 @@ class ExportSummary:
 
 @contextmanager
 def executor_for(scheduler: str | None, workers: int | None) -> Iterator[Executor]:
-    """A process pool on this machine (every core by default), or a Dask cluster's executor."""
+    """A process pool on this machine (every core by default), or a Dask cluster's executor.
+
+    ``workers=0`` runs the work in this process (one thread): for debugging and small jobs.
+    """
     if scheduler:
         from distributed import Client as DaskClient
 
@@ -55,6 +65,11 @@ def executor_for(scheduler: str | None, workers: int | None) -> Iterator[Executo
                 yield executor
         return
     from slideserver.settings import usable_cores
+
+    if workers == 0:
+        with ThreadPoolExecutor(1) as thread:
+            yield thread
+        return
 
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers or usable_cores(), mp_context=context) as pool:
