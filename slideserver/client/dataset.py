@@ -123,7 +123,7 @@ class TileDataset:
                 self.skipped[slide_id] = str(exc)
                 continue
             areas = self._areas(slide_id, classes) if classes else None
-            thumbnail = client.thumbnail(slide_id, thumbnail_size)
+            thumbnail = client.thumbnail(slide_id, geometry.thumbnail_side(thumbnail_size))
             self.patches += plan_patches(
                 geometry, thumbnail, size, mpp, min_tissue=min_tissue, areas=areas
             )

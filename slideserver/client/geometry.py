@@ -67,6 +67,14 @@ class SlideGeometry:
             )
         return max(1.0, downsample)
 
+    def thumbnail_side(self, target: int) -> int:
+        """The long side of a thumbnail for finding tissue, near ``target``: a stored level's
+        own size when one lies within a factor of two (read as stored, nothing resampled)."""
+        longest = max(self.width, self.height)
+        sides = [round(longest / d) for d in self.downsamples]
+        near = [side for side in sides if target // 2 <= side <= target * 2]
+        return min(near, key=lambda side: abs(side - target)) if near else min(target, longest)
+
     def stored_level(self, downsample: float) -> int:
         """The stored level the server reads for ``downsample``: the coarsest not coarser than it
         (the server's rule, ``imaging.regions.best_level``), so nothing is upsampled."""

@@ -49,6 +49,8 @@ class ExportSummary:
     """Slides chosen but not exported, and why."""
     missing: list[str] = field(default_factory=list)
     """IDs asked for that the principal cannot see (or that do not exist)."""
+    worker_cpu_seconds: float = 0.0
+    """CPU time the workers spent planning and writing."""
 
 
 @contextmanager
@@ -71,7 +73,10 @@ def executor_for(scheduler: str | None, workers: int | None) -> Iterator[Executo
             yield thread
         return
 
-    context = multiprocessing.get_context("spawn")
+    # Workers fork from a server process that imported the readers once: no per-worker
+    # imports, and no thread or database handle of this process inherited.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["slideserver.export.write", "slideserver.readers.registry"])
     with ProcessPoolExecutor(workers or usable_cores(), mp_context=context) as pool:
         yield pool
 
@@ -135,6 +140,7 @@ def run_export(
                 except Exception as exc:  # one bad slide does not stop the others
                     summary.skipped[slide_id] = _reason(exc)
                     continue
+                summary.worker_cpu_seconds += result.cpu_seconds
                 if isinstance(result, ShardDone):
                     record.write(result.name + "\n")
                     record.flush()

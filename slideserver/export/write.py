@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,16 +42,20 @@ class SlidePlan:
     slide: SlideEntry
     patches: list[Patch]
     skipped: str = ""
+    cpu_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
 class ShardDone:
     name: str
     patches: int
+    cpu_seconds: float = 0.0
+    """CPU time the worker spent on it (the bench counts work per CPU second)."""
 
 
 def plan_slide(slide: SlideEntry, options: ExportOptions, origin: Origin) -> SlidePlan:
     """Plan one slide: its tissue grid at the export's size and resolution."""
+    started = time.process_time()
     source = source_for(origin)
     geometry = source.geometry(slide)
     try:
@@ -58,15 +63,16 @@ def plan_slide(slide: SlideEntry, options: ExportOptions, origin: Origin) -> Sli
     except ValueError as exc:
         return SlidePlan(slide, [], str(exc))
     areas = source.areas(slide, options.classes) if options.classes else None
-    thumbnail = source.thumbnail(slide, options.thumbnail_size)
+    thumbnail = source.thumbnail(slide, geometry.thumbnail_side(options.thumbnail_size))
     patches = plan_patches(
         geometry, thumbnail, options.size, options.mpp, min_tissue=options.min_tissue, areas=areas
     )
-    return SlidePlan(slide, patches)
+    return SlidePlan(slide, patches, cpu_seconds=time.process_time() - started)
 
 
 def write_shard(task: ShardTask, options: ExportOptions, out: str, origin: Origin) -> ShardDone:
     """Read a shard's patches and write it, with its manifest part, atomically."""
+    started = time.process_time()
     source = source_for(origin)
     folder = Path(out)
     pixels = [source.read(task.slide, patch) for patch in task.patches]
@@ -75,7 +81,7 @@ def write_shard(task: ShardTask, options: ExportOptions, out: str, origin: Origi
     else:
         _write_tar(folder / f"{task.name}.tar", task, pixels, options.quality)
     _write_manifest_part(folder / MANIFEST_PARTS / f"{task.name}.csv", task)
-    return ShardDone(task.name, len(task.patches))
+    return ShardDone(task.name, len(task.patches), time.process_time() - started)
 
 
 def shard_path(out: Path, name: str, options: ExportOptions) -> Path:
