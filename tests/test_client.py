@@ -60,7 +60,7 @@ def client(server: tuple[str, dict[str, str]]) -> Iterator[Client]:
 
 @pytest.fixture(scope="module")
 def svs(client: Client) -> str:
-    return next(s["id"] for s in client.slides() if s["name"] == SVS)
+    return str(next(s["id"] for s in client.slides() if s["name"] == SVS))
 
 
 def iiif_png(client: Client, path: str) -> np.ndarray:
@@ -105,7 +105,9 @@ def test_researchers_get_the_deidentified_view(server: tuple[str, dict[str, str]
 # -- auth and errors --
 
 
-def test_without_a_token_the_server_answers_unauthorized(server: tuple[str, dict[str, str]]) -> None:
+def test_without_a_token_the_server_answers_unauthorized(
+    server: tuple[str, dict[str, str]],
+) -> None:
     with Client(server[0]) as anonymous, pytest.raises(Unauthorized) as caught:
         list(anonymous.slides())
     assert caught.value.status == 401
@@ -283,16 +285,20 @@ def test_after_its_retries_the_client_raises_the_servers_error(client: Client, s
             flaky.slide(svs)
     finally:
         proxy.close()
-    assert (e.value.code, e.value.detail, e.value.status) == ("backend_unavailable", "try later", 503)
+    assert (e.value.code, e.value.detail, e.value.status) == (
+        "backend_unavailable",
+        "try later",
+        503,
+    )
     assert proxy.seen == 4
 
 
 def test_a_server_that_is_not_there_is_unavailable() -> None:
     from tests.live_server import free_port
 
-    with Client(f"http://127.0.0.1:{free_port()}", retry=FAST) as nowhere:
-        with pytest.raises(Unavailable) as caught:
-            nowhere.slide("x")
+    nowhere = Client(f"http://127.0.0.1:{free_port()}", retry=FAST)
+    with nowhere, pytest.raises(Unavailable) as caught:
+        nowhere.slide("x")
     assert caught.value.code == "unreachable"
 
 
@@ -304,7 +310,9 @@ def test_the_dataset_grid_lies_on_tissue(client: Client, svs: str) -> None:
     thumbnail = np.asarray(Image.fromarray(client.thumbnail(svs, 1024)).convert("L"))
     assert 0 < len(dataset) < 8 * 6  # some of the 8 x 6 grid of 1024 px squares, not all
     for patch in dataset.patches:
-        footprint = thumbnail[patch.y // 8 : (patch.y + 1024) // 8, patch.x // 8 : (patch.x + 1024) // 8]
+        footprint = thumbnail[
+            patch.y // 8 : (patch.y + 1024) // 8, patch.x // 8 : (patch.x + 1024) // 8
+        ]
         assert patch.tissue >= 0.5 and footprint.mean() < 225  # darker than glass
     pixels, meta = dataset[0]
     assert pixels.shape == (256, 256, 3)

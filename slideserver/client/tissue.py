@@ -43,8 +43,8 @@ def otsu_threshold(grey: npt.NDArray[np.uint8]) -> tuple[int, float]:
 def tissue_mask(rgb: Pixels) -> Mask:
     """True where a thumbnail shows tissue (darker than Otsu's threshold on its grey levels)."""
     if rgb.ndim == 3:
-        grey = (rgb[..., :3].astype(np.uint16) @ np.array([77, 150, 29], np.uint16)) >> 8
-        grey = grey.astype(np.uint8)
+        weighted = rgb[..., :3].astype(np.uint16) @ np.array([77, 150, 29], np.uint16)
+        grey = (weighted >> 8).astype(np.uint8)
     else:
         grey = rgb.astype(np.uint8)
     threshold, contrast = otsu_threshold(grey)

@@ -174,4 +174,3 @@ def next_page(
     if following.startswith(("/", "http://", "https://")):
         return following, {}
     return path, {**params, "cursor": following}
-

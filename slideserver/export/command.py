@@ -17,7 +17,9 @@ USAGE = (
 
 def add_export_command(sub: Any) -> None:
     """Add ``export`` to the command parser."""
-    p = sub.add_parser("export", help="write tissue patches of slides as training shards", usage=USAGE)
+    p = sub.add_parser(
+        "export", help="write tissue patches of slides as training shards", usage=USAGE
+    )
     p.add_argument("ids", nargs="*", help="slide IDs")
     p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
     p.add_argument("--size", type=int, default=256, help="patch side in pixels (256)")
@@ -29,7 +31,9 @@ def add_export_command(sub: Any) -> None:
     p.add_argument("--min-tissue", type=float, default=0.5, help="tissue fraction per patch")
     p.add_argument("--shard-size", type=int, default=1000, help="patches per shard")
     p.add_argument("--scheduler", help="a Dask scheduler, tcp://host:8786 (default: this machine)")
-    p.add_argument("--workers", type=int, help="local worker processes (default: every core; 0: this process)")
+    p.add_argument(
+        "--workers", type=int, help="local worker processes (default: every core; 0: this process)"
+    )
     p.add_argument("--server", help="read through this slideserver's API instead of the files")
     p.add_argument("--token", help="API token ($SLIDESERVER_TOKEN): whose rights the export has")
     p.add_argument("--root", dest="roots", action="append", type=Path, help="folder of slides")
@@ -68,7 +72,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                 raise ValueError("give the folders of slides (--root DIR) or --server URL")
             catalog = LocalCatalog(settings, token)
     except (ValueError, SlideServerError) as exc:
-        print(f"slideserver export: {getattr(exc, 'detail', exc)} (usage: {USAGE})", file=sys.stderr)
+        print(
+            f"slideserver export: {getattr(exc, 'detail', exc)} (usage: {USAGE})", file=sys.stderr
+        )
         return 2
     origin = Origin(args.server or "", (token or "") if args.server else "")
     try:

@@ -72,10 +72,11 @@ def shard_name(slide_id: str, index: int) -> str:
 
 def shard_tasks(slide: SlideEntry, patches: list[Patch], shard_size: int) -> list[ShardTask]:
     """Cut a slide's patches into shards of at most ``shard_size``, in grid order."""
+    starts = range(0, len(patches), shard_size)
     return [
-        ShardTask(shard_name(slide.slide_id, i // shard_size), slide, tuple(patches[i : i + shard_size]))
-        for i in range(0, len(patches), shard_size)
-    ]  # fmt: skip
+        ShardTask(shard_name(slide.slide_id, n), slide, tuple(patches[i : i + shard_size]))
+        for n, i in enumerate(starts)
+    ]
 
 
 def patch_key(patch: Patch) -> str:

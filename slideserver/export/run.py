@@ -62,9 +62,11 @@ def executor_for(scheduler: str | None, workers: int | None) -> Iterator[Executo
     if scheduler:
         from distributed import Client as DaskClient
 
-        with DaskClient(scheduler, set_as_default=False) as dask:
-            with dask.get_executor(pure=False) as executor:
-                yield executor
+        with (
+            DaskClient(scheduler, set_as_default=False) as dask,  # type: ignore[no-untyped-call]
+            dask.get_executor(pure=False) as executor,
+        ):
+            yield executor
         return
     from slideserver.settings import usable_cores
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from slideserver.client import Client
 from slideserver.client.annotations import ClassArea, class_areas
+from slideserver.client.dataset import Patch
 from slideserver.client.errors import NotFound
 from slideserver.client.geometry import SlideGeometry
 from slideserver.client.tissue import Pixels
 from slideserver.export.plan import SlideEntry
-from slideserver.client.dataset import Patch
 
 OPEN_READERS = 8
 
