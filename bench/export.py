@@ -93,7 +93,8 @@ def main() -> None:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "slideserver-bench"
     folder = cache / f"export-{args.width}x{args.height}"
     path = bench_slide(folder, (args.width, args.height))
-    options = ExportOptions(size=PATCH, mpp=MPP, quality=QUALITY)
+    # Shards of 250 patches: one slide's work is spread over every worker.
+    options = ExportOptions(size=PATCH, mpp=MPP, quality=QUALITY, shard_size=250)
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(roots=(folder,), database_url=f"sqlite:///{tmp}/catalog.db")
         catalog = LocalCatalog(settings)

@@ -23,7 +23,12 @@ def add_export_command(sub: Any) -> None:
     p.add_argument("ids", nargs="*", help="slide IDs")
     p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
     p.add_argument("--size", type=int, default=256, help="patch side in pixels (256)")
-    p.add_argument("--mpp", type=float, default=0.5, help="µm per pixel of the patches (0.5)")
+    p.add_argument(
+        "--mpp",
+        type=float,
+        default=0.5,
+        help="µm per pixel of the patches (0.5; 0: full resolution)",
+    )
     p.add_argument("--format", choices=["webdataset", "zarr"], default="webdataset")
     p.add_argument("--query", help="slides found by this search")
     p.add_argument("--collection", help="slides of this collection (root folder or path prefix)")
