@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -343,3 +344,24 @@ def test_the_command_needs_a_selection(tmp_path: Path, samples_root: Path) -> No
     )
     assert result.returncode == 2
     assert "--query TEXT, --collection NAME or IDs" in result.stderr
+
+
+def test_nothing_is_exported_when_the_audit_trail_cannot_be_written(
+    tmp_path: Path, samples_root: Path, svs_id: str
+) -> None:
+    from slideserver.security.audit import AuditUnavailable
+
+    db = tmp_path / "db.sqlite"
+    catalog = LocalCatalog(Settings(roots=(samples_root,), database_url=f"sqlite:///{db}"))
+    try:
+        with sqlite3.connect(db) as conn:  # the audit table gone: no row can be written
+            conn.execute("DROP TABLE security_audit_events")
+        with pytest.raises(AuditUnavailable):
+            run_export(
+                tmp_path / "out", SMALL, Selection(ids=(svs_id,)), catalog, Origin(),
+                workers=0, progress=False,
+            )  # fmt: skip
+    finally:
+        catalog.close()
+    assert not list((tmp_path / "out").glob("*.tar"))
+    assert not (tmp_path / "out" / DONE).read_text()
