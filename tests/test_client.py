@@ -218,14 +218,23 @@ class FlakyProxy:
     """A real HTTP server in front of the live one that first answers ``failures`` with an
     error status (and Retry-After), then forwards every request."""
 
-    def __init__(self, upstream: str, failures: list[tuple[int, str]]) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        failures: list[tuple[int, str]],
+        documents: dict[str, object] | None = None,
+    ) -> None:
         self.failures = list(failures)
+        self.documents = documents or {}
         self.seen = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 proxy.seen += 1
+                if self.path in proxy.documents:  # what the upstream server does not have
+                    self.answer(200, json.dumps(proxy.documents[self.path]).encode())
+                    return
                 if proxy.failures:
                     status, retry_after = proxy.failures.pop(0)
                     body = json.dumps({"error": "backend_unavailable", "detail": "try later"})
@@ -245,6 +254,13 @@ class FlakyProxy:
                 self.send_header("Content-Length", str(len(answer.content)))
                 self.end_headers()
                 self.wfile.write(answer.content)
+
+            def answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -332,6 +348,31 @@ def test_the_dataset_skips_the_class_filter_on_a_server_without_annotations(
     filtered = TileDataset(client, [svs], size=256, mpp=1.0, classes=["tumour"])
     assert not filtered.annotations_available
     assert [p.label for p in filtered.patches] == [None] * len(plain)
+
+
+def test_the_dataset_keeps_patches_inside_annotations_with_their_class(
+    client: Client, svs: str
+) -> None:
+    plain = TileDataset(client, [svs], size=256, mpp=1.0)
+    box = [[0, 0], [8192, 0], [8192, 3072], [0, 3072], [0, 0]]  # the top half of the slide
+    hole = [[0, 0], [2048, 0], [2048, 3072], [0, 3072], [0, 0]]  # minus its left quarter
+    tumour = {"type": "Polygon", "coordinates": [box, hole]}
+    features = {
+        "type": "FeatureCollection",
+        "features": [{"type": "Feature", "geometry": tumour, "properties": {"class": "tumour"}}],
+    }
+    proxy = FlakyProxy(
+        client.base_url, [], {f"/api/slides/{svs}/annotations?class=tumour": features}
+    )
+    try:
+        with Client(proxy.url, client.token) as annotated:
+            dataset = TileDataset(annotated, [svs], size=256, mpp=1.0, classes=["tumour"])
+    finally:
+        proxy.close()
+    inside = [p for p in plain.patches if p.y + 512 < 3072 and p.x + 512 > 2048]
+    assert dataset.annotations_available and len(dataset) == len(inside) > 0
+    assert [(p.x, p.y) for p in dataset.patches] == [(p.x, p.y) for p in inside]
+    assert {p.label for p in dataset.patches} == {"tumour"}
 
 
 # -- the example in docs/ --
