@@ -35,6 +35,15 @@ from slideserver.export.write import MANIFEST_PARTS, ShardDone, SlidePlan, plan_
 DONE = "done.txt"
 RECORD = "export.json"
 MANIFEST = "manifest.csv"
+PRELOAD = [
+    "slideserver.export.write",
+    "slideserver.readers.registry",
+    "slideserver.readers.openslide",
+    "slideserver.readers.tiff",
+    "slideserver.imaging.regions",
+    "slideserver.imaging.encode",
+]
+"""Imported once by the fork server, so that no worker pays for them."""
 
 
 @dataclass
@@ -78,7 +87,7 @@ def executor_for(scheduler: str | None, workers: int | None) -> Iterator[Executo
     # Workers fork from a server process that imported the readers once: no per-worker
     # imports, and no thread or database handle of this process inherited.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["slideserver.export.write", "slideserver.readers.registry"])
+    context.set_forkserver_preload(PRELOAD)
     with ProcessPoolExecutor(workers or usable_cores(), mp_context=context) as pool:
         yield pool
 
