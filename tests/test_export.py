@@ -176,7 +176,7 @@ def test_an_interrupted_export_resumes_without_redoing_finished_shards(
     assert all((out / f"{n}.tar").stat().st_mtime_ns == t for n, t in stamps.items())
     keys = [r["key"] for r in manifest(out)]
     assert len(keys) == len(set(keys)) == len(done_after)  # one patch per shard, none twice
-    assert not list(out.glob(".*.partial"))
+    assert not [p for p in out.rglob(".*.partial")]  # what the killed run left is cleaned
 
 
 def test_a_rerun_with_other_options_is_refused(

@@ -105,6 +105,18 @@ def check_record(out: Path, options: ExportOptions, selection: Selection) -> Non
     path.write_text(json.dumps(record, indent=2, sort_keys=True))
 
 
+def remove_partials(out: Path) -> None:
+    """Remove what an interrupted run left half-written (its shards are not in ``done.txt``)."""
+    import shutil
+
+    for folder in (out, out / MANIFEST_PARTS, out / "patches.zarr"):
+        for partial in folder.glob(".*.partial"):
+            if partial.is_dir():
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                partial.unlink(missing_ok=True)
+
+
 def done_shards(out: Path) -> set[str]:
     path = out / DONE
     return set(path.read_text().split()) if path.exists() else set()
@@ -128,6 +140,7 @@ def run_export(
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_PARTS).mkdir(exist_ok=True)
     check_record(out, options, selection)
+    remove_partials(out)
     if options.format == "zarr":
         import zarr
 
