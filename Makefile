@@ -70,6 +70,7 @@ test: system-deps install viewer lint typecheck pytest
 
 bench: system-deps install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.export
 
 bench-catalog: system-deps install
 	$(BIN)/python -m bench.catalog

@@ -567,6 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(func=cmd_sample)
 
     add_ops_commands(sub, common)
+    from slideserver.export.command import add_export_command  # issue 17: export
+
+    add_export_command(sub)
     return parser
 
 
