@@ -172,11 +172,13 @@ def _operation(endpoint: Endpoint, method: str, op: Operation, described: bool) 
             continue
         ref = {"$ref": f"#/components/responses/{_error_name(status)}"}
         responses[str(status)] = _reply(Reply(HTTPStatus(status).phrase), head) if head else ref
+    # The middleware and the guards answer the shared error body on every route (a NUL byte,
+    # a refusal); an operation's own error form comes in addition.
+    default = Reply("An error", {"application/json": {"$ref": "#/components/schemas/Error"}})
     if op.error_reply is not None:
-        responses["default"] = _reply(op.error_reply, head)
-    else:
-        default = Reply("An error", {"application/json": {"$ref": "#/components/schemas/Error"}})
-        responses["default"] = _reply(default, head)
+        content = {**default.content, **op.error_reply.content}
+        default = Reply(op.error_reply.description, content, op.error_reply.headers)
+    responses["default"] = _reply(default, head)
     out["responses"] = responses
     out["security"] = [] if rule.public else PROTECTED
     if not rule.public:

@@ -57,6 +57,13 @@ def base_uri(request: Request, slide_id: str) -> str:
 
 
 SLIDE_ERRORS = (404, 410, 422, 503, 504)
+NUMBER = r"[0-9]+(\.[0-9]+)?"
+REGION = {
+    "type": "string",
+    "pattern": rf"^(full|square|[0-9]+(,[0-9]+){{3}}|pct:{NUMBER}(,{NUMBER}){{3}})$",
+}
+SIZE = {"type": "string", "pattern": rf"^\^?(max|[0-9]+,|,[0-9]+|pct:{NUMBER}|!?[0-9]+,[0-9]+)$"}
+ROTATION = {"type": "string", "pattern": rf"^!?{NUMBER}$"}
 INFO_SCHEMA = {
     "type": "object",
     "required": ["id", "type", "protocol", "profile", "width", "height"],
@@ -108,9 +115,9 @@ async def base(request: Request) -> Response:
     "A IIIF Image API 3.0 image request",
     tag="iiif",
     params=(
-        Param("region", "full, square, x,y,w,h or pct:x,y,w,h", where="path"),
-        Param("size", "max, ^max, w,, ,h, pct:n, w,h or !w,h (^: upscaling)", where="path"),
-        Param("rotation", "0, 90, 180, 270, optionally mirrored (!)", where="path"),
+        Param("region", "full, square, x,y,w,h or pct:x,y,w,h", REGION, "path"),
+        Param("size", "max, w,, ,h, pct:n, w,h or !w,h; ^ allows upscaling", SIZE, "path"),
+        Param("rotation", "Degrees clockwise, ! to mirror first", ROTATION, "path"),
         Param("quality", "Image quality", {"enum": ["default", "color", "gray", "bitonal"]}),
         Param("fmt", "Image format", {"enum": ["jpg", "png", "webp"]}, "path"),
     ),

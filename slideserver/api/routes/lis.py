@@ -131,7 +131,7 @@ APPLIED = {
     "properties": {
         "accession": {"type": "string"},
         "created": {"type": "boolean"},
-        "changed": {"type": "array", "items": {"type": "string"}},
+        "changed": {"type": "boolean", "description": "False for a repeated message"},
         "linked_slides": {"type": "array", "items": {"type": "string"}},
         "conflicts": {"type": "array", "items": {"type": "string"}},
         "links": {"type": "object", "properties": {"case": {"type": "string"}}},
@@ -139,6 +139,10 @@ APPLIED = {
 }
 HL7_TEXT = {"type": "string", "description": "An ER7 message (segments separated by CR)"}
 ACK = Reply("The ACK (MSA-1 AA, AR or AE)", {HL7_MEDIA_TYPE: HL7_TEXT})
+ACK_OR_ERROR = Reply(
+    "The ACK (AR, AE), or the shared error body when the request is refused before parsing",
+    {HL7_MEDIA_TYPE: HL7_TEXT, "application/json": ref("Error")},
+)
 FHIR_JSON = "application/fhir+json"
 OUTCOME = Reply("An OperationOutcome", {FHIR_JSON: ref("OperationOutcome")})
 
@@ -223,7 +227,7 @@ async def post_case(request: Request) -> Response:
     "Apply one HL7 v2 message (ORM, OML, ADT); answer its ACK",
     tag="lis",
     body=Body({HL7_MEDIA_TYPE: HL7_TEXT, "text/plain": HL7_TEXT}, "One ER7 message"),
-    replies={200: ACK, 400: ACK, 422: ACK, 503: ACK},
+    replies={200: ACK, 400: ACK_OR_ERROR, 422: ACK, 503: ACK_OR_ERROR},
     errors=(413,),
 )
 async def post_hl7v2(request: Request) -> Response:
