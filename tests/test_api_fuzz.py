@@ -4,8 +4,9 @@ The server is ``slideserver serve --auth tokens`` over the sample slides with th
 applied (so cases and patient data exist). The fuzzed path parameters are pinned to what exists
 (the samples' slide IDs, the fixtures' accession and FHIR IDs) so requests reach real slides;
 everything else (regions, sizes, levels, query parameters, bodies) is generated from the
-document. IIIF output is capped smaller than by default (see :data:`LIMITS`). Every answer must: not be a 5xx, have a status, media type, body and headers the
-document declares, and carry no PHI to researchers.
+document. IIIF output is capped smaller than by default (see :data:`LIMITS`). Every answer
+must: not be a 5xx, have a status, media type, body and headers the document declares, and carry
+no PHI to researchers.
 """
 
 from __future__ import annotations
