@@ -27,7 +27,7 @@ from slideserver.api.urls import DEEPZOOM_TILE
 from slideserver.settings import Settings
 from tests.security_probe import endpoints
 
-PROTECTED = [{"bearerToken": []}, {"sessionCookie": []}]
+PROTECTED: list[dict[str, list[str]]] = [{"bearerToken": []}, {"sessionCookie": []}]
 OPENAPI_PATH = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?}")
 
 

@@ -9,6 +9,7 @@ SwaggerUI({
   deepLinking: true,
   validatorUrl: null,
   tryItOutEnabled: false,
+  showExtensions: true, // x-roles, x-phi, x-audit
   // Same-origin calls send the viewer's session cookie; writes also need this header (CSRF).
   requestInterceptor: (request: { headers: Record<string, string> }) => {
     request.headers["X-Requested-With"] = "XMLHttpRequest";

@@ -6,6 +6,7 @@ declare module "swagger-ui-dist/swagger-ui-es-bundle.js" {
     deepLinking?: boolean;
     validatorUrl?: string | null;
     tryItOutEnabled?: boolean;
+    showExtensions?: boolean;
     requestInterceptor?: (request: { headers: Record<string, string> }) => unknown;
   }
   const SwaggerUI: (options: SwaggerUIOptions) => unknown;

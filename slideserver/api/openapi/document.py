@@ -29,7 +29,7 @@ MOUNT_PARAM = "path"
 """The parameter standing for everything under a mount: ``/static/viewer/{path}``."""
 MOUNT_METHODS = ("GET", "HEAD")
 UNDESCRIBED = "x-undescribed"
-PROTECTED = [{"bearerToken": []}, {"sessionCookie": []}]
+PROTECTED: list[dict[str, list[str]]] = [{"bearerToken": []}, {"sessionCookie": []}]
 """Either credential; public operations have ``security: []``."""
 
 DESCRIPTION = """\
