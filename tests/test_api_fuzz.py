@@ -61,7 +61,7 @@ info.json and the document holds for any."""
 CONFIG = {
     "seed": 17,
     "phases": {"examples": {"enabled": False}, "coverage": {"enabled": False}},
-    "generation": {"max-examples": MAX_EXAMPLES},
+    "generation": {"max-examples": MAX_EXAMPLES, "mode": "all"},
 }
 
 

@@ -49,8 +49,8 @@ def error_schema() -> dict[str, Any]:
         "properties": {
             "error": {
                 "type": "string",
-                "description": "A stable machine-readable code. Common codes by status "
-                f"by status: {listed}.",
+                "description": "A stable machine-readable code. The domain and HTTP codes by "
+                f"status (some routes add their own, such as invalid_order): {listed}.",
             },
             "detail": {
                 "type": "string",

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Mount, Route
 
 from slideserver import __version__
-from slideserver.api.openapi.components import SECURITY_SCHEMES, shared_schemas
+from slideserver.api.openapi.components import SECURITY_SCHEMES, error_codes, shared_schemas
 from slideserver.api.openapi.operations import STRING, Operation, Param, Reply, operation_of
 from slideserver.api.policy import POLICY, Rule
 
@@ -98,9 +98,10 @@ def _error_name(status: int) -> str:
         return f"Status{status}"
 
 
-def _error_response(status: int) -> dict[str, Any]:
+def _error_response(status: int, codes: list[str]) -> dict[str, Any]:
+    phrase = HTTPStatus(status).phrase
     return {
-        "description": HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "",
+        "description": f"{phrase} (error: {', '.join(codes)})" if codes else phrase,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
 
@@ -213,7 +214,10 @@ def build_document(routes: Sequence[BaseRoute], server_url: str = "") -> dict[st
         item = paths.setdefault(endpoint.path, {})
         for method in endpoint.methods:
             item[method.lower()] = _operation(endpoint, method, op, described)
-    responses = {_error_name(s): _error_response(s) for s in sorted(_error_statuses(paths))}
+    codes = error_codes()
+    responses = {
+        _error_name(s): _error_response(s, codes.get(s, [])) for s in sorted(_error_statuses(paths))
+    }
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
