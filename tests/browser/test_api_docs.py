@@ -42,7 +42,7 @@ def test_the_reference_page_lists_the_operations_offline(
     assert console.errors == []
 
 
-def test_an_operation_opens_with_its_parameters_and_roles(
+def test_an_operation_shows_its_parameters_and_roles(
     page: Any, server: Server, console: Console
 ) -> None:
     offline(page, server.base)
@@ -55,4 +55,6 @@ def test_an_operation_opens_with_its_parameters_and_roles(
     names = page.locator(".parameter__name").all_inner_texts()
     assert any(n.startswith("slide_id") for n in names), names
     assert any(n.startswith("max") for n in names), names
+    roles = page.locator(".opblock-body", has_text="x-roles")
+    assert roles.count() >= 1, "the policy's roles are shown with the operation"
     assert console.errors == []
