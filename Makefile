@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 
 viewer: $(VIEWER_STAMP)
 
-$(VIEWER_STAMP): $(wildcard viewer/package.json viewer/package-lock.json viewer/index.html viewer/vite.config.* viewer/src/* viewer/src/*/*)
+$(VIEWER_STAMP): $(wildcard viewer/package.json viewer/package-lock.json viewer/*.html viewer/vite.config.* viewer/src/* viewer/src/*/*)
 	@if [ -f viewer/package.json ]; then \
 		cd viewer && npm ci --no-audit --no-fund --loglevel=error && npm run build; \
 	else echo "no viewer yet"; fi

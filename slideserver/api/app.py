@@ -24,6 +24,7 @@ from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.policy import secure_routes
 from slideserver.api.routes import audit, cases, deepzoom, health, iiif, lis, session, slides
+from slideserver.api.routes import openapi as openapi_routes
 from slideserver.api.state import AppState
 from slideserver.api.tile_lane import TileLane
 from slideserver.cache.base import TileCache
@@ -235,6 +236,7 @@ def create_app(
         # --- issue 14: EHR lookup, reports ---
         # --- issue 16: annotations ---
         # --- issue 17: OpenAPI, API reference ---
+        *openapi_routes.routes(STATIC_DIR),
     ]
     # Every route must have a row in the policy table: a new route without one fails here.
     routes = secure_routes(routes, security)

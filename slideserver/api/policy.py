@@ -112,6 +112,8 @@ POLICY: dict[str, Rule] = {
     # --- EHR pull and sign-out reports (issue 14) ---
     # --- annotations (issue 16) ---
     # --- OpenAPI description and API reference (issue 17) ---
+    "/openapi.json": PUBLIC,
+    "/api/docs": PUBLIC,
 }
 
 

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from slideserver.api.openapi import Param, json_reply, operation
 from slideserver.api.params import parse_int
 from slideserver.errors import BackendUnavailable, BadRequest
 from slideserver.security.audit import AuditQuery
@@ -32,7 +33,60 @@ def _when(name: str, raw: str | None) -> datetime | None:
         raise BadRequest(f"{name} must be an ISO date or date-time") from None
 
 
+def _filter(name: str, description: str) -> Param:
+    return Param(name, description)
+
+
+AUDIT_PARAMS = (
+    _filter("subject", "Who: `token:NAME`, an OIDC subject, `mllp:PEER`"),
+    _filter("role", "admin, pathologist, researcher, lis"),
+    _filter("kind", "request, attempt or tiles"),
+    _filter("action", "Substring of `METHOD /template`"),
+    _filter("slide", "Slide ID"),
+    _filter("case", "Accession number"),
+    _filter("accession", "Accession number (as `case`)"),
+    _filter("patient", "Patient MRN"),
+    _filter("resource", "For example `associated/label`"),
+    Param("status", "HTTP status", {"type": "integer", "minimum": 100, "maximum": 599}),
+    Param("since", "ISO date or date-time", {"type": "string"}),
+    Param("until", "ISO date or date-time", {"type": "string"}),
+    Param("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 1000}),
+    Param("cursor", "The previous page's `next`", {"type": "integer", "minimum": 1}),
+)
+AUDIT_PAGE = {
+    "type": "object",
+    "required": ["items", "next"],
+    "properties": {
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "at", "kind", "subject", "role", "action"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "at": {"type": ["string", "null"]},
+                    "kind": {"type": "string"},
+                    "subject": {"type": "string"},
+                    "role": {"type": "string"},
+                    "action": {"type": "string"},
+                    "status": {"type": ["integer", "null"]},
+                },
+            },
+        },
+        "next": {"type": ["string", "null"]},
+    },
+}
+
+
+@operation(
+    "The audit trail, newest first",
+    tag="security",
+    params=AUDIT_PARAMS,
+    replies={200: json_reply("One page of audit rows", AUDIT_PAGE)},
+    errors=(400, 503),
+)
 async def list_audit(request: Request) -> Response:
+    """Who read or changed what, and when; ``patient=MRN`` answers who saw a patient's slides."""
     security: Security = request.app.state.security
     audit = security.audit
     if audit is None:

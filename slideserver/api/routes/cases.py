@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from slideserver.api.openapi import Param, Reply, json_reply, operation, ref
 from slideserver.api.params import parse_int
 from slideserver.api.routes.slides import slide_summary
 from slideserver.api.state import links_of
@@ -100,7 +101,73 @@ def case_json(case: CaseView, summaries: dict[str, dict[str, Any]], linked: bool
     }
 
 
+SLIDES = {"type": "array", "items": ref("SlideSummary")}
+CASE_SCHEMA = {
+    "type": "object",
+    "required": ["accession", "linked", "patient", "specimens", "slides"],
+    "properties": {
+        "accession": {"type": "string"},
+        "accession_issuer": {"type": ["string", "null"]},
+        "linked": {"type": "boolean", "description": "The LIS sent this case"},
+        "patient": {
+            "type": ["object", "null"],
+            "description": "PHI: id (MRN), issuer, name, birth_date, sex",
+        },
+        "specimens": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "description": {"type": ["string", "null"]},
+                    "blocks": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"id": {"type": "string"}, "slides": SLIDES},
+                        },
+                    },
+                },
+            },
+        },
+        "slides": SLIDES,
+        "expected_barcodes": {"type": "array", "items": {"type": "string"}},
+        "links": {"type": "object", "properties": {"viewer": {"type": "string"}}},
+    },
+}
+CONFLICTS = {
+    "type": "object",
+    "required": ["items", "next"],
+    "properties": {
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "at": {"type": "string", "format": "date-time"},
+                    "kind": {"type": "string"},
+                    "subject": {"type": "string"},
+                    "detail": {"type": "string"},
+                    "status": {"type": "string"},
+                },
+            },
+        },
+        "next": {"type": ["string", "null"]},
+    },
+}
+ID_PARAM = {"type": "string", "minLength": 1, "maxLength": MAX_ID}
+
+
+@operation(
+    "A case: patient, specimens, blocks and slides",
+    tag="cases",
+    params=(Param("accession", "The case's accession number", ID_PARAM, "path"),),
+    replies={200: json_reply("The case", CASE_SCHEMA)},
+    errors=(400, 404, 503),
+)
 async def get_case(request: Request) -> Response:
+    """A case the LIS sent or the slides name; 503 ``links_unavailable`` without case links."""
     accession = _checked("accession", request.path_params["accession"])
     found = await links_of(request).require().case_with_slides(accession)
     if found is None:
@@ -109,6 +176,16 @@ async def get_case(request: Request) -> Response:
     return JSONResponse(case_json(found.case, summaries, found.linked))
 
 
+@operation(
+    "EMR launch: open the viewer on a case or a patient",
+    tag="cases",
+    params=(
+        Param("accession", "Open this case", ID_PARAM),
+        Param("patient", "Open this patient's slides (MRN)", ID_PARAM),
+    ),
+    replies={302: Reply("To the viewer", headers={"Location": "The viewer page"})},
+    errors=(400,),
+)
 async def launch(request: Request) -> Response:
     """EMR launch (IHE Invoke Image Display style): redirect to the viewer's case or patient."""
     params = request.query_params
@@ -123,6 +200,17 @@ async def launch(request: Request) -> Response:
     return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
 
 
+@operation(
+    "The review queue: conflicts between the LIS and the slides",
+    tag="cases",
+    params=(
+        Param("status", "Which conflicts", {"enum": ["open", "resolved", "all"]}),
+        Param("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        Param("cursor", "The previous page's `next`", {"type": "integer", "minimum": 0}),
+    ),
+    replies={200: json_reply("One page of conflicts", CONFLICTS)},
+    errors=(400, 503),
+)
 async def reconcile(request: Request) -> Response:
     """List conflicts flagged for review, oldest first, with a cursor."""
     links = links_of(request).require()

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from slideserver import __version__
+from slideserver.api.openapi import Reply, json_reply, operation
 from slideserver.api.state import state_of
 from slideserver.catalog.base import Catalog
 from slideserver.db.errors import DatabaseReadOnly
@@ -23,6 +24,31 @@ CATALOG_TIMEOUT = 2.0
 """Seconds the catalog has to answer a readiness probe before it counts as unavailable."""
 
 
+READINESS = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"enum": ["ok", "degraded", "unavailable", "draining"]},
+        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+        "details": {"type": "object"},
+    },
+}
+
+
+@operation(
+    "Liveness: the process answers",
+    tag="health",
+    replies={
+        200: json_reply(
+            "Alive",
+            {
+                "type": "object",
+                "required": ["status", "version"],
+                "properties": {"status": {"const": "ok"}, "version": {"type": "string"}},
+            },
+        )
+    },
+)
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
 
@@ -73,7 +99,16 @@ async def catalog_writes(
     return "ok"
 
 
+@operation(
+    "Readiness: the catalog answers (the cache, catalog writes and backups are reported)",
+    tag="health",
+    replies={
+        200: json_reply("Ready (status ok or degraded)", READINESS),
+        503: json_reply("Not ready: the catalog does not answer, or draining", READINESS),
+    },
+)
 async def readyz(request: Request) -> Response:
+    """Take this process out of rotation (503) when it cannot find slides or is stopping."""
     if request.app.state.drain.draining:
         # SIGTERM received: still answering, but take this process out of rotation.
         return JSONResponse({"status": "draining"}, status_code=503)
@@ -103,6 +138,11 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "degraded" if degraded else "ok", **body}, status_code=200)
 
 
+@operation(
+    "Prometheus metrics",
+    tag="health",
+    replies={200: Reply("Prometheus text format 0.0.4", {"text/plain": {"type": "string"}})},
+)
 async def metrics(request: Request) -> Response:
     state = state_of(request)
     stats = state.cache.stats()

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from slideserver.api.cors import cors_policy
+from slideserver.api.openapi import NOT_MODIFIED, Param, Reply, image_reply, operation
 from slideserver.api.responses import IMMUTABLE, image_response
 from slideserver.api.state import iiif_of, state_of
 
@@ -55,6 +56,41 @@ def base_uri(request: Request, slide_id: str) -> str:
     return f"{root}/iiif/3/{slide_id}"
 
 
+SLIDE_ERRORS = (404, 410, 422, 503, 504)
+NUMBER = r"[0-9]+(\.[0-9]+)?"
+REGION = {
+    "type": "string",
+    "pattern": rf"^(full|square|[0-9]+(,[0-9]+){{3}}|pct:{NUMBER}(,{NUMBER}){{3}})$",
+}
+SIZE = {"type": "string", "pattern": rf"^\^?(max|[0-9]+,|,[0-9]+|pct:{NUMBER}|!?[0-9]+,[0-9]+)$"}
+ROTATION = {"type": "string", "pattern": rf"^!?{NUMBER}$"}
+INFO_SCHEMA = {
+    "type": "object",
+    "required": ["id", "type", "protocol", "profile", "width", "height"],
+    "properties": {
+        "@context": {"type": "string"},
+        "id": {"type": "string"},
+        "type": {"const": "ImageService3"},
+        "protocol": {"const": "http://iiif.io/api/image"},
+        "profile": {"type": "string"},
+        "width": {"type": "integer"},
+        "height": {"type": "integer"},
+    },
+    "description": "https://iiif.io/api/image/3.0/#5-image-information",
+}
+
+
+@operation(
+    "The IIIF Image API 3.0 image information (info.json)",
+    tag="iiif",
+    replies={
+        200: Reply(
+            "info.json; plain JSON when the client asks for application/json",
+            {INFO_MEDIA_TYPE: INFO_SCHEMA, JSON: INFO_SCHEMA},
+        )
+    },
+    errors=SLIDE_ERRORS,
+)
 async def info(request: Request) -> Response:
     slide_id = request.path_params["slide_id"]
     settings = state_of(request).settings
@@ -65,11 +101,34 @@ async def info(request: Request) -> Response:
     return JSONResponse(body, media_type=media_type, headers=headers)
 
 
+@operation(
+    "The IIIF base URI: a redirect to info.json",
+    tag="iiif",
+    replies={303: Reply("See info.json", headers={"Location": "The info.json URL"})},
+)
 async def base(request: Request) -> Response:
     slide_id = request.path_params["slide_id"]
     return RedirectResponse(f"{base_uri(request, slide_id)}/info.json", status_code=303)
 
 
+@operation(
+    "A IIIF Image API 3.0 image request",
+    tag="iiif",
+    params=(
+        Param("region", "full, square, x,y,w,h or pct:x,y,w,h", REGION, "path"),
+        Param("size", "max, w,, ,h, pct:n, w,h or !w,h; ^ allows upscaling", SIZE, "path"),
+        Param("rotation", "Degrees clockwise, ! to mirror first", ROTATION, "path"),
+        Param("quality", "Image quality", {"enum": ["default", "color", "gray", "bitonal"]}),
+        Param("fmt", "Image format", {"enum": ["jpg", "png", "webp"]}, "path"),
+    ),
+    replies={
+        200: image_reply("The image", "image/jpeg", "image/png", "image/webp"),
+        304: NOT_MODIFIED,
+    },
+    errors=(400, 413, *SLIDE_ERRORS),
+    description="https://iiif.io/api/image/3.0/#4-image-requests; the answer carries the "
+    "canonical URI in a `Link` header.",
+)
 async def image(request: Request) -> Response:
     params = request.path_params
     slide_id = params["slide_id"]

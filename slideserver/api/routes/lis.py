@@ -20,6 +20,7 @@ only translate HTTP. When the catalog keeps no links (the in-memory one), every 
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -29,6 +30,7 @@ from starlette.routing import Route
 
 from slideserver.api.bodies import BodyTooLarge, JsonTooDeep, parse_json, read_body
 from slideserver.api.errors import error_response
+from slideserver.api.openapi import Body, Param, Reply, json_reply, operation, ref
 from slideserver.api.state import links_of, state_of
 from slideserver.catalog.cases import ApplyResult, CaseOrder, CaseView
 from slideserver.errors import BackendUnavailable
@@ -61,6 +63,93 @@ def apply_result_json(order: CaseOrder, result: ApplyResult) -> dict[str, Any]:
         "conflicts": list(result.conflicts),
         "links": {"case": f"/api/cases/{order.accession}"},
     }
+
+
+# --- descriptions ---
+
+IDENTIFIER = {"type": "string", "minLength": 1, "maxLength": 64}
+ORDER_SCHEMA = {
+    "type": "object",
+    "required": ["accession", "patient"],
+    "additionalProperties": False,
+    "properties": {
+        "accession": IDENTIFIER,
+        "accession_issuer": IDENTIFIER,
+        "message_id": IDENTIFIER,
+        "patient": {
+            "type": "object",
+            "required": ["identifier"],
+            "additionalProperties": False,
+            "properties": {
+                "identifier": IDENTIFIER,
+                "issuer": IDENTIFIER,
+                "name": {"type": "string", "description": "HL7 style: FAMILY^GIVEN"},
+                "birth_date": {"type": "string", "description": "YYYY-MM-DD"},
+                "sex": {"type": "string", "description": "F, M, O or U"},
+            },
+        },
+        "specimens": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id"],
+                "additionalProperties": False,
+                "properties": {
+                    "id": IDENTIFIER,
+                    "description": {"type": "string"},
+                    "blocks": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "id": IDENTIFIER,
+                                "slides": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["barcode"],
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "barcode": IDENTIFIER,
+                                            "stain": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+APPLIED = {
+    "type": "object",
+    "required": ["accession", "created", "changed"],
+    "properties": {
+        "accession": {"type": "string"},
+        "created": {"type": "boolean"},
+        "changed": {"type": "boolean", "description": "False for a repeated message"},
+        "linked_slides": {"type": "array", "items": {"type": "string"}},
+        "conflicts": {"type": "array", "items": {"type": "string"}},
+        "links": {"type": "object", "properties": {"case": {"type": "string"}}},
+    },
+}
+HL7_TEXT = {"type": "string", "description": "An ER7 message (segments separated by CR)"}
+ACK = Reply("The ACK (MSA-1 AA, AR or AE)", {HL7_MEDIA_TYPE: HL7_TEXT})
+ACK_OR_ERROR = Reply(
+    "The ACK (AR, AE), or the shared error body when the request is refused before parsing",
+    {HL7_MEDIA_TYPE: HL7_TEXT, "application/json": ref("Error")},
+)
+FHIR_JSON = "application/fhir+json"
+OUTCOME = Reply("An OperationOutcome", {FHIR_JSON: ref("OperationOutcome")})
+
+
+def fhir_reply(description: str, resource: str) -> Reply:
+    schema = {"allOf": [ref("FhirResource")], "properties": {"resourceType": {"const": resource}}}
+    return json_reply(description, schema, FHIR_JSON)
 
 
 # --- JSON ---
@@ -96,6 +185,16 @@ async def read_json(
     raise refused
 
 
+@operation(
+    "Create or update a case from a JSON order (idempotent)",
+    tag="lis",
+    body=Body({"application/json": ORDER_SCHEMA}, "The order"),
+    replies={
+        200: json_reply("Applied to an existing case", APPLIED),
+        201: json_reply("A new case", APPLIED),
+    },
+    errors=(400, 413, 415, 422, 503),
+)
 async def post_case(request: Request) -> Response:
     """Create or update a case from a JSON order (idempotent)."""
     links = links_of(request).require()
@@ -124,6 +223,13 @@ async def post_case(request: Request) -> Response:
 # --- HL7 v2 ---
 
 
+@operation(
+    "Apply one HL7 v2 message (ORM, OML, ADT); answer its ACK",
+    tag="lis",
+    body=Body({HL7_MEDIA_TYPE: HL7_TEXT, "text/plain": HL7_TEXT}, "One ER7 message"),
+    replies={200: ACK, 400: ACK_OR_ERROR, 422: ACK, 503: ACK_OR_ERROR},
+    errors=(413,),
+)
 async def post_hl7v2(request: Request) -> Response:
     """Apply one ER7 message; answer its ACK (the store keeps the message raw)."""
     links = links_of(request).require()
@@ -186,6 +292,13 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+@operation(
+    "Apply a FHIR transaction Bundle (Patient, ServiceRequest, Specimens)",
+    tag="fhir",
+    body=Body({FHIR_JSON: ref("FhirResource"), "application/json": ref("FhirResource")}),
+    replies={200: fhir_reply("The transaction-response Bundle", "Bundle")},
+    error_reply=OUTCOME,
+)
 async def post_fhir(request: Request) -> Response:
     """Apply a transaction Bundle of Patient, ServiceRequest and Specimens (FHIR JSON only)."""
     links = links_of(request).require()
@@ -210,6 +323,13 @@ async def post_fhir(request: Request) -> Response:
     return fhir_response(fhir.transaction_response(transaction, result))
 
 
+@operation(
+    "Read a Patient",
+    tag="fhir",
+    params=(Param("id", "The MRN, or its `x-` encoded form"),),
+    replies={200: fhir_reply("The Patient", "Patient")},
+    error_reply=OUTCOME,
+)
 async def get_patient(request: Request) -> Response:
     """Read one Patient by ID (the MRN, or its ``x-`` encoded form)."""
     links = links_of(request).require()
@@ -237,6 +357,13 @@ def _token_value(token: str) -> str:
     return token.rsplit("|", 1)[-1]
 
 
+@operation(
+    "Search Specimens by container (block or slide barcode)",
+    tag="fhir",
+    params=(Param("container-id", "`system|value` or `value`", required=True),),
+    replies={200: fhir_reply("A searchset Bundle", "Bundle")},
+    error_reply=OUTCOME,
+)
 async def search_specimen(request: Request) -> Response:
     """``GET /fhir/Specimen?container-id=``: the block or slide with that container ID."""
     links = links_of(request).require()
@@ -252,6 +379,16 @@ async def search_specimen(request: Request) -> Response:
     return fhir_response(fhir.searchset(matches, base_url(request), str(request.url)))
 
 
+@operation(
+    "Search ImagingStudies (one per case) by accession or patient",
+    tag="fhir",
+    params=(
+        Param("identifier", "The accession: `system|value` or `value`"),
+        Param("patient", "The patient: `Patient/ID`, the ID or the MRN"),
+    ),
+    replies={200: fhir_reply("A searchset Bundle", "Bundle")},
+    error_reply=OUTCOME,
+)
 async def search_imaging_study(request: Request) -> Response:
     """``GET /fhir/ImagingStudy?identifier=ACC`` or ``?patient=MRN``: one study per case."""
     links = links_of(request).require()
@@ -275,6 +412,13 @@ async def search_imaging_study(request: Request) -> Response:
     return fhir_response(fhir.imaging_study_searchset(cases, base_url(request), str(request.url)))
 
 
+@operation(
+    "Read an Endpoint (a slide's viewer or IIIF service, a case's launch link)",
+    tag="fhir",
+    params=(Param("id", "`viewer.SLIDE`, `iiif.SLIDE` or `case.ACCESSION`"),),
+    replies={200: fhir_reply("The Endpoint", "Endpoint")},
+    error_reply=OUTCOME,
+)
 async def get_endpoint(request: Request) -> Response:
     """Read one Endpoint: a slide's viewer or IIIF service, or a case's launch link."""
     links = links_of(request).require()
@@ -295,6 +439,12 @@ async def get_endpoint(request: Request) -> Response:
     return fhir_response(viewer if kind == "viewer" else iiif)
 
 
+@operation(
+    "The FHIR CapabilityStatement",
+    tag="fhir",
+    replies={200: fhir_reply("What this FHIR server does", "CapabilityStatement")},
+    error_reply=OUTCOME,
+)
 async def metadata(request: Request) -> Response:
     """``GET /fhir/metadata``: what this FHIR server does (public, as FHIR clients expect)."""
     from slideserver import __version__
@@ -316,9 +466,7 @@ def _fhir_guard(endpoint: Any) -> Any:
             return fhir_error(500, "exception", "the server could not complete this request")
         return response
 
-    guarded.__name__ = endpoint.__name__
-    guarded.__doc__ = endpoint.__doc__
-    return guarded
+    return functools.update_wrapper(guarded, endpoint)  # name, docstring, OpenAPI operation
 
 
 def routes() -> list[Route]:

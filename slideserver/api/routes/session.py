@@ -18,11 +18,25 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from slideserver.api.errors import error_response
+from slideserver.api.openapi import Reply, json_reply, operation
 from slideserver.security.authority import Security, principal_of
 from slideserver.security.principals import Principal
 from slideserver.security.session import clear_cookie, cookie_value
 
 NO_STORE = {"Cache-Control": "no-store"}
+
+
+WHO = {
+    "type": "object",
+    "required": ["subject", "role", "via"],
+    "properties": {
+        "subject": {"type": "string"},
+        "role": {"type": "string"},
+        "via": {"type": "string", "description": "token, oidc, session or open"},
+        "collections": {"type": "array", "items": {"type": "string"}},
+    },
+}
+SET_COOKIE = {"Set-Cookie": "The session cookie (HttpOnly, SameSite=Strict)"}
 
 
 def _who(principal: Principal) -> dict[str, object]:
@@ -39,11 +53,20 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https" or security.settings.behind_tls_proxy
 
 
+@operation("Who is logged in", tag="security", replies={200: json_reply("The caller", WHO)})
 async def whoami(request: Request) -> Response:
+    """The principal the request's credentials name."""
     return JSONResponse(_who(principal_of(request)), headers=NO_STORE)
 
 
+@operation(
+    "Log in: trade a bearer token for a session cookie",
+    tag="security",
+    replies={200: Reply("Logged in", {"application/json": WHO}, SET_COOKIE)},
+    errors=(400, 503),
+)
 async def login(request: Request) -> Response:
+    """Open a server-side session for the bearer token's principal (a cookie cannot)."""
     principal = principal_of(request)
     security: Security = request.app.state.security
     if principal.method not in ("token", "oidc"):
@@ -59,7 +82,13 @@ async def login(request: Request) -> Response:
     return response
 
 
+@operation(
+    "Log out: end the cookie's session",
+    tag="security",
+    replies={204: Reply("Logged out; the cookie is cleared", headers=SET_COOKIE)},
+)
 async def logout(request: Request) -> Response:
+    """Revoke the cookie's session on the server and clear the cookie."""
     security: Security = request.app.state.security
     cookie = cookie_value(request.headers.get("cookie", ""))
     ended = security.signer.verify(cookie) if cookie else None

@@ -9,6 +9,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from slideserver.api.openapi import (
+    NOT_MODIFIED,
+    Param,
+    image_reply,
+    json_reply,
+    operation,
+    ref,
+)
 from slideserver.api.params import parse_int
 from slideserver.api.responses import image_response
 from slideserver.api.state import service_of, state_of
@@ -82,7 +90,46 @@ def slide_detail(
     return for_principal(detail, principal)
 
 
+def _text(name: str, description: str, longest: int) -> Param:
+    return Param(name, f"{description} (at most {longest} characters are used)")
+
+
+SEARCH_PARAMS = (
+    _text("q", "Free text over names, paths, cases and barcodes", 200),
+    _text("format", "Slide format (svs, ndpi, dicom, ...)", 40),
+    _text("vendor", "Scanner vendor", 40),
+    _text("status", "ok or unreadable", 20),
+    Param("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}),
+    _text("cursor", "The previous page's `next`", 200),
+    _text("patient", "Patient MRN (PHI: matches nothing for researchers)", 100),
+    _text("accession", "Case accession number (PHI: matches nothing for researchers)", 100),
+    _text("specimen", "Specimen ID", 40),
+    _text("stain", "Stain (H&E, ...)", 40),
+    _text("scanned_from", "Scanned on or after this ISO date", 40),
+    _text("scanned_to", "Scanned on or before this ISO date", 40),
+    _text("sort", "Sort order", 20),
+)
+SLIDE_PAGE = {
+    "type": "object",
+    "required": ["items", "next"],
+    "properties": {
+        "items": {"type": "array", "items": ref("SlideSummary")},
+        "next": {"type": ["string", "null"], "description": "The cursor of the next page"},
+    },
+}
+SLIDE_ERRORS = (404, 410, 422, 503, 504)
+"""Not in the catalog; replaced on disk; unreadable; storage or database down; storage hung."""
+
+
+@operation(
+    "Search and list slides",
+    tag="slides",
+    params=SEARCH_PARAMS,
+    replies={200: json_reply("One page of slides, as the caller may see them", SLIDE_PAGE)},
+    errors=(400,),
+)
 async def list_slides(request: Request) -> Response:
+    """Slides in the caller's collections; researchers' identifying searches match nothing."""
     state = state_of(request)
     principal = principal_of(request)
     params = request.query_params
@@ -113,11 +160,30 @@ async def list_slides(request: Request) -> Response:
     return JSONResponse({"items": items, "next": page.next})
 
 
+@operation(
+    "Read one slide's metadata: size, levels, optics, associated images",
+    tag="slides",
+    replies={200: json_reply("The slide, as the caller may see it", ref("SlideDetail"))},
+    errors=SLIDE_ERRORS,
+)
 async def get_slide(request: Request) -> Response:
     record, info = await service_of(request).info(request.path_params["slide_id"])
     return JSONResponse(slide_detail(record, info, principal_of(request)))
 
 
+@operation(
+    "A thumbnail of the whole slide",
+    tag="slides",
+    params=(
+        Param(
+            "max",
+            "Longest side in pixels",
+            {"type": "integer", "minimum": 1, "maximum": 1 << 30, "default": 512},
+        ),
+    ),
+    replies={200: image_reply("The thumbnail", "image/jpeg"), 304: NOT_MODIFIED},
+    errors=(400, *SLIDE_ERRORS),
+)
 async def thumbnail(request: Request) -> Response:
     service = service_of(request)
     size = parse_int("max", request.query_params.get("max"), 512, 1, 1 << 30)
@@ -125,6 +191,13 @@ async def thumbnail(request: Request) -> Response:
     return image_response(request, result)
 
 
+@operation(
+    "An associated image (label, macro, thumbnail) of the slide",
+    tag="slides",
+    params=(Param("name", "The image's name; researchers get only `thumbnail`"),),
+    replies={200: image_reply("The image", "image/jpeg"), 304: NOT_MODIFIED},
+    errors=SLIDE_ERRORS,
+)
 async def associated(request: Request) -> Response:
     service = service_of(request)
     params = request.path_params

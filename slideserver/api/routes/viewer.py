@@ -11,6 +11,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from slideserver.api.openapi import Reply, json_reply, operation
+
 NOT_BUILT = {"error": "viewer_not_built", "detail": "run make viewer"}
 
 PAGE_HEADERS = {
@@ -27,6 +29,26 @@ PAGE_HEADERS = {
 }
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+
+NOT_BUILT_REPLY = json_reply("The viewer is not built", {"$ref": "#/components/schemas/Error"})
+PAGE = operation(
+    "A viewer page (slide browser, slide viewer, case view)",
+    tag="viewer",
+    replies={
+        200: Reply("The viewer's HTML", {"text/html": {"type": "string"}}),
+        503: NOT_BUILT_REPLY,
+    },
+    description="The page's API calls need a session cookie or a bearer token.",
+)
+ASSETS = operation(
+    "The viewer's built assets (scripts, styles)",
+    tag="viewer",
+    replies={
+        200: Reply("The file", {"*/*": {"type": "string", "format": "binary"}}),
+        503: NOT_BUILT_REPLY,
+    },
+    errors=(404,),
+)
 
 
 class _Assets(StaticFiles):
@@ -64,6 +86,7 @@ def viewer_routes(static_dir: Path) -> list[BaseRoute]:
     """Return the routes serving index.html for the viewer's pages and its assets."""
     index = static_dir / "index.html"
 
+    @PAGE
     async def page(request: Request) -> Response:
         if not index.is_file():
             return JSONResponse(NOT_BUILT, status_code=503)
@@ -73,5 +96,5 @@ def viewer_routes(static_dir: Path) -> list[BaseRoute]:
         Route("/", page, methods=["GET", "HEAD"], name="viewer_browser"),
         Route("/view/{ids:path}", page, methods=["GET", "HEAD"], name="viewer_slide"),
         Route("/case/{accession:path}", page, methods=["GET", "HEAD"], name="viewer_case"),
-        Mount("/static/viewer", app=_AssetsOr503(static_dir), name="viewer_static"),
+        Mount("/static/viewer", app=ASSETS(_AssetsOr503(static_dir)), name="viewer_static"),
     ]
