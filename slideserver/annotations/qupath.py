@@ -12,6 +12,8 @@ FeatureCollection or a bare array of Features; both are read.
 On import ``name`` becomes the label, the class name the class, an object's own ``color`` its
 colour; every QuPath property is also kept as it was (in the annotation's uninterpreted
 properties), and written back unchanged on export, so a QuPath export comes back identical.
+What QuPath has no field for (the note, a rectangle's or ellipse's shape) travels in the
+object's ``metadata`` as ``slideserver.note`` and ``slideserver.shape`` (QuPath keeps metadata).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slideserver.annotations.model import CLASS_COLOURS, DEFAULT_COLOUR, Annotation
+from slideserver.annotations.model import CLASS_COLOURS, DEFAULT_COLOUR, SHAPES, Annotation
 from slideserver.annotations.validate import InvalidAnnotation
 
+NOTE = "slideserver.note"
+SHAPE = "slideserver.shape"
 KEPT = "qupath"
 """The key of an annotation's uninterpreted properties holding QuPath's own, as read."""
 LEGACY_TYPE_IDS = frozenset(
@@ -105,6 +109,12 @@ def to_feature(qupath: Any, index: int = 0) -> dict[str, Any]:
     colour = rgb_to_hex(props.get("color"))
     if colour is not None:
         out["colour"] = colour
+    metadata = props.get("metadata")
+    if isinstance(metadata, Mapping):
+        if isinstance(metadata.get(NOTE), str):
+            out["note"] = metadata[NOTE]
+        if metadata.get(SHAPE) in SHAPES:
+            out["shape"] = metadata[SHAPE]
     feature: dict[str, Any] = {
         "type": "Feature",
         "geometry": qupath.get("geometry"),
@@ -140,6 +150,17 @@ def from_annotation(annotation: Annotation) -> dict[str, Any]:
     elif class_name(props.get("classification")) != a.cls:
         colour = CLASS_COLOURS.get(a.cls.lower(), DEFAULT_COLOUR)
         props["classification"] = {"name": a.cls, "color": hex_to_rgb(colour)}
+    metadata = dict(props.get("metadata") or {})
+    metadata.pop(NOTE, None)
+    metadata.pop(SHAPE, None)
+    if a.note:
+        metadata[NOTE] = a.note
+    if a.kind in SHAPES:
+        metadata[SHAPE] = a.kind
+    if metadata:
+        props["metadata"] = metadata
+    else:
+        props.pop("metadata", None)
     feature: dict[str, Any] = {"type": "Feature"}
     legacy = kept.get("legacy_id")
     feature["id"] = legacy if isinstance(legacy, str) else a.id

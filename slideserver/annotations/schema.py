@@ -43,7 +43,7 @@ layers = Table(
 )
 """``grants``: a JSON list of the researchers (subjects) who may write to the layer."""
 
-annotations = Table(
+annotation_table = Table(
     "annotations",
     metadata,
     Column(

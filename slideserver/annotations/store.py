@@ -16,12 +16,13 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, Table, and_, func, select, update
 from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.sql import Select
 
 from slideserver.annotations import migrations
 from slideserver.annotations.model import (
@@ -31,7 +32,7 @@ from slideserver.annotations.model import (
     Change,
     Layer,
 )
-from slideserver.annotations.schema import annotations, layers, requests, versions
+from slideserver.annotations.schema import annotation_table, layers, requests, versions
 from slideserver.annotations.schema import secrets as secrets_table
 from slideserver.db.engine import make_engine, now, writer
 from slideserver.db.upsert import dialect_insert, insert_ignore
@@ -47,6 +48,8 @@ _RTREE = Table(
     Column("max_y", Float),
 )
 """SQLite's R*Tree (made by the migration, not part of the schema metadata)."""
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+"""How SQLAlchemy stores a datetime in SQLite (bulk inserts write it the same way)."""
 ID_CHUNK = 500
 """Ids per ``IN (...)`` lookup (SQLite's parameter limit is far above; PostgreSQL's too)."""
 
@@ -140,8 +143,8 @@ def bulk_insert(
 ) -> None:
     """Insert many rows fast: PostgreSQL ``COPY``, SQLite one ``executemany``.
 
-    Below SQLAlchemy's per-row parameter processing, so values are what the driver takes:
-    SQLite gets datetimes as SQLAlchemy writes them (ISO text) and booleans as integers.
+    Below SQLAlchemy's per-row parameter processing, so values must be what the driver takes:
+    for SQLite, datetimes as SQLAlchemy writes them (:data:`SQLITE_TIME`) and booleans as 0/1.
     """
     names = ", ".join(columns)
     if conn.dialect.name == "postgresql":
@@ -152,19 +155,8 @@ def bulk_insert(
             for row in rows:
                 copy.write_row(row)
         return
-    converted = [
-        tuple(
-            v.strftime("%Y-%m-%d %H:%M:%S.%f")
-            if isinstance(v, datetime)
-            else int(v)
-            if isinstance(v, bool)
-            else v
-            for v in row
-        )
-        for row in rows
-    ]
     marks = ", ".join("?" for _ in columns)
-    conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", converted)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(rows))
 
 
 def _measure_columns(measured: dict[str, float] | None) -> dict[str, Any]:
@@ -363,8 +355,11 @@ class AnnotationStore:
             ).rowcount
             if done:
                 conn.execute(
-                    update(annotations)
-                    .where(annotations.c.layer_id == layer_id, annotations.c.deleted_at.is_(None))
+                    update(annotation_table)
+                    .where(
+                        annotation_table.c.layer_id == layer_id,
+                        annotation_table.c.deleted_at.is_(None),
+                    )
                     .values(deleted_at=at)
                 )
         if not done:
@@ -392,22 +387,26 @@ class AnnotationStore:
         ``Idempotency-Key``, recorded with the result in the same transaction.
         """
         at = now()
-        items = [item if item.id else replace(item, id=str(uuid.uuid4())) for item in items]
+        sqlite = self.sqlite
+        # Values as the driver takes them (bulk_insert bypasses SQLAlchemy's type processing).
+        stamp: Any = at.strftime(SQLITE_TIME) if sqlite else at
+        ids = [item.id or str(uuid.uuid4()) for item in items]
         with self.writer.begin() as conn:
-            existing = self._existing(conn, slide_id, [str(i.id) for i in items if i.id])
+            given = [str(item.id) for item in items if item.id]
+            existing = self._existing(conn, slide_id, given) if given else set()
             rows = []
             history = []
             created = []
-            for item, values in zip(items, measured, strict=True):
-                if item.id in existing:
+            for item, item_id, values in zip(items, ids, measured, strict=True):
+                if item_id in existing:
                     continue
-                created.append(str(item.id))
+                created.append(item_id)
                 geometry = _dump(item.geometry)
                 extra = _dump(item.extra) if item.extra else None
                 m = values or {}
                 rows.append(
                     (
-                        item.id,
+                        item_id,
                         slide_id,
                         item.layer_id,
                         item.kind,
@@ -417,21 +416,21 @@ class AnnotationStore:
                         item.colour,
                         author,
                         1,
-                        at,
-                        at,
+                        stamp,
+                        stamp,
                         geometry,
                         extra,
                         *item.bbox,
-                        values is not None,
+                        int(values is not None) if sqlite else values is not None,
                         m.get("length_um"),
                         m.get("area_um2"),
                         m.get("perimeter_um"),
                     )
                 )
                 after = _snapshot_json(item, str(item.layer_id), geometry, extra)
-                history.append((item.id, 1, "create", author, at, None, after))
+                history.append((item_id, 1, "create", author, stamp, None, after))
             if rows:
-                bulk_insert(conn, annotations.name, ANNOTATION_COLUMNS, rows)
+                bulk_insert(conn, annotation_table.name, ANNOTATION_COLUMNS, rows)
                 bulk_insert(conn, versions.name, VERSION_COLUMNS, history)
             result = Inserted(tuple(created), tuple(sorted(existing)))
             if request is not None:
@@ -451,7 +450,9 @@ class AnnotationStore:
         for start in range(0, len(ids), ID_CHUNK):
             chunk = ids[start : start + ID_CHUNK]
             for row in conn.execute(
-                select(annotations.c.id, annotations.c.slide_id).where(annotations.c.id.in_(chunk))
+                select(annotation_table.c.id, annotation_table.c.slide_id).where(
+                    annotation_table.c.id.in_(chunk)
+                )
             ):
                 if row.slide_id != slide_id:
                     raise Conflict(f"annotation id {row.id!r} is taken")
@@ -471,8 +472,9 @@ class AnnotationStore:
         with self.engine.connect() as conn:
             row = (
                 conn.execute(
-                    select(annotations).where(
-                        annotations.c.id == annotation_id, annotations.c.deleted_at.is_(None)
+                    select(annotation_table).where(
+                        annotation_table.c.id == annotation_id,
+                        annotation_table.c.deleted_at.is_(None),
                     )
                 )
                 .mappings()
@@ -487,8 +489,8 @@ class AnnotationStore:
             for start in range(0, len(ids), ID_CHUNK):
                 chunk = list(ids[start : start + ID_CHUNK])
                 rows = conn.execute(
-                    select(annotations).where(
-                        annotations.c.id.in_(chunk), annotations.c.deleted_at.is_(None)
+                    select(annotation_table).where(
+                        annotation_table.c.id.in_(chunk), annotation_table.c.deleted_at.is_(None)
                     )
                 ).mappings()
                 found.update((r["id"], _annotation(r)) for r in rows)
@@ -508,7 +510,24 @@ class AnnotationStore:
         and the cursor of the next page (``None``: this was the last)."""
         if not layer_ids:
             return [], None
-        t = annotations
+        stmt = self.query_statement(slide_id, layer_ids, bbox, cls, after, limit + 1)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(stmt).mappings())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [_annotation(r) for r in rows], (int(rows[-1]["seq"]) if more and rows else None)
+
+    def query_statement(
+        self,
+        slide_id: str,
+        layer_ids: Sequence[str],
+        bbox: tuple[float, float, float, float] | None,
+        cls: str | None,
+        after: int,
+        limit: int,
+    ) -> Select[Any]:
+        """The SELECT of :meth:`query` (its tests EXPLAIN it to see the index used)."""
+        t = annotation_table
         # With a bbox on SQLite, the R*Tree must drive the query: ``|| ''`` keeps the planner
         # off the slide and layer indexes (it would walk all of a slide's rows otherwise).
         unindexed = bbox is not None and self.sqlite
@@ -534,12 +553,7 @@ class AnnotationStore:
                 box = func.box(func.point(t.c.min_x, t.c.min_y), func.point(t.c.max_x, t.c.max_y))
                 query_box = func.box(func.point(x0, y0), func.point(x1, y1))
                 where.append(box.op("&&")(query_box))
-        stmt = stmt.where(and_(*where)).order_by(t.c.seq).limit(limit + 1)
-        with self.engine.connect() as conn:
-            rows = list(conn.execute(stmt).mappings())
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return [_annotation(r) for r in rows], (int(rows[-1]["seq"]) if more and rows else None)
+        return stmt.where(and_(*where)).order_by(t.c.seq).limit(limit)
 
     def iterate(
         self, slide_id: str, layer_ids: Sequence[str], page: int = 5000
@@ -611,7 +625,7 @@ class AnnotationStore:
         at: Any,
         after: dict[str, Any] | None,
     ) -> None:
-        t = annotations
+        t = annotation_table
         with self.writer.begin() as conn:
             done = conn.execute(
                 update(t)
@@ -642,7 +656,7 @@ class AnnotationStore:
         """Return the slide and every version of an annotation (deleted ones too), oldest first."""
         with self.engine.connect() as conn:
             slide = conn.execute(
-                select(annotations.c.slide_id).where(annotations.c.id == annotation_id)
+                select(annotation_table.c.slide_id).where(annotation_table.c.id == annotation_id)
             ).scalar()
             rows = conn.execute(
                 select(versions)
@@ -667,7 +681,7 @@ class AnnotationStore:
         """The layer of an annotation, deleted or not (history reads need it)."""
         with self.engine.connect() as conn:
             value = conn.execute(
-                select(annotations.c.layer_id).where(annotations.c.id == annotation_id)
+                select(annotation_table.c.layer_id).where(annotation_table.c.id == annotation_id)
             ).scalar()
         return str(value) if value is not None else None
 
