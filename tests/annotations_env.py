@@ -1,7 +1,9 @@
 """A live ``auth=tokens`` app for the annotation tests: slides with known MPP and none.
 
-``calibrated.tif``: 2048 x 1536 pixels, MPP 0.5 across and 0.25 down (non-square pixels, so
-a measurement that mixes up x and y is caught); ``uncalibrated.tif``: no resolution tags.
+``S24-01234_A1_HE.tif`` (the calibrated slide): 2048 x 1536 pixels, MPP 0.5 across and 0.25
+down (non-square pixels, so a measurement that mixes up x and y is caught), linked by a JSON LIS
+order to case S24-01234 of patient MRN-0012345 (audit rows must name them);
+``uncalibrated.tif``: no resolution tags.
 Tokens: one per role, and a second pathologist and researcher (``pathologist2``,
 ``researcher2``).
 """
@@ -18,6 +20,9 @@ import tifffile
 from starlette.testclient import TestClient
 
 WIDTH, HEIGHT = 2048, 1536
+CALIBRATED = "S24-01234_A1_HE.tif"
+ACCESSION, MRN = "S24-01234", "MRN-0012345"
+ORDER = Path(__file__).resolve().parent / "fixtures" / "lis" / "json_order.json"
 MPP_X, MPP_Y = 0.5, 0.25
 CALLERS = {
     "admin": "admin",
@@ -65,7 +70,7 @@ class AnnotationEnv:
         return f"token:{caller}"
 
 
-def open_env(folder: Path, database_url: str) -> Iterator[AnnotationEnv]:
+def open_env(folder: Path, database_url: str, **overrides: Any) -> Iterator[AnnotationEnv]:
     """Start the app over two fresh slides in ``folder`` and the database at the URL."""
     from slideserver.api.app import create_app
     from slideserver.security import Security
@@ -73,13 +78,14 @@ def open_env(folder: Path, database_url: str) -> Iterator[AnnotationEnv]:
 
     root = folder / "slides"
     root.mkdir()
-    write_slide(root / "calibrated.tif", (MPP_X, MPP_Y))
+    write_slide(root / CALIBRATED, (MPP_X, MPP_Y))
     write_slide(root / "uncalibrated.tif", None)
     settings = Settings(
         roots=(root,),
         auth="tokens",
         database_url=database_url,
         session_secret="annotation-tests",
+        **overrides,
     )
     security = Security(settings)
     security.open()
@@ -90,8 +96,17 @@ def open_env(folder: Path, database_url: str) -> Iterator[AnnotationEnv]:
         security.close()
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:
+        ordered = client.post(
+            "/api/lis/cases",
+            content=ORDER.read_bytes(),
+            headers={
+                "Authorization": f"Bearer {tokens['lis']}",
+                "Content-Type": "application/json",
+            },
+        )
+        assert ordered.status_code in (200, 201), ordered.text
         listed = client.get(
             "/api/slides", headers={"Authorization": f"Bearer {tokens['admin']}"}
         ).json()
         ids = {item["name"]: item["id"] for item in listed["items"]}
-        yield AnnotationEnv(client, app, tokens, ids["calibrated.tif"], ids["uncalibrated.tif"])
+        yield AnnotationEnv(client, app, tokens, ids[CALIBRATED], ids["uncalibrated.tif"])
