@@ -157,3 +157,16 @@ def test_the_pseudonym_key_is_stable(store: AnnotationStore, database_url: str) 
         assert len(store.pseudonym_key()) == 32
     finally:
         again.close()
+
+
+def test_the_history_of_an_unchanged_annotation_shows_it_as_created(
+    store: AnnotationStore,
+) -> None:
+    store.insert("slide-a", [point(7, 8, id="u", label="as drawn")], [{}], "alice")
+    _, changes = store.history("u")
+    assert [(c.version, c.action, c.before) for c in changes] == [(1, "create", None)]
+    assert changes[0].after is not None
+    assert (changes[0].after["label"], changes[0].after["geometry"]["coordinates"]) == (
+        "as drawn",
+        [7, 8],
+    )

@@ -136,7 +136,8 @@ def from_annotation(annotation: Annotation) -> dict[str, Any]:
     kept = a.extra.get(KEPT) if isinstance(a.extra.get(KEPT), Mapping) else {}
     assert isinstance(kept, Mapping)
     props: dict[str, Any] = dict(kept.get("properties") or {})
-    props.setdefault("objectType", "annotation")
+    if not kept:  # drawn here, not read from QuPath (whose own objectType, if any, is kept)
+        props["objectType"] = "annotation"
     if a.label:
         props["name"] = a.label
     else:
@@ -147,7 +148,7 @@ def from_annotation(annotation: Annotation) -> dict[str, Any]:
         props.pop("color", None)
     if a.cls is None:
         props.pop("classification", None)
-    elif class_name(props.get("classification")) != a.cls:
+    elif (class_name(props.get("classification")) or "").lower() != a.cls.lower():
         colour = CLASS_COLOURS.get(a.cls.lower(), DEFAULT_COLOUR)
         props["classification"] = {"name": a.cls, "color": hex_to_rgb(colour)}
     metadata = dict(props.get("metadata") or {})

@@ -16,7 +16,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,14 +101,6 @@ def snapshot(item: AnnotationIn | Annotation, layer_id: str) -> dict[str, Any]:
 def _dump(value: Any) -> str:
     """JSON as stored; NaN allowed (QuPath writes NaN measurements, and they come back)."""
     return json.dumps(value, separators=(",", ":"))
-
-
-def _snapshot_json(item: AnnotationIn, layer_id: str, geometry: str, extra: str | None) -> str:
-    """:func:`snapshot` as JSON, reusing the geometry's JSON (bulk uploads dump it once)."""
-    head = _dump(
-        {k: v for k, v in snapshot(item, layer_id).items() if k not in ("geometry", "extra")}
-    )
-    return f'{head[:-1]},"geometry":{geometry},"extra":{extra or "null"}}}'
 
 
 ANNOTATION_COLUMNS = (
@@ -427,8 +419,9 @@ class AnnotationStore:
                         m.get("perimeter_um"),
                     )
                 )
-                after = _snapshot_json(item, str(item.layer_id), geometry, extra)
-                history.append((item_id, 1, "create", author, stamp, None, after))
+                # The created state is not copied: history() reads it from the next version's
+                # "before", or from the row itself while it is unchanged (one JSON per feature).
+                history.append((item_id, 1, "create", author, stamp, None, None))
             if rows:
                 bulk_insert(conn, annotation_table.name, ANNOTATION_COLUMNS, rows)
                 bulk_insert(conn, versions.name, VERSION_COLUMNS, history)
@@ -675,6 +668,19 @@ class AnnotationStore:
                 )
                 for r in rows
             ]
+            if changes and changes[0].action == "create" and changes[0].after is None:
+                after = changes[1].before if len(changes) > 1 else None
+                if after is None:
+                    row = (
+                        conn.execute(
+                            select(annotation_table).where(annotation_table.c.id == annotation_id)
+                        )
+                        .mappings()
+                        .first()
+                    )
+                    stored = _annotation(row) if row is not None else None
+                    after = snapshot(stored, stored.layer_id) if stored is not None else None
+                changes[0] = replace(changes[0], after=after)
         return slide, changes
 
     def layer_of_deleted(self, annotation_id: str) -> str | None:

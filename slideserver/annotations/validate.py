@@ -250,7 +250,7 @@ def _feature(
     props = feature.get("properties") or {}
     if not isinstance(props, Mapping):
         raise InvalidAnnotation(f"{where}: properties must be an object")
-    raw_id = feature.get("id", props.get("id"))
+    raw_id = feature.get("id")  # GeoJSON's place; properties.id is the server's echo
     feature_id = check_id(raw_id, f"{where}: id") if raw_id is not None else None
     kind, geometry, bbox, polygon = _parse_geometry(
         feature.get("geometry"), frame, where, props.get("shape")

@@ -15,7 +15,8 @@
 - ``GET /api/annotations/{annotation_id}/history``: every version, who and when, before/after.
 - ``GET/POST /api/slides/{slide_id}/annotation-layers``, ``PUT/DELETE
   /api/annotation-layers/{layer_id}`` (``If-Match`` optional there).
-- ``POST /api/slides/{slide_id}/annotations/import?format=qupath|geojson|csv&layer=`` and
+- ``POST /api/slides/{slide_id}/annotations/import?format=qupath|geojson|csv&layer=`` (every
+  imported feature goes to ``layer`` when given) and
   ``GET /api/slides/{slide_id}/annotations/export?format=qupath|geojson|csv&layer=``.
 
 Bodies are capped at ``annotation_max_body`` bytes (413 above) and parsed off the event loop.
@@ -378,8 +379,9 @@ async def store_features(
     viewer = await viewer_of(request, store)
     caller = viewer.caller
     key = idempotency_key(request, caller, slide_id)
-    digest = hashlib.sha256(json.dumps(features, sort_keys=True, default=str).encode()).hexdigest()
+    digest = ""
     if key is not None:
+        digest = await run_sync(body_digest, features, default_layer)
         recalled = await run_sync(store.recall, key)
         if recalled is not None:
             if recalled[0] != digest:
@@ -390,7 +392,7 @@ async def store_features(
     classes = known_classes(settings.annotation_classes)
     items = await run_sync(check_features, features, frame, classes)
     if default_layer is not None:
-        items = [i if i.layer_id else replace(i, layer_id=default_layer) for i in items]
+        items = [replace(i, layer_id=default_layer) for i in items]
     items = await resolve_layers(store, slide_id, items, caller)
     measured = await run_sync(lambda: [measure(i.kind, i.geometry, i.bbox, frame) for i in items])
     result = await run_sync(
@@ -399,6 +401,12 @@ async def store_features(
         )
     )
     return await stored_answer(request, store, viewer, result.to_json(), single)
+
+
+def body_digest(features: list[Any], layer: str | None) -> str:
+    """What an ``Idempotency-Key`` was used for: the features and the target layer."""
+    text = json.dumps([layer, features], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def stored_answer(
