@@ -136,8 +136,10 @@ def run(url: str, count: int, seconds: float) -> bool:
         timings = load(store, count)
         total = sum(t for _, t in timings)
         print(f"annotations ({backend}): {count} detections on one slide")
-        for size, took in timings:
-            print(f"  upload of {size:>7} features  {took:7.2f} s  ({size / took:,.0f} features/s)")
+        for batch, took in timings:
+            print(
+                f"  upload of {batch:>7} features  {took:7.2f} s  ({batch / took:,.0f} features/s)"
+            )
         if backend == "postgresql":
             with store.engine.begin() as conn:
                 conn.exec_driver_sql("ANALYZE annotations")

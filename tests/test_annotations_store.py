@@ -4,6 +4,7 @@ versions, soft deletes, lost updates and idempotent uploads."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -24,7 +25,7 @@ def store(database_url: str) -> Iterator[AnnotationStore]:
         opened.close()
 
 
-def point(x: float, y: float, layer: str = "case-1", **fields: object) -> AnnotationIn:
+def point(x: float, y: float, layer: str = "case-1", **fields: Any) -> AnnotationIn:
     return AnnotationIn(
         "point", {"type": "Point", "coordinates": [x, y]}, (x, y, x, y), layer_id=layer, **fields
     )
