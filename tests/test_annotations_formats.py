@@ -93,6 +93,22 @@ def test_qupath_names_classes_and_colours_become_the_annotations_own(
     assert (points["class"], points["kind"]) == ("Positive", "multipoint")
 
 
+def test_an_imported_annotation_edited_here_keeps_what_qupath_wrote(
+    env: AnnotationEnv, imported: str
+) -> None:
+    url = "/api/annotations/0b6b6f2e-7d0c-4d6b-9f39-6d2b3f1c9a06"  # a detection
+    feature = env.call("pathologist", "GET", url).json()
+    feature["properties"]["label"] = "reviewed"
+    saved = env.call("pathologist", "PUT", url, json=feature, headers={"If-Match": '"1"'})
+    assert saved.status_code == 200, saved.text
+    exported = export(env, "qupath", imported).json()["features"]
+    detection = next(f for f in exported if f["id"].endswith("9a06"))
+    original = next(
+        f for f in json.loads(QUPATH_EXPORT.read_text())["features"] if f["id"].endswith("9a06")
+    )
+    assert detection["properties"] == {**original["properties"], "name": "reviewed"}
+
+
 def test_an_import_retried_stores_nothing_twice(env: AnnotationEnv) -> None:
     layer = new_layer(env)
     body = json.dumps(

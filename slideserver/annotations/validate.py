@@ -41,7 +41,16 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 """A client-given feature or layer id (QuPath's UUIDs fit)."""
 COLOUR_PATTERN = re.compile(r"#[0-9a-fA-F]{6}")
 READ_ONLY = frozenset(
-    {"id", "author", "version", "measurements", "measurements_unavailable", "created", "updated"}
+    {
+        "id",
+        "author",
+        "version",
+        "kind",
+        "measurements",
+        "measurements_unavailable",
+        "created",
+        "updated",
+    }
 )
 """Properties the server computes: ignored on input."""
 KNOWN = frozenset({"class", "label", "note", "colour", "color", "layer", "shape", "extra"})
