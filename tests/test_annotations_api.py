@@ -304,6 +304,13 @@ def test_researchers_write_only_to_layers_granted_to_them(env: AnnotationEnv) ->
     assert_error(post(env, "researcher2", polygon(layer=research["id"])), 403, "forbidden")
 
 
+def test_a_locked_layer_is_read_only_but_to_admins(env: AnnotationEnv) -> None:
+    case = layer(env, "pathologist", "case", locked=True)
+    assert case["writable"] is False
+    assert_error(post(env, "pathologist", polygon(layer=case["id"])), 403, "forbidden")
+    assert post(env, "admin", polygon(layer=case["id"])).status_code == 201
+
+
 def test_researchers_may_not_create_layers(env: AnnotationEnv) -> None:
     url = f"/api/slides/{env.calibrated}/annotation-layers"
     answer = env.call("researcher", "POST", url, json={"name": "mine", "kind": "research"})
