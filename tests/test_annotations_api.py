@@ -395,6 +395,18 @@ def test_a_self_intersecting_polygon_is_refused(env: AnnotationEnv) -> None:
         (b"[" * 100_000, 400, "bad_request"),
         (b'{"type":"Topology"}', 422, "invalid_annotation"),
         (
+            b'{"type":"Feature","geometry":{"type":"Point","coordinates":[1'
+            + b"0" * 400
+            + b",1]}}",
+            422,
+            "invalid_annotation",
+        ),
+        (
+            b'{"type":"Feature","geometry":{"type":"Point","coordinates":[1,1]},"properties":{"label":"\\ud800"}}',
+            422,
+            "invalid_annotation",
+        ),
+        (
             json.dumps({**point(1, 1), "properties": {"extra": {"x": "y" * 70_000}}}).encode(),
             422,
             "invalid_annotation",
@@ -409,6 +421,8 @@ def test_a_self_intersecting_polygon_is_refused(env: AnnotationEnv) -> None:
         "not-json",
         "deep",
         "not-geojson",
+        "huge-integer",
+        "unpaired-surrogate",
         "huge-properties",
     ],
 )

@@ -135,6 +135,10 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
         feature({"type": "LineString", "coordinates": [[0, 0], [float("inf"), 3]]}),
         "finite",
     ),
+    "an integer too large for a float": (
+        feature({"type": "Point", "coordinates": [10**400, 3]}),
+        "finite",
+    ),
     "outside the slide": (
         feature({"type": "Point", "coordinates": [2049, 3]}),
         "inside the slide",

@@ -62,6 +62,18 @@ class InvalidAnnotation(Unprocessable):
     code = "invalid_annotation"
 
 
+def plain_text(value: str) -> bool:
+    """Tell whether a string can be stored: no NUL, and valid UTF-8 (JSON's ``\\ud800``
+    escapes decode to unpaired surrogates, which no database encodes)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def known_classes(setting: str) -> dict[str, str]:
     """Return the known classes, lower-cased to their spelling, from ``annotation_classes``."""
     names = [c.strip() for c in setting.split(",") if c.strip()] or list(DEFAULT_CLASSES)
@@ -85,8 +97,8 @@ def _text(props: Mapping[str, Any], name: str, limit: int, where: str) -> str | 
         raise InvalidAnnotation(f"{where}: {name} must be a string")
     if len(value) > limit:
         raise InvalidAnnotation(f"{where}: {name} is longer than {limit} characters")
-    if "\x00" in value:
-        raise InvalidAnnotation(f"{where}: {name} holds a NUL character")
+    if not plain_text(value):
+        raise InvalidAnnotation(f"{where}: {name} holds a NUL or an unpaired surrogate")
     return value
 
 
@@ -103,7 +115,11 @@ def _positions(value: Any, where: str) -> list[tuple[float, float]]:
         x, y = position
         if type(x) not in (int, float) or type(y) not in (int, float):
             raise InvalidAnnotation(f"{where}: every position must be [x, y] numbers")
-        if not (isfinite(x) and isfinite(y)):
+        try:
+            finite = isfinite(x) and isfinite(y)
+        except OverflowError:  # an integer with hundreds of digits
+            finite = False
+        if not finite:
             raise InvalidAnnotation(f"{where}: coordinates must be finite numbers (no NaN)")
         out.append((x, y))
     return out

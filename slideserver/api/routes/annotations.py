@@ -58,6 +58,7 @@ from slideserver.annotations.validate import (
     check_id,
     features_of,
     known_classes,
+    plain_text,
 )
 from slideserver.api.bodies import BodyTooLarge, parse_json, read_body
 from slideserver.api.params import parse_int
@@ -508,7 +509,7 @@ def _layer_fields(body: Any, current: Layer | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "name" in body or current is None:
         name = body.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        if not isinstance(name, str) or not name.strip() or len(name) > 200 or not plain_text(name):
             raise InvalidAnnotation("name must be 1 to 200 characters")
         out["name"] = name.strip()
     for flag in ("research_safe", "locked"):
@@ -521,7 +522,7 @@ def _layer_fields(body: Any, current: Layer | None) -> dict[str, Any]:
         if (
             not isinstance(grants, list)
             or len(grants) > 1000
-            or not all(isinstance(g, str) and 0 < len(g) <= 200 for g in grants)
+            or not all(isinstance(g, str) and 0 < len(g) <= 200 and plain_text(g) for g in grants)
         ):
             raise InvalidAnnotation("grants must be a list of subjects (token:NAME, OIDC sub)")
         out["grants"] = tuple(dict.fromkeys(grants))
