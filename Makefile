@@ -12,7 +12,7 @@ VIEWER_STAMP := slideserver/static/viewer/index.html
 APT_PACKAGES := redis-server chromium postgresql nginx-light wrk dcmtk orthanc orthanc-dicomweb poppler-utils
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test install viewer sample sample-large lint typecheck pytest bench bench-catalog system-deps clean wheel cluster loadtest soak
+.PHONY: serve test install viewer sample sample-large lint typecheck pytest bench bench-catalog system-deps clean wheel cluster loadtest soak bench-annotations
 
 serve: install viewer sample
 	$(BIN)/slideserver serve $(SAMPLES) --host $(HOST) --port $(PORT)
@@ -71,6 +71,10 @@ test: system-deps install viewer lint typecheck pytest
 bench: system-deps install
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.export
+	$(BIN)/python -m bench.annotations
+
+bench-annotations: install
+	$(BIN)/python -m bench.annotations
 
 bench-catalog: system-deps install
 	$(BIN)/python -m bench.catalog

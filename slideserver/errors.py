@@ -133,3 +133,30 @@ class Forbidden(SlideServerError):
     """Valid credentials, but the role may not do this."""
 
     code = "forbidden"
+
+
+# --- annotations (issue 16): edits with preconditions, refused content ---
+
+
+class Unprocessable(SlideServerError):
+    """Well-formed, but the content is refused (an invalid annotation, an unknown class)."""
+
+    code = "unprocessable"
+
+
+class Conflict(SlideServerError):
+    """The request conflicts with what is stored (an identifier reused for other content)."""
+
+    code = "conflict"
+
+
+class PreconditionFailed(SlideServerError):
+    """``If-Match`` names a version that is no longer current (a lost update)."""
+
+    code = "precondition_failed"
+
+
+class PreconditionRequired(SlideServerError):
+    """A change that must say which version it replaces came without ``If-Match``."""
+
+    code = "precondition_required"

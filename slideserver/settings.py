@@ -176,6 +176,12 @@ class Settings:
     # --- EHR pull, reports and their delivery (issue 14) ---
 
     # --- annotations (issue 16) ---
+    annotation_classes: str = ""
+    """The lab's own annotation classes, comma-separated (``tumour,stroma,...``); empty: the
+    built-in list (tumour, stroma, necrosis, mitosis, margin and QuPath's default classes).
+    An annotation's class must be one of them (compared without case)."""
+    annotation_max_body: int = 128 * 1024 * 1024
+    """Largest annotation upload or import, in bytes (100,000 features fit); larger: 413."""
 
     # --- researchers: OpenAPI, export (issue 17) ---
 

@@ -94,6 +94,8 @@ PARAM_VALUES: dict[str, ParamValue] = {
     "quality": lambda ctx, template: "default",
     "accession": lambda ctx, template: ACCESSION,
     "id": _fhir_id,
+    "annotation_id": lambda ctx, template: "probe-annotation",
+    "layer_id": lambda ctx, template: "probe-layer",
 }
 """A valid value of each path parameter, by name (the template picks the variant)."""
 

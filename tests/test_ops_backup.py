@@ -269,6 +269,7 @@ def test_manifest_lists_source_schema_counts_and_checksums(
     assert manifest["schema_versions"] == {
         "catalog": catalog_head(),
         "security": security_head(),
+        "annotations": None,  # this database never held annotations
     }
     assert manifest["tables"]["cases"] == 4
     assert manifest["tables"]["security_audit_events"] == 4
@@ -276,6 +277,46 @@ def test_manifest_lists_source_schema_counts_and_checksums(
     assert manifest["files"][name]["sha256"] == sha256_of(info.path / name)
     assert "postgres@" not in json.dumps(manifest)
     assert str(tmp_path) not in json.dumps(manifest)
+
+
+def test_annotations_come_back_from_a_backup_with_their_spatial_index(
+    databases: Databases, tmp_path: Path
+) -> None:
+    from slideserver.annotations.migrations import head_revision as annotations_head
+    from slideserver.annotations.model import AnnotationIn, Layer
+    from slideserver.annotations.store import AnnotationStore
+    from slideserver.ops.backup import create_backup, restore_backup
+
+    _populated(databases.url)
+    store = AnnotationStore.open(databases.url)
+    try:
+        store.create_layer(Layer("case", "slide-1", "Case", "case", "token:p"))
+        points = [
+            AnnotationIn(
+                "point",
+                {"type": "Point", "coordinates": [x, x]},
+                (x, x, x, x),
+                id=f"a{x}",
+                layer_id="case",
+            )
+            for x in range(0, 1000, 10)
+        ]
+        store.insert("slide-1", points, [{}] * len(points), "token:p")
+    finally:
+        store.close()
+    info = create_backup(databases.url, tmp_path / "backups")
+    assert info.manifest.schema_versions["annotations"] == annotations_head()
+    assert info.manifest.tables["annotations"] == 100
+
+    databases.destroy()
+    restore_backup(info.path, databases.url)
+    restored = AnnotationStore.open(databases.url)
+    try:
+        found, _ = restored.query("slide-1", ["case"], (95, 95, 205, 205))
+        assert [a.id for a in found] == [f"a{x}" for x in range(100, 210, 10)]
+        assert len(restored.history("a500")[1]) == 1
+    finally:
+        restored.close()
 
 
 def test_backup_leaves_no_partial_folder_behind(databases: Databases, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from slideserver.api.drain import Drain
 from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.policy import secure_routes
+from slideserver.api.routes import annotations as annotation_routes  # issue 16
 from slideserver.api.routes import audit, cases, deepzoom, health, iiif, lis, session, slides
 from slideserver.api.routes import openapi as openapi_routes
 from slideserver.api.state import AppState
@@ -201,6 +202,8 @@ def create_app(
             settings, catalog, handles, cache, service, metrics, IIIFService(service), links
         )
         await run_sync(security.open)
+        # --- issue 16: annotations (the store shares the catalog database) ---
+        app.state.annotations = await run_sync(annotation_routes.open_store, settings)
         mllp = await start_mllp(settings, links, security, metrics) if settings.mllp_port else None
         freeze_startup_objects()
         stop_draining_hook = drain.install(settings.drain_seconds)
@@ -216,6 +219,7 @@ def create_app(
         finally:
             stop_draining_hook()
             await run_sync(security.close)
+            await run_sync(app.state.annotations.close)  # issue 16
             if mllp is not None:
                 await mllp.stop()
             await cache.close()
@@ -235,6 +239,7 @@ def create_app(
         # --- issue 13: DICOMweb ---
         # --- issue 14: EHR lookup, reports ---
         # --- issue 16: annotations ---
+        *annotation_routes.routes(),
         # --- issue 17: OpenAPI, API reference ---
         *openapi_routes.routes(STATIC_DIR),
     ]

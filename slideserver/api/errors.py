@@ -19,16 +19,20 @@ from slideserver.api.middleware import route_template
 from slideserver.errors import (
     BackendUnavailable,
     BadRequest,
+    Conflict,
     Forbidden,
     InsufficientStorage,
     InvalidRegion,
     NotFound,
+    PreconditionFailed,
+    PreconditionRequired,
     SlideChanged,
     SlideServerError,
     SlideStorageTimeout,
     SlideUnreadable,
     TooLarge,
     Unauthorized,
+    Unprocessable,
 )
 from slideserver.security.deidentify import error_detail
 from slideserver.security.principals import STATE_KEY
@@ -45,6 +49,7 @@ HTTP_CODES = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "unprocessable",
+    428: "precondition_required",
     429: "too_many_requests",
     503: "unavailable",
 }
@@ -56,8 +61,12 @@ ERROR_STATUS: dict[type[SlideServerError], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     NotFound: 404,
+    Conflict: 409,
     SlideChanged: 410,
+    PreconditionFailed: 412,
     TooLarge: 413,
+    Unprocessable: 422,
+    PreconditionRequired: 428,
     SlideUnreadable: 422,
     BackendUnavailable: 503,
     SlideStorageTimeout: 504,

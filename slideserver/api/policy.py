@@ -111,6 +111,14 @@ POLICY: dict[str, Rule] = {
     # --- DICOMweb and DICOM storage (issue 13) ---
     # --- EHR pull and sign-out reports (issue 14) ---
     # --- annotations (issue 16) ---
+    # Roles here; per layer (personal, case, research, granted) in annotations/access.py.
+    "/api/slides/{slide_id}/annotations": Rule(read=IMAGES, write=IMAGES, phi=True),
+    "/api/slides/{slide_id}/annotations/import": Rule(write=IMAGES, phi=True),
+    "/api/slides/{slide_id}/annotations/export": Rule(read=IMAGES, phi=True),
+    "/api/slides/{slide_id}/annotation-layers": Rule(read=IMAGES, write=CLINICAL, phi=True),
+    "/api/annotations/{annotation_id}": Rule(read=IMAGES, write=IMAGES, phi=True),
+    "/api/annotations/{annotation_id}/history": Rule(read=IMAGES, phi=True),
+    "/api/annotation-layers/{layer_id}": Rule(write=CLINICAL, phi=True),
     # --- OpenAPI description and API reference (issue 17) ---
     "/openapi.json": PUBLIC,
     "/api/docs": PUBLIC,

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, inspect, text
 
+from slideserver.annotations import migrations as annotation_migrations
 from slideserver.catalog import migrations as catalog_migrations
 from slideserver.security import migrations as security_migrations
 
 VERSION_TABLES = {
     "catalog": catalog_migrations.CHAIN.version_table,
     "security": security_migrations.CHAIN.version_table,
+    "annotations": annotation_migrations.CHAIN.version_table,
 }
 """The version table of each Alembic chain sharing the database."""
 

@@ -9,6 +9,8 @@ label or macro image.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -107,6 +109,12 @@ def identifying_search(principal: Principal | None, params: Mapping[str, str]) -
     if principal is None or principal.sees_phi:
         return False
     return any(params.get(name, "").strip() for name in IDENTIFYING_SEARCH)
+
+
+def pseudonym(subject: str, key: bytes) -> str:
+    """Return a stable stand-in for a user (``user-`` and 12 hex digits) that cannot be turned
+    back into the user without ``key`` (a keyed hash: guessing names and hashing them fails)."""
+    return "user-" + hmac.new(key, subject.encode("utf-8"), hashlib.sha256).hexdigest()[:12]
 
 
 # -- error details -----------------------------------------------------------------------------

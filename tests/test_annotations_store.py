@@ -1,0 +1,173 @@
+"""The annotation store on SQLite and PostgreSQL: spatial queries through the index, pages,
+versions, soft deletes, lost updates and idempotent uploads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from slideserver.annotations.model import AnnotationIn, Layer
+from slideserver.annotations.store import AnnotationNotFound, AnnotationStore
+from slideserver.errors import Conflict, PreconditionFailed
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[AnnotationStore]:
+    opened = AnnotationStore.open(database_url)
+    opened.create_layer(Layer("case-1", "slide-a", "Case", "case", "token:p"))
+    opened.create_layer(Layer("case-2", "slide-a", "Other", "case", "token:p"))
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def point(x: float, y: float, layer: str = "case-1", **fields: Any) -> AnnotationIn:
+    return AnnotationIn(
+        "point", {"type": "Point", "coordinates": [x, y]}, (x, y, x, y), layer_id=layer, **fields
+    )
+
+
+def test_a_bbox_query_returns_what_meets_the_box_and_nothing_else(store: AnnotationStore) -> None:
+    store.insert("slide-a", [point(10, 10, id="in"), point(500, 500, id="out")], [{}, {}], "a")
+    store.insert("slide-b", [point(10, 10, id="other-slide")], [{}], "a")
+    found, cursor = store.query("slide-a", ["case-1"], (0, 0, 100, 100))
+    assert [a.id for a in found] == ["in"]
+    assert cursor is None
+
+
+def test_a_box_touching_an_edge_finds_it(store: AnnotationStore) -> None:
+    store.insert("slide-a", [point(100, 100, id="edge")], [{}], "a")
+    assert [a.id for a in store.query("slide-a", ["case-1"], (0, 0, 100, 100))[0]] == ["edge"]
+
+
+def test_layers_and_class_filter(store: AnnotationStore) -> None:
+    items = [point(1, 1, id="a", cls="tumour"), point(2, 2, "case-2", id="b", cls="stroma")]
+    store.insert("slide-a", items, [{}, {}], "a")
+    assert [a.id for a in store.query("slide-a", ["case-2"])[0]] == ["b"]
+    assert [a.id for a in store.query("slide-a", ["case-1", "case-2"], cls="TUMOUR")[0]] == ["a"]
+
+
+def test_pages_follow_the_cursor_to_the_end(store: AnnotationStore) -> None:
+    items = [point(i, i, id=f"p{i:02}") for i in range(25)]
+    store.insert("slide-a", items, [{}] * 25, "a")
+    seen: list[str] = []
+    after = 0
+    while True:
+        page, cursor = store.query("slide-a", ["case-1"], (0, 0, 30, 30), after=after, limit=10)
+        seen += [a.id for a in page]
+        if cursor is None:
+            break
+        after = cursor
+    assert seen == [f"p{i:02}" for i in range(25)]
+
+
+def test_a_retried_upload_stores_nothing_twice(store: AnnotationStore) -> None:
+    first = store.insert("slide-a", [point(1, 1, id="x1"), point(2, 2, id="x2")], [{}, {}], "a")
+    again = store.insert("slide-a", [point(1, 1, id="x1"), point(3, 3, id="x3")], [{}, {}], "a")
+    assert (first.created, first.existing) == (("x1", "x2"), ())
+    assert (again.created, again.existing) == (("x3",), ("x1",))
+    assert len(store.query("slide-a", ["case-1"])[0]) == 3
+
+
+def test_an_id_taken_on_another_slide_is_a_conflict(store: AnnotationStore) -> None:
+    store.insert("slide-b", [point(1, 1, id="taken")], [{}], "a")
+    with pytest.raises(Conflict):
+        store.insert("slide-a", [point(1, 1, id="taken"), point(2, 2, id="new")], [{}, {}], "a")
+    assert store.get("new") is None  # nothing half-written
+
+
+def test_an_edit_of_a_stale_version_is_refused(store: AnnotationStore) -> None:
+    store.insert("slide-a", [point(1, 1, id="e")], [{}], "alice")
+    current = store.get("e")
+    assert current is not None
+    store.replace(current, point(5, 5, label="moved"), "case-1", {}, "alice", expected=1)
+    with pytest.raises(PreconditionFailed):
+        store.replace(current, point(9, 9), "case-1", {}, "bob", expected=1)
+    stored = store.get("e")
+    assert stored is not None and (stored.version, stored.label) == (2, "moved")
+
+
+def test_every_version_is_kept_with_who_and_before_and_after(store: AnnotationStore) -> None:
+    store.insert("slide-a", [point(1, 1, id="h", note="first")], [{}], "alice")
+    current = store.get("h")
+    assert current is not None
+    changed = store.replace(current, point(2, 2, note="second"), "case-1", {}, "bob", 1)
+    store.delete(changed, "carol", 2)
+    slide, changes = store.history("h")
+    assert slide == "slide-a"
+    assert [(c.version, c.action, c.actor) for c in changes] == [
+        (1, "create", "alice"),
+        (2, "update", "bob"),
+        (3, "delete", "carol"),
+    ]
+    assert changes[0].before is None and changes[0].after is not None
+    assert changes[0].after["note"] == "first"
+    assert changes[1].before == changes[0].after
+    assert changes[1].after is not None and changes[1].after["geometry"]["coordinates"] == [2, 2]
+    assert changes[2].before == changes[1].after and changes[2].after is None
+
+
+def test_deletes_are_soft(store: AnnotationStore) -> None:
+    store.insert("slide-a", [point(1, 1, id="d")], [{}], "a")
+    current = store.get("d")
+    assert current is not None
+    store.delete(current, "a", 1)
+    assert store.get("d") is None
+    assert store.query("slide-a", ["case-1"])[0] == []
+    with store.engine.connect() as conn:
+        kept = conn.execute(text("SELECT deleted_at FROM annotations WHERE id = 'd'")).scalar()
+    assert kept is not None
+    with pytest.raises(AnnotationNotFound):
+        store.delete(current, "a", 2)
+
+
+def test_deleting_a_layer_hides_its_annotations(store: AnnotationStore) -> None:
+    store.insert("slide-a", [point(1, 1, id="l1"), point(1, 1, "case-2", id="l2")], [{}, {}], "a")
+    store.delete_layer("case-1", expected=1)
+    assert store.layer("case-1") is None
+    assert store.get("l1") is None and store.get("l2") is not None
+
+
+def test_the_viewport_query_uses_the_spatial_index(store: AnnotationStore) -> None:
+    grid = [point(x * 10.0, y * 10.0, id=f"g{x}-{y}") for x in range(50) for y in range(40)]
+    store.insert("slide-a", grid, [{}] * len(grid), "a")
+    if not store.sqlite:
+        with store.writer.begin() as conn:
+            conn.execute(text("ANALYZE annotations"))  # as autovacuum would, with real data
+    stmt = store.query_statement("slide-a", ["case-1"], (0, 0, 10, 10), None, 0, 100)
+    sql = str(stmt.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    with store.engine.connect() as conn:
+        if store.sqlite:
+            plan = " ".join(str(r[-1]) for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+            # The R*Tree drives the query; each hit is fetched by its primary key.
+            assert plan.startswith("SCAN annotations_rtree VIRTUAL TABLE INDEX"), plan
+            assert "USING INTEGER PRIMARY KEY" in plan, plan
+        else:
+            plan = " ".join(str(r[0]) for r in conn.execute(text(f"EXPLAIN {sql}")))
+            assert "ix_annotations_box" in plan, plan
+
+
+def test_the_pseudonym_key_is_stable(store: AnnotationStore, database_url: str) -> None:
+    again = AnnotationStore.open(database_url)
+    try:
+        assert store.pseudonym_key() == again.pseudonym_key()
+        assert len(store.pseudonym_key()) == 32
+    finally:
+        again.close()
+
+
+def test_the_history_of_an_unchanged_annotation_shows_it_as_created(
+    store: AnnotationStore,
+) -> None:
+    store.insert("slide-a", [point(7, 8, id="u", label="as drawn")], [{}], "alice")
+    _, changes = store.history("u")
+    assert [(c.version, c.action, c.before) for c in changes] == [(1, "create", None)]
+    assert changes[0].after is not None
+    assert (changes[0].after["label"], changes[0].after["geometry"]["coordinates"]) == (
+        "as drawn",
+        [7, 8],
+    )
