@@ -60,7 +60,7 @@ class FhirServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait: float = 60.0) -> None:
-        """Start the server and wait until it says it listens (it indexes FHIR definitions first)."""
+        """Start the server; wait until it answers (it indexes the FHIR definitions first)."""
         if self.process is not None and self.process.poll() is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,9 @@ class FhirServer:
                 self.process.wait(timeout=5)
         self.process = None
 
-    def transaction(self, entries: list[dict[str, Any]], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def transaction(
+        self, entries: list[dict[str, Any]], headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """POST a transaction Bundle of ``entries``; return the transaction-response Bundle."""
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         answer = httpx.post(
@@ -115,8 +117,10 @@ def urn() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
 
 
-def upsert(resource: dict[str, Any], identifier: str, full_url: str | None = None) -> dict[str, Any]:
-    """A transaction entry: conditional update of ``resource`` on ``identifier`` (``system|value``)."""
+def upsert(
+    resource: dict[str, Any], identifier: str, full_url: str | None = None
+) -> dict[str, Any]:
+    """A transaction entry: update ``resource`` on ``identifier`` (``system|value``)."""
     entry: dict[str, Any] = {
         "resource": resource,
         "request": {"method": "PUT", "url": f"{resource['resourceType']}?identifier={identifier}"},
