@@ -110,6 +110,7 @@ POLICY: dict[str, Rule] = {
     "/static/viewer": PUBLIC,
     # --- DICOMweb and DICOM storage (issue 13) ---
     # --- EHR pull and sign-out reports (issue 14) ---
+    "/api/ehr/lookup": Rule(write=CLINICAL, phi=True),
     # --- annotations (issue 16) ---
     # --- OpenAPI description and API reference (issue 17) ---
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
@@ -70,20 +71,19 @@ def matches(bundle: Bundle, rtype: str) -> list[Resource]:
 
 
 def page_cursor(resources: Iterable[Resource], cursor: str | None) -> str | None:
-    """The cursor once ``resources`` are applied: the newest ``meta.lastUpdated`` seen."""
-    stamps = [_last_updated(r) for r in resources]
-    newest = max((s for s in stamps if s), default=None)
-    if cursor is None:
-        return newest
-    return max(cursor, newest) if newest else cursor
+    """The cursor once ``resources`` are applied: the newest ``meta.lastUpdated`` seen, as a FHIR
+    instant to the millisecond (cut, never rounded up: with ``ge`` a cut loses nothing)."""
+    stamps = [r.meta.lastUpdated for r in resources if r.meta and r.meta.lastUpdated]
+    newest = max((s for s in stamps if isinstance(s, datetime)), default=None)
+    if newest is None:
+        return cursor
+    if cursor is not None and newest <= _instant(cursor):
+        return cursor
+    return newest.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _last_updated(resource: Resource) -> str | None:
-    meta = resource.meta
-    if meta is None or meta.lastUpdated is None:
-        return None
-    stamp = meta.lastUpdated
-    return stamp.isoformat().replace("+00:00", "Z") if hasattr(stamp, "isoformat") else str(stamp)
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _key(resource: Resource) -> str:

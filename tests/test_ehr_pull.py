@@ -1,0 +1,335 @@
+"""The EHR pull against a real FHIR server (medplum's FhirRouter over its MemoryRepository).
+
+Orders are written to the EHR as a real EHR holds them (Patient, Encounter, Specimens, a
+ServiceRequest with its accession); the pull polls them page by page and links them as pushed
+orders are linked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from slideserver.catalog.schema import cases, glass_slides
+from slideserver.catalog.sql import SqlCatalog
+from slideserver.lis.ehr.client import FhirClient
+from slideserver.lis.ehr.source import Params
+from slideserver.metrics import Metrics
+from slideserver.readers.registry import default_registry
+from slideserver.services.ehr_pull import EhrPull
+from slideserver.services.links import LinkService
+from tests.fhir_server import FhirServer, fhir_server, upsert, urn
+
+__all__ = ["fhir_server"]
+
+V2 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+MRN = "urn:oid:1.2.3.4.mrn"
+ACC = "urn:oid:1.2.3.4.accession"
+
+
+def order_entries(accession: str, mrn: str, family: str = "DOE") -> list[dict[str, Any]]:
+    """One order as an EHR keeps it: patient, encounter, part A > block A1 > an H&E slide."""
+    patient, encounter, part, block, slide = urn(), urn(), urn(), urn(), urn()
+    return [
+        upsert(
+            {
+                "resourceType": "Patient",
+                "identifier": [
+                    {"type": {"coding": [{"system": V2, "code": "MR"}]}, "system": MRN, "value": mrn}
+                ],
+                "name": [{"family": family, "given": ["JANE"]}],
+                "birthDate": "1970-01-02",
+                "gender": "female",
+            },
+            f"{MRN}|{mrn}",
+            patient,
+        ),
+        {
+            "fullUrl": encounter,
+            "resource": {
+                "resourceType": "Encounter",
+                "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "subject": {"reference": patient},
+            },
+            "request": {"method": "POST", "url": "Encounter"},
+        },
+        {
+            "fullUrl": part,
+            "resource": {
+                "resourceType": "Specimen",
+                "identifier": [{"value": "A"}],
+                "subject": {"reference": patient},
+                "note": [{"text": "skin, left forearm"}],
+            },
+            "request": {"method": "POST", "url": "Specimen"},
+        },
+        {
+            "fullUrl": block,
+            "resource": {
+                "resourceType": "Specimen",
+                "container": [{"identifier": [{"value": "A1"}]}],
+                "parent": [{"reference": part}],
+            },
+            "request": {"method": "POST", "url": "Specimen"},
+        },
+        {
+            "fullUrl": slide,
+            "resource": {
+                "resourceType": "Specimen",
+                "container": [{"identifier": [{"value": f"{accession}-A1-HE"}]}],
+                "parent": [{"reference": block}],
+                "processing": [{"description": "stain", "procedure": {"text": "HE"}}],
+            },
+            "request": {"method": "POST", "url": "Specimen"},
+        },
+        upsert(
+            {
+                "resourceType": "ServiceRequest",
+                "status": "active",
+                "intent": "order",
+                "identifier": [
+                    {
+                        "type": {"coding": [{"system": V2, "code": "ACSN"}]},
+                        "system": ACC,
+                        "value": accession,
+                    }
+                ],
+                "code": {"text": "Surgical pathology"},
+                "subject": {"reference": patient},
+                "encounter": {"reference": encounter},
+                "specimen": [{"reference": part}, {"reference": block}, {"reference": slide}],
+            },
+            f"{ACC}|{accession}",
+        ),
+    ]
+
+
+def one(server: FhirServer, query: str) -> dict[str, Any]:
+    """The one resource a search on the EHR finds."""
+    bundle = httpx.get(f"{server.base_url}/{query}", timeout=10).json()
+    assert bundle["total"] == 1, query
+    resource: dict[str, Any] = bundle["entry"][0]["resource"]
+    return resource
+
+
+def put(server: FhirServer, resource: dict[str, Any]) -> None:
+    """Update a resource in the EHR (a correction made there)."""
+    url = f"{server.base_url}/{resource['resourceType']}/{resource['id']}"
+    answer = httpx.put(url, json=resource, headers={"content-type": "application/fhir+json"})
+    assert answer.status_code == 200, answer.text
+
+
+def count(catalog: SqlCatalog, table: Any) -> int:
+    with catalog.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+@pytest.fixture
+def catalog(tmp_path: Any, tiny_slides: Any) -> Iterator[SqlCatalog]:
+    cat = SqlCatalog(f"sqlite:///{tmp_path / 'catalog.db'}", [tiny_slides.root], default_registry())
+    yield cat
+    cat.close()
+
+
+def make_pull(server: FhirServer, catalog: SqlCatalog, client: FhirClient | None = None) -> EhrPull:
+    return EhrPull(
+        client or FhirClient(server.base_url, timeout=5.0),
+        LinkService(catalog),
+        catalog,
+        Metrics(),
+        page_size=5,
+        backoff=(0.05, 0.1),
+    )
+
+
+def poll(pull: EhrPull) -> bool:
+    return anyio.run(pull.poll_once)
+
+
+def test_a_days_orders_are_pulled_page_by_page_and_linked_to_slides_already_scanned(
+    fhir_server: FhirServer, database_url: str, tiny_slides: Any
+) -> None:
+    tiny_slides("S24-00007_A1_HE.svs", barcode="S24-00007-A1-HE")
+    catalog = SqlCatalog(database_url, [tiny_slides.root], default_registry())
+    try:
+        catalog.refresh()
+        for n in range(1, 13):  # twelve orders, one transaction each: three pages of five
+            fhir_server.transaction(order_entries(f"S24-{n:05d}", f"MRN{n}"))
+        pull = make_pull(fhir_server, catalog)
+        assert poll(pull)
+        for n in range(1, 13):
+            case = catalog.get_case(f"S24-{n:05d}")
+            assert case is not None and case.patient is not None
+            assert case.patient.identifier == f"MRN{n}" and case.patient.name == "DOE^JANE"
+            assert [s.id for s in case.specimens] == ["A"]
+            assert [b.id for b in case.specimens[0].blocks] == ["A1"]
+        scanned = catalog.get_case("S24-00007")
+        assert scanned is not None and [s.barcode for s in scanned.slides] == ["S24-00007-A1-HE"]
+        assert pull.metrics.ehr["page"] >= 3 + 3  # three pages of orders, three of patients
+        last = one(fhir_server, f"ServiceRequest?identifier={ACC}|S24-00012")
+        assert catalog.ehr_cursor("ServiceRequest") == last["meta"]["lastUpdated"]
+        assert pull.check() == "ok"
+    finally:
+        catalog.close()
+
+
+class PausedBetweenPages(FhirClient):
+    """The real client; the EHR freezes (SIGSTOP) when the second page of orders is asked for."""
+
+    def __init__(self, server: FhirServer) -> None:
+        super().__init__(server.base_url, timeout=1.0)
+        self.server = server
+        self.paused = False
+
+    def search(self, url: str, params: Params | None = None) -> Any:
+        if "ServiceRequest" in url and "_offset=" in url and not self.paused:
+            assert self.server.process is not None
+            os.kill(self.server.process.pid, signal.SIGSTOP)
+            self.paused = True
+        return super().search(url, params)
+
+    def resume(self) -> None:
+        assert self.server.process is not None
+        os.kill(self.server.process.pid, signal.SIGCONT)
+
+
+def test_an_ehr_outage_between_pages_loses_nothing_duplicates_nothing_and_keeps_the_cursor(
+    fhir_server: FhirServer, catalog: SqlCatalog
+) -> None:
+    for n in range(1, 9):
+        fhir_server.transaction(order_entries(f"S24-{n:05d}", f"MRN{n}"))
+    client = PausedBetweenPages(fhir_server)
+    pull = make_pull(fhir_server, catalog, client)
+    try:
+        assert not poll(pull)
+    finally:
+        client.resume()
+    fifth = one(fhir_server, f"ServiceRequest?identifier={ACC}|S24-00005")
+    assert catalog.ehr_cursor("ServiceRequest") == fifth["meta"]["lastUpdated"]
+    assert [catalog.has_case(f"S24-{n:05d}") for n in range(1, 9)] == [True] * 5 + [False] * 3
+    assert pull.check().startswith("failing: the EHR did not answer")
+    assert pull.metrics.ehr["request_failed"] == 3 and pull.metrics.ehr["poll_failed"] == 1
+
+    assert poll(pull)  # the EHR is back: the poll goes on from the cursor
+    assert all(catalog.has_case(f"S24-{n:05d}") for n in range(1, 9))
+    assert count(catalog, cases) == 8 and count(catalog, glass_slides) == 8
+    assert pull.check() == "ok"
+
+
+def test_a_patient_merged_in_the_ehr_moves_their_cases_to_the_survivor_with_history(
+    fhir_server: FhirServer, catalog: SqlCatalog
+) -> None:
+    fhir_server.transaction(order_entries("S24-00001", "MRN-OLD"))
+    pull = make_pull(fhir_server, catalog)
+    assert poll(pull)
+    survivor = urn()
+    fhir_server.transaction(
+        [
+            upsert(
+                {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": MRN, "value": "MRN-NEW"}],
+                    "name": [{"family": "DOE", "given": ["JANE"]}],
+                },
+                f"{MRN}|MRN-NEW",
+                survivor,
+            )
+        ]
+    )
+    new = one(fhir_server, f"Patient?identifier={MRN}|MRN-NEW")
+    old = one(fhir_server, f"Patient?identifier={MRN}|MRN-OLD")
+    old["active"] = False
+    old["link"] = [{"other": {"reference": f"Patient/{new['id']}"}, "type": "replaced-by"}]
+    put(fhir_server, old)
+
+    assert poll(pull)
+    assert [c.accession for c in catalog.cases_of_patient("MRN-NEW")] == ["S24-00001"]
+    case = catalog.get_case("S24-00001")
+    assert case is not None and case.patient is not None and case.patient.identifier == "MRN-NEW"
+    merges = [e for e in catalog.link_history() if e.action == "patient_merge"]
+    assert [e.source for e in merges] == ["ehr"]
+
+
+def test_a_corrected_patient_updates_the_case_and_its_history(
+    fhir_server: FhirServer, catalog: SqlCatalog
+) -> None:
+    fhir_server.transaction(order_entries("S24-00001", "MRN1", family="DOE"))
+    pull = make_pull(fhir_server, catalog)
+    assert poll(pull)
+    patient = one(fhir_server, f"Patient?identifier={MRN}|MRN1")
+    patient["name"] = [{"family": "ROE", "given": ["JANE"]}]
+    put(fhir_server, patient)
+
+    assert poll(pull)
+    case = catalog.get_case("S24-00001")
+    assert case is not None and case.patient is not None and case.patient.name == "ROE^JANE"
+    updates = [e for e in catalog.link_history() if e.action == "patient_updated"]
+    assert [(e.source, e.detail) for e in updates] == [("ehr", "demographics corrected")]
+
+
+def test_an_order_moved_to_another_patient_is_flagged_for_reconcile_not_relinked(
+    fhir_server: FhirServer, catalog: SqlCatalog
+) -> None:
+    fhir_server.transaction(order_entries("S24-00001", "MRN1"))
+    fhir_server.transaction(order_entries("S24-00002", "MRN2"))
+    pull = make_pull(fhir_server, catalog)
+    assert poll(pull)
+    other = one(fhir_server, f"Patient?identifier={MRN}|MRN2")
+    request = one(fhir_server, f"ServiceRequest?identifier={ACC}|S24-00001")
+    request["subject"] = {"reference": f"Patient/{other['id']}"}
+    put(fhir_server, request)
+
+    assert poll(pull)
+    case = catalog.get_case("S24-00001")
+    assert case is not None and case.patient is not None and case.patient.identifier == "MRN1"
+    flagged = [(c.kind, c.subject) for c in catalog.conflicts()]
+    assert flagged == [("case_patient_changed", "S24-00001")]
+
+
+def test_a_lookup_links_a_walk_in_case_at_once_without_moving_the_cursors(
+    fhir_server: FhirServer, catalog: SqlCatalog, tiny_slides: Any
+) -> None:
+    tiny_slides("S24-00042_A1_HE.svs", barcode="S24-00042-A1-HE")
+    catalog.refresh()
+    fhir_server.transaction(order_entries("S24-00041", "MRN41"))
+    fhir_server.transaction(order_entries("S24-00042", "MRN42"))
+    pull = make_pull(fhir_server, catalog)
+
+    result = anyio.run(pull.lookup, "S24-00042")
+    assert result.found and result.report.orders == 1 and result.report.linked_slides == 1
+    assert catalog.has_case("S24-00042") and not catalog.has_case("S24-00041")
+    assert catalog.ehr_cursor("ServiceRequest") is None
+    missing = anyio.run(pull.lookup, "S24-99999")
+    assert not missing.found and missing.report.orders == 0
+
+
+def test_one_process_polls_at_a_time(database_url: str, tiny_slides: Any) -> None:
+    catalog = SqlCatalog(database_url, [tiny_slides.root], default_registry())
+    try:
+        assert catalog.take_ehr_lease("first", 60)
+        assert not catalog.take_ehr_lease("second", 60)
+        assert catalog.take_ehr_lease("first", 60)  # the holder renews it
+        catalog.release_ehr_lease("first")
+        assert catalog.take_ehr_lease("second", -1)  # taken, already expired...
+        assert catalog.take_ehr_lease("first", 60)  # ...so another process may take it over
+    finally:
+        catalog.close()
+
+
+def test_a_second_process_does_not_poll_while_the_first_holds_the_lease(
+    fhir_server: FhirServer, catalog: SqlCatalog
+) -> None:
+    fhir_server.transaction(order_entries("S24-00001", "MRN1"))
+    first, second = make_pull(fhir_server, catalog), make_pull(fhir_server, catalog)
+    assert catalog.take_ehr_lease(first.owner, 60)
+    assert not poll(second)
+    assert not catalog.has_case("S24-00001") and second.check() == "ok"
+    assert poll(first) and catalog.has_case("S24-00001")
