@@ -19,15 +19,15 @@ from sqlalchemy import func, select
 
 from slideserver.catalog.schema import cases, glass_slides
 from slideserver.catalog.sql import SqlCatalog
-from slideserver.lis.ehr.client import FhirClient
-from slideserver.lis.ehr.source import Params
+from slideserver.lis.ehr.client import FhirClient, SmartBackendAuth
+from slideserver.lis.ehr.source import EhrUnavailable, Params
 from slideserver.metrics import Metrics
 from slideserver.readers.registry import default_registry
 from slideserver.services.ehr_pull import EhrPull
 from slideserver.services.links import LinkService
-from tests.fhir_server import FhirServer, fhir_server, upsert, urn
+from tests.fhir_server import FhirServer, fhir_server, fhir_server_session, upsert, urn
 
-__all__ = ["fhir_server"]
+__all__ = ["fhir_server", "fhir_server_session"]
 
 V2 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 MRN = "urn:oid:1.2.3.4.mrn"
@@ -42,7 +42,11 @@ def order_entries(accession: str, mrn: str, family: str = "DOE") -> list[dict[st
             {
                 "resourceType": "Patient",
                 "identifier": [
-                    {"type": {"coding": [{"system": V2, "code": "MR"}]}, "system": MRN, "value": mrn}
+                    {
+                        "type": {"coding": [{"system": V2, "code": "MR"}]},
+                        "system": MRN,
+                        "value": mrn,
+                    }
                 ],
                 "name": [{"family": family, "given": ["JANE"]}],
                 "birthDate": "1970-01-02",
@@ -56,7 +60,10 @@ def order_entries(accession: str, mrn: str, family: str = "DOE") -> list[dict[st
             "resource": {
                 "resourceType": "Encounter",
                 "status": "finished",
-                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "class": {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                    "code": "AMB",
+                },
                 "subject": {"reference": patient},
             },
             "request": {"method": "POST", "url": "Encounter"},
@@ -185,7 +192,7 @@ class PausedBetweenPages(FhirClient):
     """The real client; the EHR freezes (SIGSTOP) when the second page of orders is asked for."""
 
     def __init__(self, server: FhirServer) -> None:
-        super().__init__(server.base_url, timeout=1.0)
+        super().__init__(server.base_url, timeout=0.5)
         self.server = server
         self.paused = False
 
@@ -333,3 +340,45 @@ def test_a_second_process_does_not_poll_while_the_first_holds_the_lease(
     assert not poll(second)
     assert not catalog.has_case("S24-00001") and second.check() == "ok"
     assert poll(first) and catalog.has_case("S24-00001")
+
+
+def test_smart_backend_services_gets_a_token_with_a_signed_assertion_and_reuses_it(
+    fhir_server: FhirServer, catalog: SqlCatalog
+) -> None:
+    fhir_server.transaction(order_entries("S24-00001", "MRN1"))
+    auth = SmartBackendAuth.from_key_file(
+        fhir_server.token_url, "slideserver", fhir_server.private_key
+    )
+    client = FhirClient(fhir_server.smart_base_url, auth, timeout=5.0)
+    pull = make_pull(fhir_server, catalog, client)
+    before = fhir_server.tokens_issued()
+
+    assert poll(pull) and catalog.has_case("S24-00001")
+    assert poll(pull)
+    assert fhir_server.tokens_issued() == before + 1  # one token, cached across both polls
+    auth.invalidate()
+    assert poll(pull) and fhir_server.tokens_issued() == before + 2
+
+
+def test_without_a_token_the_guarded_ehr_refuses_and_the_poll_fails_without_moving_cursors(
+    fhir_server: FhirServer, catalog: SqlCatalog
+) -> None:
+    fhir_server.transaction(order_entries("S24-00001", "MRN1"))
+    pull = make_pull(fhir_server, catalog, FhirClient(fhir_server.smart_base_url, timeout=5.0))
+    assert not poll(pull)
+    assert pull.check() == "failing: the EHR refused our credentials (401)"
+    assert catalog.ehr_cursor("Patient") is None and not catalog.has_case("S24-00001")
+
+
+def test_an_assertion_signed_with_another_key_gets_no_token(
+    fhir_server: FhirServer, tmp_path: Any
+) -> None:
+    from tests.fhir_server import write_key_pair
+
+    write_key_pair(tmp_path)
+    auth = SmartBackendAuth.from_key_file(
+        fhir_server.token_url, "slideserver", tmp_path / "smart-client.pem"
+    )
+    client = FhirClient(fhir_server.smart_base_url, auth, timeout=5.0)
+    with pytest.raises(EhrUnavailable, match="token endpoint answered 401"):
+        client.search(client.url("Patient"))

@@ -157,25 +157,29 @@ class FhirClient:
         return f"{self.base_url}/{path.lstrip('/')}"
 
     def get_json(self, url: str, params: Params | None = None) -> Any:
-        """GET ``url`` with credentials (renewed once after a 401); the decoded JSON body."""
-        for attempt in (1, 2):
-            try:
-                query = httpx.QueryParams(list(params)) if params is not None else None
-                answer = self._http.get(url, params=query, headers=self.auth.headers(self._http))
-            except httpx.HTTPError as exc:
-                raise EhrUnavailable(f"the EHR did not answer ({type(exc).__name__})") from None
-            if answer.status_code == 401 and attempt == 1:
-                self.auth.invalidate()
-                continue
-            if answer.status_code == 404:
-                return None
-            if answer.status_code != 200:
-                raise EhrUnavailable(f"the EHR answered {answer.status_code}")
-            try:
-                return answer.json()
-            except ValueError:
-                raise EhrUnavailable("the EHR answered something that is not JSON") from None
-        raise EhrUnavailable("the EHR refused our credentials (401)")  # pragma: no cover
+        """GET ``url`` with credentials (renewed once after a 401); the decoded JSON body, or
+        ``None`` for a 404."""
+        query = httpx.QueryParams(list(params)) if params is not None else None
+        answer = self._get(url, query)
+        if answer.status_code == 401:  # a token revoked or expired early: one fresh try
+            self.auth.invalidate()
+            answer = self._get(url, query)
+            if answer.status_code == 401:
+                raise EhrUnavailable("the EHR refused our credentials (401)")
+        if answer.status_code == 404:
+            return None
+        if answer.status_code != 200:
+            raise EhrUnavailable(f"the EHR answered {answer.status_code}")
+        try:
+            return answer.json()
+        except ValueError:
+            raise EhrUnavailable("the EHR answered something that is not JSON") from None
+
+    def _get(self, url: str, query: httpx.QueryParams | None) -> httpx.Response:
+        try:
+            return self._http.get(url, params=query, headers=self.auth.headers(self._http))
+        except httpx.HTTPError as exc:
+            raise EhrUnavailable(f"the EHR did not answer ({type(exc).__name__})") from None
 
     def search(self, url: str, params: Params | None = None) -> Bundle:
         """One page of a search: a validated ``searchset`` Bundle."""
