@@ -382,3 +382,19 @@ def test_an_assertion_signed_with_another_key_gets_no_token(
     client = FhirClient(fhir_server.smart_base_url, auth, timeout=5.0)
     with pytest.raises(EhrUnavailable, match="token endpoint answered 401"):
         client.search(client.url("Patient"))
+
+
+def test_a_slide_of_an_unknown_accession_makes_the_scanner_ask_the_ehr(
+    fhir_server: FhirServer, catalog: SqlCatalog, tiny_slides: Any
+) -> None:
+    fhir_server.transaction(order_entries("S24-00042", "MRN42"))
+    pull = make_pull(fhir_server, catalog)
+    catalog.scanner.on_unknown_accession = pull.ask
+    tiny_slides("S24-00042_A1_HE.svs", barcode="S24-00042-A1-HE")
+    catalog.refresh()
+
+    anyio.run(pull.lookup_asked)
+    case = catalog.get_case("S24-00042")
+    assert catalog.has_case("S24-00042")
+    assert case is not None and [s.barcode for s in case.slides] == ["S24-00042-A1-HE"]
+    assert catalog.ehr_cursor("ServiceRequest") is None

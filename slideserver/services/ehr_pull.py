@@ -156,7 +156,7 @@ class EhrPull:
             await self.poll_once()
             waited = 0.0
             while waited < self.poll_seconds:
-                await self._lookup_asked()
+                await self.lookup_asked()
                 step = min(LOOKUP_WAKE, self.poll_seconds - waited)
                 await sleep(step)
                 waited += step
@@ -165,7 +165,8 @@ class EhrPull:
         """Queue a lookup of ``accession`` (thread-safe: the scanner calls it from its threads)."""
         self._asked.put(accession)
 
-    async def _lookup_asked(self) -> None:
+    async def lookup_asked(self) -> None:
+        """Look up the accessions asked about since the last time (each once; known ones not)."""
         seen: set[str] = set()
         while not self._asked.empty():
             accession = self._asked.get_nowait()

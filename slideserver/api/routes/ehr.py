@@ -15,6 +15,7 @@ from starlette.routing import Route
 from slideserver.api.errors import error_response
 from slideserver.api.state import links_of
 from slideserver.catalog.base import Catalog
+from slideserver.catalog.scanner import Scanner
 from slideserver.lis.ehr.client import fhir_client
 from slideserver.lis.validate import OrderError, check_identifier
 from slideserver.metrics import Metrics
@@ -66,10 +67,15 @@ def routes() -> list[Route]:
 def ehr_pull(
     settings: Settings, links: LinkService, catalog: Catalog, metrics: Metrics
 ) -> EhrPull | None:
-    """The EHR pull the settings ask for (the lifespan runs it), or ``None`` without an EHR.
+    """The EHR pull the settings ask for (the lifespan runs it), or ``None`` without an EHR;
+    the catalog's scanner is told to hand it the accessions no case has.
 
     Incomplete EHR auth settings fail here, at start-up, not at the first poll.
     """
     if not settings.ehr_fhir_url:
         return None
-    return EhrPull.from_settings(settings, fhir_client(settings), links, catalog, metrics)
+    pull = EhrPull.from_settings(settings, fhir_client(settings), links, catalog, metrics)
+    scanner = getattr(catalog, "scanner", None)
+    if isinstance(scanner, Scanner):  # a slide of an unknown accession: ask the EHR at once
+        scanner.on_unknown_accession = pull.ask
+    return pull
