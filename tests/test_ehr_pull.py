@@ -17,10 +17,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from slideserver.catalog.schema import cases, glass_slides
+from slideserver.catalog.schema import cases, glass_slides, inbound_messages
 from slideserver.catalog.sql import SqlCatalog
 from slideserver.lis.ehr.client import FhirClient, SmartBackendAuth
-from slideserver.lis.ehr.source import EhrUnavailable, Params
+from slideserver.lis.ehr.source import EhrUnavailable, Params, parse_resource
 from slideserver.metrics import Metrics
 from slideserver.readers.registry import default_registry
 from slideserver.services.ehr_pull import EhrPull
@@ -398,3 +398,55 @@ def test_a_slide_of_an_unknown_accession_makes_the_scanner_ask_the_ehr(
     assert catalog.has_case("S24-00042")
     assert case is not None and [s.barcode for s in case.slides] == ["S24-00042-A1-HE"]
     assert catalog.ehr_cursor("ServiceRequest") is None
+
+
+def test_an_order_the_ehr_sends_without_an_accession_is_recorded_as_rejected_and_skipped(
+    fhir_server: FhirServer, catalog: SqlCatalog
+) -> None:
+    entries = order_entries("S24-00001", "MRN1")
+    del entries[-1]["resource"]["identifier"][0]["type"]  # no longer typed ACSN
+    fhir_server.transaction(entries)
+    fhir_server.transaction(order_entries("S24-00002", "MRN2"))
+    pull = make_pull(fhir_server, catalog)
+
+    assert poll(pull) and pull.check() == "ok"
+    assert not catalog.has_case("S24-00001") and catalog.has_case("S24-00002")
+    assert pull.metrics.ehr["order_rejected"] == 1 and pull.metrics.ehr["order_applied"] == 1
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(
+            select(inbound_messages.c.status, inbound_messages.c.detail).where(
+                inbound_messages.c.source == "ehr"
+            )
+        ).all()
+    rejected = [detail for status, detail in rows if status == "rejected"]
+    assert len(rejected) == 1 and "ACSN" in rejected[0] and "MRN1" not in rejected[0]
+
+
+def test_answers_that_are_not_fhir_count_as_the_ehr_being_unavailable(
+    fhir_server: FhirServer,
+) -> None:
+    fhir_server.transaction(order_entries("S24-00001", "MRN1"))
+    client = FhirClient(fhir_server.base_url, timeout=5.0)
+    with pytest.raises(EhrUnavailable, match="not a FHIR resource"):
+        client.search(f"{fhir_server.base_url}/auth/issued")  # JSON, but not FHIR
+    patient = one(fhir_server, f"Patient?identifier={MRN}|MRN1")
+    with pytest.raises(EhrUnavailable, match="answered a 'Patient', not a Bundle"):
+        client.search(client.url(f"Patient/{patient['id']}"))
+    with pytest.raises(EhrUnavailable, match="answered 400"):
+        client.search(client.url("ServiceRequest"), [("_lastUpdated", "ge-not-a-date")])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"resourceType": 7},
+        {"resourceType": "NoSuchThing"},
+        {"resourceType": "Bundle", "type": "searchset", "entry": "many"},
+        {"resourceType": "Patient", "birthDate": "yesterday"},
+    ],
+)
+def test_garbage_is_refused_by_validation_without_echoing_it(body: object) -> None:
+    with pytest.raises(EhrUnavailable) as refused:
+        parse_resource(body)
+    assert "yesterday" not in refused.value.detail and "many" not in refused.value.detail
