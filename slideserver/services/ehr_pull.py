@@ -60,6 +60,10 @@ LOOKUP_WAKE = 1.0
 T = TypeVar("T")
 
 
+class LeaseLost(Exception):
+    """Another process took the poll lease over while this one was polling."""
+
+
 class EhrPullUnavailable(BackendUnavailable):
     """No EHR is configured, or the catalog keeps no pull state."""
 
@@ -182,12 +186,14 @@ class EhrPull:
         """One poll (Patients, then ServiceRequests); False when another process holds the lease
         or the poll failed (the reason is in :attr:`failure`)."""
         try:
-            lease = self.poll_seconds * 2 + 60
-            if not await run_sync(self.state.take_ehr_lease, self.owner, lease):
+            if not await run_sync(self.state.take_ehr_lease, self.owner, self._lease_seconds):
                 log.debug("another process polls the EHR")
                 return False
             await self._pull("Patient", (), self._apply_patients)
             await self._pull("ServiceRequest", ORDER_INCLUDES, self._apply_orders)
+        except LeaseLost:
+            log.warning("EHR poll lease lost to another process; this poll stops")
+            return False
         except SlideServerError as exc:
             self._failed(exc.detail)
             return False
@@ -198,6 +204,11 @@ class EhrPull:
         self.failure = ""
         self.last_success = datetime.now(UTC)
         return True
+
+    @property
+    def _lease_seconds(self) -> float:
+        """How long the lease outlives a silent holder: two intervals and a minute."""
+        return self.poll_seconds * 2 + 60
 
     def _failed(self, reason: str) -> None:
         self.failure = reason
@@ -222,7 +233,8 @@ class EhrPull:
             if newest and newest != cursor:
                 await run_sync(self.state.set_ehr_cursor, rtype, newest)
                 cursor = newest
-            await run_sync(self.state.take_ehr_lease, self.owner, self.poll_seconds * 2 + 60)
+            if not await run_sync(self.state.take_ehr_lease, self.owner, self._lease_seconds):
+                raise LeaseLost  # another process took over (ours expired): it goes on from here
             url, params = next_link(bundle), None
 
     async def _retrying(self, call: Callable[[], T]) -> T:
