@@ -121,5 +121,5 @@ def test_an_ehr_that_does_not_answer_makes_readyz_degraded_with_the_reason(
 def test_without_an_ehr_the_lookup_says_so(secure_env: Any) -> None:
     client, tokens = secure_env
     answer = client.post("/api/ehr/lookup?accession=S24-1", headers=bearer(tokens["pathologist"]))
-    assert answer.status_code == 503 and answer.json()["error"] == "ehr_not_configured"
+    assert answer.status_code == 404 and answer.json()["error"] == "ehr_not_configured"
     assert "ehr" not in client.get("/readyz").json()["checks"]

@@ -34,7 +34,7 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from slideserver.catalog.base import Catalog
 from slideserver.catalog.cases import EhrStateStore
-from slideserver.errors import BackendUnavailable, SlideServerError
+from slideserver.errors import BackendUnavailable, NotFound, SlideServerError
 from slideserver.lis.ehr.poll import (
     ORDER_INCLUDES,
     Included,
@@ -65,7 +65,13 @@ class LeaseLost(Exception):
 
 
 class EhrPullUnavailable(BackendUnavailable):
-    """No EHR is configured, or the catalog keeps no pull state."""
+    """The catalog keeps no pull state (the in-memory catalog): the pull cannot run."""
+
+    code = "ehr_pull_unavailable"
+
+
+class EhrNotConfigured(NotFound):
+    """No EHR is configured: there is nothing to look an accession up in."""
 
     code = "ehr_not_configured"
 
@@ -322,4 +328,4 @@ class EhrPull:
         return LookupResult(accession, found, total)
 
 
-__all__ = ["EhrPull", "EhrPullUnavailable", "LookupResult", "PageReport"]
+__all__ = ["EhrNotConfigured", "EhrPull", "EhrPullUnavailable", "LookupResult", "PageReport"]

@@ -1,9 +1,10 @@
 """``POST /api/ehr/lookup?accession=...``: ask the EHR for one order now (a walk-in case).
 
 The order found is applied like a polled one (patient, case, specimens, late binding to slides
-already scanned); the answer says what it changed, in counts, and links the case. 503
-``ehr_not_configured`` without ``SLIDESERVER_EHR_FHIR_URL``, 503 ``ehr_unavailable`` when the
-EHR cannot be asked, 422 for a malformed accession. The audit row names the case and patient.
+already scanned); the answer says what it changed, in counts, and links the case. 404
+``ehr_not_configured`` without ``SLIDESERVER_EHR_FHIR_URL`` (nothing to look in), 503
+``ehr_unavailable`` when the EHR cannot be asked, 422 for a malformed accession. The audit row
+names the case and patient.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from slideserver.lis.ehr.client import fhir_client
 from slideserver.lis.validate import OrderError, check_identifier
 from slideserver.metrics import Metrics
 from slideserver.security.audit import note_subjects
-from slideserver.services.ehr_pull import EhrPull, EhrPullUnavailable
+from slideserver.services.ehr_pull import EhrNotConfigured, EhrPull
 from slideserver.services.links import LinkService
 from slideserver.settings import Settings
 
@@ -28,10 +29,10 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 def ehr_pull_of(request: Request) -> EhrPull:
-    """The process's EHR pull; EhrPullUnavailable when none is configured."""
+    """The process's EHR pull; EhrNotConfigured (404) when none is configured."""
     pull: EhrPull | None = getattr(request.app.state, "ehr_pull", None)
     if pull is None:
-        raise EhrPullUnavailable("no EHR is configured (SLIDESERVER_EHR_FHIR_URL)")
+        raise EhrNotConfigured("no EHR is configured (SLIDESERVER_EHR_FHIR_URL)")
     return pull
 
 
