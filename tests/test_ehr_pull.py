@@ -147,7 +147,11 @@ def catalog(tmp_path: Any, tiny_slides: Any) -> Iterator[SqlCatalog]:
 
 
 def make_pull(
-    server: FhirServer, catalog: SqlCatalog, client: FhirClient | None = None, page_size: int = 5
+    server: FhirServer,
+    catalog: SqlCatalog,
+    client: FhirClient | None = None,
+    page_size: int = 5,
+    **options: Any,
 ) -> EhrPull:
     return EhrPull(
         client or FhirClient(server.base_url, timeout=5.0),
@@ -156,6 +160,7 @@ def make_pull(
         Metrics(),
         page_size=page_size,
         backoff=(0.05, 0.1),
+        **options,
     )
 
 
@@ -452,3 +457,17 @@ def test_garbage_is_refused_by_validation_without_echoing_it(body: object) -> No
     with pytest.raises(EhrUnavailable) as refused:
         parse_resource(body)
     assert "yesterday" not in refused.value.detail and "many" not in refused.value.detail
+
+
+def test_without_include_the_patient_and_specimens_are_read_one_by_one(
+    fhir_server: FhirServer, catalog: SqlCatalog
+) -> None:
+    fhir_server.transaction(order_entries("S24-00001", "MRN1"))
+    pull = make_pull(fhir_server, catalog, includes=())
+    assert poll(pull)
+    case = catalog.get_case("S24-00001")
+    assert case is not None and case.patient is not None and case.patient.name == "DOE^JANE"
+    assert [(s.id, s.description, [b.id for b in s.blocks]) for s in case.specimens] == [
+        ("A", "skin, left forearm", ["A1"])
+    ]
+    assert case.expected_barcodes == ("S24-00001-A1-HE",)

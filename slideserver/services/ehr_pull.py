@@ -110,6 +110,7 @@ class EhrPull:
         page_size: int = 50,
         backoff: tuple[float, ...] = BACKOFF,
         owner: str | None = None,
+        includes: tuple[str, ...] = ORDER_INCLUDES,
     ) -> None:
         self.client = client
         self.links = links
@@ -118,6 +119,8 @@ class EhrPull:
         self.poll_seconds = poll_seconds
         self.page_size = page_size
         self.backoff = backoff
+        self.includes = includes
+        """What orders are asked with (``_include``); whatever is not included is read."""
         self.owner = owner or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.failure = ""
         """Why the last poll failed (no PHI); empty when it succeeded."""
@@ -196,7 +199,7 @@ class EhrPull:
                 log.debug("another process polls the EHR")
                 return False
             await self._pull("Patient", (), self._apply_patients)
-            await self._pull("ServiceRequest", ORDER_INCLUDES, self._apply_orders)
+            await self._pull("ServiceRequest", self.includes, self._apply_orders)
         except LeaseLost:
             log.warning("EHR poll lease lost to another process; this poll stops")
             return False
@@ -309,7 +312,7 @@ class EhrPull:
     async def lookup(self, accession: str) -> LookupResult:
         """Ask the EHR for the order of ``accession`` now and apply it; cursors untouched."""
         self.metrics.observe_ehr("lookup")
-        params = [("identifier", accession), *(("_include", i) for i in ORDER_INCLUDES)]
+        params = [("identifier", accession), *(("_include", i) for i in self.includes)]
         url: str | None = self.client.url("ServiceRequest")
         found = False
         total = PageReport()
