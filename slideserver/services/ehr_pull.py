@@ -20,7 +20,7 @@ import os
 import queue
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -44,7 +44,7 @@ from slideserver.lis.ehr.poll import (
     patient_change,
     search_params,
 )
-from slideserver.lis.ehr.source import EhrUnavailable, FhirSource, next_link
+from slideserver.lis.ehr.source import EhrUnavailable, FhirSource, Params, next_link
 from slideserver.metrics import Metrics
 from slideserver.services.links import LinkService
 from slideserver.settings import Settings
@@ -183,13 +183,16 @@ class EhrPull:
         seen: set[str] = set()
         while not self._asked.empty():
             accession = self._asked.get_nowait()
-            if accession in seen or await run_sync(self.links.store().has_case, accession):
+            if accession in seen:
                 continue
             seen.add(accession)
             try:
-                await self.lookup(accession)
-            except SlideServerError as exc:
+                if not await run_sync(self.links.store().has_case, accession):
+                    await self.lookup(accession)
+            except SlideServerError as exc:  # the EHR or the catalog: the next poll catches up
                 log.warning("EHR lookup asked by the scanner failed: %s", exc.detail)
+            except Exception:  # never let a lookup take the server down
+                log.exception("EHR lookup asked by the scanner failed")
 
     async def poll_once(self) -> bool:
         """One poll (Patients, then ServiceRequests); False when another process holds the lease
@@ -197,6 +200,7 @@ class EhrPull:
         try:
             if not await run_sync(self.state.take_ehr_lease, self.owner, self._lease_seconds):
                 log.debug("another process polls the EHR")
+                self.failure = ""  # the poller's /readyz speaks for the EHR, not ours
                 return False
             await self._pull("Patient", (), self._apply_patients)
             await self._pull("ServiceRequest", self.includes, self._apply_orders)
@@ -232,10 +236,8 @@ class EhrPull:
     ) -> None:
         """Follow the pages of ``rtype`` changed since its cursor; move it after each page."""
         cursor = await run_sync(self.state.ehr_cursor, rtype)
-        url: str | None = self.client.url(rtype)
-        params: list[tuple[str, str]] | None = search_params(cursor, self.page_size, includes)
-        while url is not None:
-            bundle = await self._retrying(partial(self.client.search, url, params))
+        params = search_params(cursor, self.page_size, includes)
+        async for bundle in self._pages(self.client.url(rtype), params):
             await apply(bundle)
             self.metrics.observe_ehr("page")
             newest = page_cursor(matches(bundle, rtype), cursor)
@@ -244,7 +246,20 @@ class EhrPull:
                 cursor = newest
             if not await run_sync(self.state.take_ehr_lease, self.owner, self._lease_seconds):
                 raise LeaseLost  # another process took over (ours expired): it goes on from here
-            url, params = next_link(bundle), None
+
+    async def _pages(self, url: str, params: Params) -> AsyncIterator[Bundle]:
+        """The pages of a search, along ``Bundle.link[next]`` (a link seen before ends it as a
+        fault: a server sending us in circles would otherwise hold the poll forever)."""
+        seen: set[str] = set()
+        query: Params | None = params
+        next_url: str | None = url
+        while next_url is not None:
+            bundle = await self._retrying(partial(self.client.search, next_url, query))
+            yield bundle
+            seen.add(next_url)
+            next_url, query = next_link(bundle), None
+            if next_url in seen:
+                raise EhrUnavailable("the EHR's next page links back to a page already read")
 
     async def _retrying(self, call: Callable[[], T]) -> T:
         """Call the EHR (in a worker thread), retrying with backoff; the last failure raises."""
@@ -313,12 +328,9 @@ class EhrPull:
         """Ask the EHR for the order of ``accession`` now and apply it; cursors untouched."""
         self.metrics.observe_ehr("lookup")
         params = [("identifier", accession), *(("_include", i) for i in self.includes)]
-        url: str | None = self.client.url("ServiceRequest")
         found = False
         total = PageReport()
-        query: list[tuple[str, str]] | None = params
-        while url is not None:
-            bundle = await self._retrying(partial(self.client.search, url, query))
+        async for bundle in self._pages(self.client.url("ServiceRequest"), params):
             found |= bool(matches(bundle, "ServiceRequest"))
             page = await self._apply_orders(bundle)
             total = PageReport(
@@ -327,7 +339,6 @@ class EhrPull:
                 total.linked_slides + page.linked_slides,
                 total.conflicts + page.conflicts,
             )
-            url, query = next_link(bundle), None
         return LookupResult(accession, found, total)
 
 
