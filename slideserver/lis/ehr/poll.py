@@ -6,9 +6,10 @@ what changed since (``_lastUpdated=ge{cursor}``, oldest first, ``_count`` per pa
 end between them; what was applied already is applied again as a no-op (orders are idempotent).
 
 A page of ServiceRequests becomes :class:`PulledOrder` items: each ServiceRequest with its
-Patient, its Specimens (and their parents) and its Encounter, taken from the ``_include``\\ d
-entries or read when the server did not include them, then shaped as the transaction Bundle a
-pushed order would be, so that it goes through the very parser and links pushed FHIR orders do.
+Patient and its Specimens (and their parents), taken from the ``_include``\\ d entries or read
+when the server did not include them, then shaped as the transaction Bundle a pushed order would
+be, so that it goes through the very parser and links pushed FHIR orders do. The Encounter comes
+along (``_include``, validated) but the case model keeps no encounter yet.
 A page of Patients becomes :class:`PatientChange` items: a merge (``Patient.link`` typed
 ``replaced-by``) or new demographics.
 """
