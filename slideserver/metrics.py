@@ -14,6 +14,7 @@ class Metrics:
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.tiles: Counter[str] = Counter()
         self.mllp: Counter[str] = Counter()
+        self.ehr: Counter[str] = Counter()
         self.seconds: dict[str, float] = {}
         self.backup_last_success = 0.0
         self.backup_failures = 0
@@ -31,6 +32,11 @@ class Metrics:
         """Count one MLLP connection by outcome (``accepted``, ``refused``, ``tls_failed``)."""
         with self._lock:
             self.mllp[outcome] += 1
+
+    def observe_ehr(self, outcome: str) -> None:
+        """Count one EHR pull event (``page``, ``order_applied``, ``request_failed``...)."""
+        with self._lock:
+            self.ehr[outcome] += 1
 
     def observe_backup(self, ok: bool, at: float) -> None:
         """Record a scheduled backup: its time (UNIX seconds) when it succeeded, else a failure."""
@@ -70,6 +76,12 @@ class Metrics:
             ]
             for outcome, count in sorted(self.mllp.items()):
                 lines.append(f'slideserver_mllp_connections_total{{outcome="{outcome}"}} {count}')
+            lines += [
+                "# HELP slideserver_ehr_pull_total EHR pull events, by outcome.",
+                "# TYPE slideserver_ehr_pull_total counter",
+            ]
+            for outcome, count in sorted(self.ehr.items()):
+                lines.append(f'slideserver_ehr_pull_total{{outcome="{outcome}"}} {count}')
             lines += [
                 "# HELP slideserver_backup_last_success_timestamp When the last scheduled backup "
                 "succeeded (UNIX time; 0: never).",

@@ -174,6 +174,27 @@ class Settings:
     # --- DICOM: DICOMweb, STOW, DIMSE, PACS sources (issue 13) ---
 
     # --- EHR pull, reports and their delivery (issue 14) ---
+    ehr_fhir_url: str = ""
+    """The EHR's FHIR R4 base URL to pull orders and patients from; empty: no pull."""
+    ehr_auth: str = "none"
+    """How the pull authenticates to the EHR: ``none``, ``bearer`` (``ehr_token``) or ``smart``
+    (SMART Backend Services: ``ehr_client_id``, ``ehr_token_url``, ``ehr_private_key_file``)."""
+    ehr_token: str = ""
+    """The static bearer token sent to the EHR (``ehr_auth=bearer``)."""
+    ehr_client_id: str = ""
+    """The SMART Backend Services client ID registered at the EHR (``ehr_auth=smart``)."""
+    ehr_token_url: str = ""
+    """The EHR's OAuth token endpoint (``ehr_auth=smart``)."""
+    ehr_private_key_file: str = ""
+    """PEM file of the private key (RS384) that signs the client assertion (``ehr_auth=smart``)."""
+    ehr_scope: str = "system/ServiceRequest.read system/Patient.read system/Specimen.read"
+    """The scopes asked for with SMART Backend Services."""
+    ehr_poll_seconds: float = 60.0
+    """Seconds between polls of the EHR for changed orders and patients."""
+    ehr_page_size: int = 50
+    """Resources asked for per page of a poll (``_count``)."""
+    ehr_timeout: float = 30.0
+    """Seconds one request to the EHR may take before it counts as a failure."""
 
     # --- annotations (issue 16) ---
     annotation_classes: str = ""

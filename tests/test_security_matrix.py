@@ -47,6 +47,7 @@ REQUESTS: list[tuple[str, str, bytes | None, str]] = [
     ("GET", "/fhir/Endpoint/nothing", None, "/fhir/Endpoint/{id}"),
     ("GET", "/api/audit", None, "/api/audit"),
     ("GET", "/api/session", None, "/api/session"),
+    ("POST", f"/api/ehr/lookup?accession={ACCESSION}", None, "/api/ehr/lookup"),  # issue 14
 ]
 
 

@@ -24,7 +24,7 @@ from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.policy import secure_routes
 from slideserver.api.routes import annotations as annotation_routes  # issue 16
-from slideserver.api.routes import audit, cases, deepzoom, health, iiif, lis, session, slides
+from slideserver.api.routes import audit, cases, deepzoom, ehr, health, iiif, lis, session, slides
 from slideserver.api.routes import openapi as openapi_routes
 from slideserver.api.state import AppState
 from slideserver.api.tile_lane import TileLane
@@ -198,6 +198,7 @@ def create_app(
         cache = build_cache(settings)
         service = TileService(settings, catalog, handles, cache)
         links = LinkService(catalog, policy)
+        app.state.ehr_pull = ehr_pull = ehr.ehr_pull(settings, links, catalog, metrics)  # issue 14
         app.state.slideserver = AppState(
             settings, catalog, handles, cache, service, metrics, IIIFService(service), links
         )
@@ -212,12 +213,16 @@ def create_app(
                 tasks.start_soon(security.run_flusher)
                 if backups is not None:
                     tasks.start_soon(backups.run)
+                if ehr_pull is not None:  # issue 14: poll the EHR
+                    tasks.start_soon(ehr_pull.run)
                 try:
                     yield
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
             stop_draining_hook()
+            if ehr_pull is not None:  # issue 14
+                await run_sync(ehr_pull.close)
             await run_sync(security.close)
             await run_sync(app.state.annotations.close)  # issue 16
             if mllp is not None:
@@ -238,6 +243,7 @@ def create_app(
         *session.routes(),
         # --- issue 13: DICOMweb ---
         # --- issue 14: EHR lookup, reports ---
+        *ehr.routes(),
         # --- issue 16: annotations ---
         *annotation_routes.routes(),
         # --- issue 17: OpenAPI, API reference ---

@@ -110,6 +110,7 @@ POLICY: dict[str, Rule] = {
     "/static/viewer": PUBLIC,
     # --- DICOMweb and DICOM storage (issue 13) ---
     # --- EHR pull and sign-out reports (issue 14) ---
+    "/api/ehr/lookup": Rule(write=CLINICAL, phi=True),
     # --- annotations (issue 16) ---
     # Roles here; per layer (personal, case, research, granted) in annotations/access.py.
     "/api/slides/{slide_id}/annotations": Rule(read=IMAGES, write=IMAGES, phi=True),

@@ -189,11 +189,13 @@ class LinkStore(Protocol):
     def apply_order(self, order: CaseOrder) -> ApplyResult:
         """Create or update the case, patient, specimens, blocks and expected slides."""
 
-    def update_patient(self, patient: PatientIn) -> bool:
-        """Update demographics (ADT^A08); return whether the patient exists."""
+    def update_patient(self, patient: PatientIn, source: str = "hl7v2") -> bool:
+        """Update demographics (ADT^A08, EHR corrections); return whether the patient exists."""
 
-    def merge_patients(self, surviving: PatientIn, merged_identifier: str) -> bool:
-        """Move every case of ``merged_identifier`` to ``surviving`` (ADT^A40)."""
+    def merge_patients(
+        self, surviving: PatientIn, merged_identifier: str, source: str = "hl7v2"
+    ) -> bool:
+        """Move every case of ``merged_identifier`` to ``surviving`` (ADT^A40, EHR merges)."""
 
     def get_case(self, accession: str) -> CaseView | None:
         """Return the case with that accession number (LIS case, else file evidence)."""
@@ -212,3 +214,20 @@ class LinkStore(Protocol):
 
     def conflicts(self, status: str = "open", limit: int = 100, after: int = 0) -> list[Conflict]:
         """Return flagged conflicts (``status`` empty: all), oldest first, IDs above ``after``."""
+
+
+@runtime_checkable
+class EhrStateStore(Protocol):
+    """Where the EHR pull keeps its cursors and its one-poller lease (the SQL catalog)."""
+
+    def ehr_cursor(self, name: str) -> str | None:
+        """The cursor of a resource type (newest ``meta.lastUpdated`` applied), or ``None``."""
+
+    def set_ehr_cursor(self, name: str, value: str) -> None:
+        """Move a cursor, once the page up to it is applied."""
+
+    def take_ehr_lease(self, owner: str, seconds: float) -> bool:
+        """Take or renew the poll lease; False while another process holds it."""
+
+    def release_ehr_lease(self, owner: str) -> None:
+        """Give the lease up."""

@@ -67,6 +67,8 @@ class LinkOutcome:
     linked: tuple[str, ...] = ()
     """Public slide IDs newly linked or re-linked."""
     conflicts: tuple[str, ...] = ()
+    unknown_accessions: tuple[str, ...] = ()
+    """Accessions the scans name that no case has (the EHR may be asked for them)."""
 
 
 _SCAN_COLUMNS = (
@@ -119,7 +121,7 @@ def link_scans(conn: Connection, where: Any, source: str = "scan") -> LinkOutcom
             previous_case_id=previous_case,
         )
         linked.append(row.slide_id)
-    return LinkOutcome(tuple(linked), tuple(found))
+    return LinkOutcome(tuple(linked), tuple(found), tuple(sorted(accessions - known_cases)))
 
 
 def _case_of_glass(conn: Connection, glass_id: int | None) -> int | None:

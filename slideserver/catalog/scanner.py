@@ -142,6 +142,9 @@ class Scanner:
         self.registry = registry
         self.rules = rules
         self.threads = threads or min(8, (os.cpu_count() or 1) * 2)
+        self.on_unknown_accession: Callable[[str], None] | None = None
+        """Told each accession a new or changed scan names that no case has (issue 14: the EHR
+        pull looks it up); it must not block, and its failures are only logged."""
 
     def scan(self, progress: Progress | None = None) -> ScanReport:
         """Run one incremental scan of every root."""
@@ -178,6 +181,7 @@ class Scanner:
                 outcome = link_scans(conn, scans.c.id.in_(ids))
             report.linked += len(outcome.linked)
             report.conflicts.extend(outcome.conflicts)
+            self._tell_unknown(outcome.unknown_accessions)
         report.seconds = time.perf_counter() - started
         log.info(
             "scan: %d found, %d unchanged, %d added, %d changed, %d moved, %d missing, "
@@ -193,6 +197,16 @@ class Scanner:
             report.seconds,
         )
         return report
+
+    def _tell_unknown(self, accessions: Sequence[str]) -> None:
+        hook = self.on_unknown_accession
+        if hook is None:
+            return
+        for accession in accessions:
+            try:
+                hook(accession)
+            except Exception as exc:  # a hook never fails a scan
+                log.warning("unknown-accession hook failed (%s)", type(exc).__name__)
 
     def _load_known(self) -> dict[tuple[str, str], _Known]:
         query = select(

@@ -201,3 +201,14 @@ inbound_messages = Table(
     Column("detail", Text, nullable=False, default=""),
 )
 """Raw LIS messages with how each was answered."""
+
+ehr_pull_state = Table(
+    "ehr_pull_state",
+    metadata,
+    Column("name", String(32), primary_key=True, comment="ServiceRequest, Patient, or lease"),
+    Column("cursor", String(40), comment="newest meta.lastUpdated applied (FHIR instant)"),
+    Column("owner", String(64), comment="the process holding the poll lease"),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+"""The EHR pull's cursors (moved only after a page is applied) and its one-poller lease."""

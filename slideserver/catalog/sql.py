@@ -23,6 +23,7 @@ from slideserver.catalog.cases import (
     CaseOrder,
     CaseView,
     Conflict,
+    EhrStateStore,
     LinkStore,
     PatientIn,
 )
@@ -30,7 +31,7 @@ from slideserver.catalog.migrations import upgrade
 from slideserver.catalog.rules import FilenameRules
 from slideserver.catalog.scanner import Progress, Scanner, ScanReport
 from slideserver.catalog.schema import conflicts, link_events
-from slideserver.catalog.store import cases, slides
+from slideserver.catalog.store import cases, ehr_state, slides
 from slideserver.db.engine import check_free_space, default_database_url, make_engine, writer
 from slideserver.db.errors import READ_ONLY, DatabaseReadOnly
 from slideserver.errors import BackendUnavailable
@@ -164,15 +165,17 @@ class SqlCatalog:
         with self.writer.begin() as conn:
             return cases.apply_order(conn, order)
 
-    def update_patient(self, patient: PatientIn) -> bool:
-        """Update demographics (ADT^A08); return whether the patient exists."""
+    def update_patient(self, patient: PatientIn, source: str = "hl7v2") -> bool:
+        """Update demographics (ADT^A08, EHR corrections); return whether the patient exists."""
         with self.writer.begin() as conn:
-            return cases.update_patient(conn, patient)
+            return cases.update_patient(conn, patient, source)
 
-    def merge_patients(self, surviving: PatientIn, merged_identifier: str) -> bool:
-        """Move every case of ``merged_identifier`` to ``surviving`` (ADT^A40)."""
+    def merge_patients(
+        self, surviving: PatientIn, merged_identifier: str, source: str = "hl7v2"
+    ) -> bool:
+        """Move every case of ``merged_identifier`` to ``surviving`` (ADT^A40, EHR merges)."""
         with self.writer.begin() as conn:
-            return cases.merge_patients(conn, surviving, merged_identifier)
+            return cases.merge_patients(conn, surviving, merged_identifier, source)
 
     def get_case(self, accession: str) -> CaseView | None:
         """Return the case with that accession number (LIS case, else file evidence)."""
@@ -193,6 +196,28 @@ class SqlCatalog:
         """Keep the raw inbound message with how it was answered."""
         with self.writer.begin() as conn:
             cases.record_message(conn, source, raw, status, detail)
+
+    # -- EHR pull state (issue 14) --
+
+    def ehr_cursor(self, name: str) -> str | None:
+        """The EHR pull's cursor for a resource type, or ``None``."""
+        with self.engine.connect() as conn:
+            return ehr_state.cursor(conn, name)
+
+    def set_ehr_cursor(self, name: str, value: str) -> None:
+        """Move the EHR pull's cursor for a resource type."""
+        with self.writer.begin() as conn:
+            ehr_state.set_cursor(conn, name, value)
+
+    def take_ehr_lease(self, owner: str, seconds: float) -> bool:
+        """Take or renew the EHR poll lease; False while another process holds it."""
+        with self.writer.begin() as conn:
+            return ehr_state.take_lease(conn, owner, seconds)
+
+    def release_ehr_lease(self, owner: str) -> None:
+        """Give the EHR poll lease up."""
+        with self.writer.begin() as conn:
+            ehr_state.release_lease(conn, owner)
 
     # -- review --
 
@@ -243,4 +268,9 @@ def open_catalog(settings: Settings, registry: ReaderRegistry) -> SqlCatalog:
 
 def _implements_link_store(catalog: SqlCatalog) -> LinkStore:
     """Let mypy check that :class:`SqlCatalog` implements :class:`LinkStore` (never called)."""
+    return catalog
+
+
+def _implements_ehr_state_store(catalog: SqlCatalog) -> EhrStateStore:
+    """Let mypy check that :class:`SqlCatalog` implements :class:`EhrStateStore` (never called)."""
     return catalog

@@ -125,6 +125,9 @@ async def readyz(request: Request) -> Response:
         checks["backup"] = backups.check()
         last = backups.last
         body["details"] = {"backup": last.to_json() if last is not None else None}
+    ehr_pull = getattr(request.app.state, "ehr_pull", None)  # issue 14: the EHR pull
+    if ehr_pull is not None:
+        checks["ehr"] = ehr_pull.check()
     if not catalog_ok:
         # Without the catalog no slide can be found: take this process out of rotation.
         return JSONResponse({"status": "unavailable", **body}, status_code=503)
@@ -133,8 +136,9 @@ async def readyz(request: Request) -> Response:
         checks["catalog_writes"] = writes
     # Ready, but say so: a degraded cache still serves tiles from the source; a catalog that
     # cannot be written still serves reads and tiles (writes and audited requests answer
-    # 503/507); a failing backup loses nothing yet.
-    degraded = not cache_ok or writes != "ok" or checks.get("backup", "ok").startswith("failing")
+    # 503/507); a failing backup loses nothing yet; an EHR that cannot be polled delays orders.
+    failing = [k for k in ("backup", "ehr") if checks.get(k, "ok").startswith("failing")]
+    degraded = not cache_ok or writes != "ok" or bool(failing)
     return JSONResponse({"status": "degraded" if degraded else "ok", **body}, status_code=200)
 
 

@@ -351,8 +351,9 @@ def _merged_into(conn: Connection, patient_id: int, into: int) -> bool:
     return merged.scalar() == into
 
 
-def update_patient(conn: Connection, patient: PatientIn) -> bool:
-    """Apply an ADT^A08 demographics update; return whether the patient exists."""
+def update_patient(conn: Connection, patient: PatientIn, source: str = "hl7v2") -> bool:
+    """Apply a demographics update (ADT^A08, a corrected EHR Patient); return whether the
+    patient exists. A change is written to the history of each of the patient's cases."""
     found = conn.execute(
         select(patients.c.id).where(
             patients.c.identifier == patient.identifier, patients.c.issuer == patient.issuer
@@ -360,16 +361,26 @@ def update_patient(conn: Connection, patient: PatientIn) -> bool:
     ).scalar()
     if found is None:
         return False
-    _update_demographics(
+    changed = _update_demographics(
         conn,
         int(found),
         {"name": patient.name, "birth_date": patient.birth_date, "sex": patient.sex},
     )
+    if changed:
+        for case_id in conn.execute(
+            select(cases.c.id).where(cases.c.patient_id == found)
+        ).scalars():
+            record_event(
+                conn, "patient_updated", source, case_id=case_id, detail="demographics corrected"
+            )
     return True
 
 
-def merge_patients(conn: Connection, surviving: PatientIn, merged_identifier: str) -> bool:
-    """Apply an ADT^A40 merge: the merged patient's cases move to the survivor."""
+def merge_patients(
+    conn: Connection, surviving: PatientIn, merged_identifier: str, source: str = "hl7v2"
+) -> bool:
+    """Apply a merge (ADT^A40, or the EHR's Patient.link ``replaced-by``): the merged patient's
+    cases move to the survivor, each move written to the link history."""
     merged_id = conn.execute(
         select(patients.c.id).where(
             patients.c.identifier == merged_identifier, patients.c.issuer == surviving.issuer
@@ -390,7 +401,8 @@ def merge_patients(conn: Connection, surviving: PatientIn, merged_identifier: st
         .values(merged_into=survivor_id, updated_at=now())
     )
     for case_id in moved:
-        record_event(conn, "patient_merge", "hl7v2", case_id=case_id, detail="ADT^A40 merge")
+        detail = "ADT^A40 merge" if source == "hl7v2" else f"{source}: patient replaced-by another"
+        record_event(conn, "patient_merge", source, case_id=case_id, detail=detail)
     return True
 
 

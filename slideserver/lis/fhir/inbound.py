@@ -351,6 +351,11 @@ def _patient(patient: Patient, where: str) -> PatientIn:
     )
 
 
+def patient_from_resource(patient: Patient) -> PatientIn:
+    """A Patient resource as the catalog keeps patients (the EHR pull reads them one by one)."""
+    return _patient(patient, "Patient")
+
+
 def _specimens(items: Sequence[tuple[str, Specimen]], refs: _References) -> tuple[SpecimenIn, ...]:
     """Parts -> blocks -> slides from ``Specimen.parent``; ``items`` are (path, Specimen)."""
     parent_of: dict[str, str | None] = {}
@@ -479,4 +484,4 @@ def transaction_response(transaction: Transaction, result: ApplyResult) -> Bundl
     return Bundle(type="transaction-response", entry=entries)
 
 
-__all__ = ["Transaction", "parse_transaction", "transaction_response"]
+__all__ = ["Transaction", "parse_transaction", "patient_from_resource", "transaction_response"]
