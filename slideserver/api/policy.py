@@ -126,7 +126,9 @@ POLICY: dict[str, Rule] = {
     "/dicomweb/studies/{study}/series/{series}/metadata": DICOMWEB_METADATA,
     "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata": DICOMWEB_METADATA,
     "/dicomweb/studies/{study}/series/{series}/instances/{instance}": DICOMWEB_METADATA,
-    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}": DICOMWEB_PIXELS,
+    (
+        "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"
+    ): DICOMWEB_PIXELS,
     "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered": DICOMWEB_PIXELS,
     "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail": DICOMWEB_PIXELS,
     # --- EHR pull and sign-out reports (issue 14) ---

@@ -1,7 +1,8 @@
 """Stable DICOM UIDs for slides that are not DICOM files: derived from the slide's identity.
 
-Every UID made here is a ``2.25`` UID (PS3.5 B.2: the decimal form of a UUID), computed by
-pydicom's :func:`~pydicom.uid.generate_uid` from a fixed namespace and the slide's identity, so
+Every UID made here is a ``2.25`` UID (PS3.5 B.2: the decimal form of a UUID), the name-based
+(version 5) UUID of a fixed namespace and the slide's identity (pydicom's ``generate_uid`` ignores
+its entropy sources under the ``2.25`` root and draws a random UUID, so it cannot be used), so
 the same slide gets the same UIDs on every server, restart and re-index, and no registered root
 is needed. The identity is the slide ID (which changes when the file's content does) or, for a
 study, the case's accession number. Researchers' views use their own namespace, so their UIDs
@@ -12,20 +13,22 @@ from the slide ID only). DICOM slides keep the UIDs their files carry (see
 
 from __future__ import annotations
 
-from pydicom.uid import UID, generate_uid
+import uuid
+
+from pydicom.uid import UID
 
 UID_ROOT = "2.25"
 """Every derived UID starts with this root (UUID-derived UIDs, PS3.5 B.2)."""
-NAMESPACE = "slideserver"
-"""Hashed with every identity: two deployments derive the same UIDs for the same slide."""
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://slideserver/dicom/uids")
+"""The UUID namespace of every identity: two deployments derive the same UIDs for one slide."""
 RESEARCH = "research"
 """The namespace of de-identified views: unrelated to the clinical UIDs."""
 
 
 def derived_uid(kind: str, *identity: str, research: bool = False) -> UID:
     """Return the UID of ``kind`` (``study``, ``series``, ``instance``...) for ``identity``."""
-    sources = [NAMESPACE, RESEARCH if research else "clinical", kind, *identity]
-    return generate_uid(prefix=None, entropy_srcs=sources)
+    name = "\x1f".join([RESEARCH if research else "clinical", kind, *identity])
+    return UID(f"{UID_ROOT}.{uuid.uuid5(NAMESPACE, name).int}")
 
 
 def study_uid(slide_id: str, accession: str | None, *, research: bool = False) -> UID:

@@ -13,7 +13,7 @@ identifiers, no label or overview instance, and UIDs from the research namespace
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from slideserver.dicom import uids
 from slideserver.models import SlideInfo
-from slideserver.security.deidentify import associated_allowed
+from slideserver.security.deidentify import ASSOCIATED_ALLOWED
 
 WSI_SOP_CLASS = UID("1.2.840.10008.5.1.4.1.1.77.1.6")
 """VL Whole Slide Microscopy Image Storage."""
@@ -152,9 +152,7 @@ def _pn(name: str | None) -> str:
     return f"{parts[-1]}^{' '.join(parts[:-1])}" if len(parts) > 1 else name
 
 
-def _patient_and_study(
-    facts: SlideFacts, study_uid: str, deidentified: bool, counts: tuple[int, int]
-) -> Dataset:
+def _patient_and_study(facts: SlideFacts, study_uid: str, deidentified: bool) -> Dataset:
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     case = facts.case or {}
@@ -182,7 +180,6 @@ def _patient_and_study(
     ds.Modality = MODALITY
     ds.SeriesNumber = 1
     ds.SeriesDescription = "" if deidentified else str(case.get("stain") or "")[:64]
-    del counts
     return ds
 
 
@@ -305,7 +302,7 @@ def _uid_of(facts: SlideFacts, image: str, deidentified: bool, kind: str = "inst
 
 
 def build_series(facts: SlideFacts, *, deidentified: bool) -> VirtualSeries:
-    """Return the series of one slide as clinical roles (or, ``deidentified``, researchers) see it."""
+    """Return the series of a slide as clinical roles (``deidentified``: researchers) see it."""
     info = facts.info
     own = facts.file_uids if not deidentified else None
     case = facts.case or {}
@@ -316,7 +313,7 @@ def build_series(facts: SlideFacts, *, deidentified: bool) -> VirtualSeries:
     frame_uid = (own.frame_of_reference if own else None) or uids.frame_of_reference_uid(
         facts.slide_id, research=deidentified
     )
-    common = _patient_and_study(facts, study, deidentified, (0, 0))
+    common = _patient_and_study(facts, study, deidentified)
     _slide_attributes(facts, common, series, frame_uid, deidentified)
 
     instances: list[VirtualInstance] = []
@@ -345,9 +342,7 @@ def build_series(facts: SlideFacts, *, deidentified: bool) -> VirtualSeries:
         )
     for name, image_type in ASSOCIATED_TYPES.items():
         size = facts.associated_sizes.get(name)
-        if size is None or (deidentified and not associated_allowed(None, name)):
-            continue
-        if deidentified:
+        if size is None or (deidentified and name not in ASSOCIATED_ALLOWED):
             continue  # researchers never get label or overview instances
         image = image_type.lower()
         instances.append(
@@ -404,12 +399,3 @@ def _instance(
     image_type, photometric, spacing, number = image_args
     _image_attributes(facts, ds, instance, image_type, photometric, spacing, number)
     return instance
-
-
-def with_counts(series: Sequence[VirtualSeries]) -> dict[str, tuple[int, int]]:
-    """Return study UID -> (series, instances) for QIDO's study-level counts."""
-    counts: dict[str, tuple[int, int]] = {}
-    for item in series:
-        n_series, n_instances = counts.get(item.study_uid, (0, 0))
-        counts[item.study_uid] = (n_series + 1, n_instances + len(item.instances))
-    return counts

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -397,16 +397,16 @@ def _candidates(level: Level, series: Sequence[VirtualSeries]) -> list[Dataset]:
         return out
     studies: dict[str, Dataset] = {}
     for item in series:
-        ds = studies.get(item.study_uid)
-        if ds is None:
-            ds = Dataset()
-            ds.update(item.common)
-            ds.ModalitiesInStudy = ["SM"]
-            ds.NumberOfStudyRelatedSeries = 0
-            ds.NumberOfStudyRelatedInstances = 0
-            studies[item.study_uid] = ds
-        ds.NumberOfStudyRelatedSeries += 1
-        ds.NumberOfStudyRelatedInstances += len(item.instances)
+        study = studies.get(item.study_uid)
+        if study is None:
+            study = Dataset()
+            study.update(item.common)
+            study.ModalitiesInStudy = ["SM"]
+            study.NumberOfStudyRelatedSeries = 0
+            study.NumberOfStudyRelatedInstances = 0
+            studies[item.study_uid] = study
+        study.NumberOfStudyRelatedSeries += 1
+        study.NumberOfStudyRelatedInstances += len(item.instances)
     return list(studies.values())
 
 
@@ -459,5 +459,3 @@ def _region(
         instance.frame_height,
     )
 
-
-Reader = Callable[[SlideReader], bytes]
