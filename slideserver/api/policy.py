@@ -70,9 +70,9 @@ class Rule:
 PUBLIC = Rule(public=True, audit="none")
 IMAGE_API = Rule(read=IMAGES, audit="tiles", cors=True)
 """Pixels and image descriptions: no PHI, counted as tile reads, usable from other origins."""
-DICOMWEB_METADATA = Rule(read=IMAGES, phi=True, cors=True)
+DICOMWEB_METADATA = Rule(read=IMAGES, phi=True)
 """DICOMweb searches, metadata and Part 10 instances (issue 13)."""
-DICOMWEB_PIXELS = Rule(read=IMAGES, audit="tiles", cors=True)
+DICOMWEB_PIXELS = Rule(read=IMAGES, audit="tiles")
 """DICOMweb frames and rendered images: the route counts them as tile reads (issue 13)."""
 
 POLICY: dict[str, Rule] = {
@@ -115,7 +115,8 @@ POLICY: dict[str, Rule] = {
     # --- DICOMweb and DICOM storage (issue 13) ---
     # DICOMweb reads (PS3.18): metadata holds PHI (researchers get de-identified series without
     # label or overview); audited with the case and patient; frames and images are summarized
-    # like tiles. CORS: DICOMweb viewers (Slim) run on other origins, with bearer tokens.
+    # like tiles. Not open to other origins: CORS rows carry no PHI, and DICOMweb metadata does
+    # (a viewer such as Slim is served from the same origin, or through a proxy).
     "/dicomweb/studies": DICOMWEB_METADATA,
     "/dicomweb/series": DICOMWEB_METADATA,
     "/dicomweb/instances": DICOMWEB_METADATA,

@@ -33,7 +33,7 @@ ASSOCIATED_TYPES = {"label": "LABEL", "macro": "OVERVIEW"}
 """Reader associated images served as instances, and their DICOM image type (value 3)."""
 DEFAULT_FRAME = 256
 """Frame side of levels that are not stored as tiles (rendered frames)."""
-DEIDENTIFICATION_METHOD = "slideserver de-identified view: no patient, case, dates or labels"
+DEIDENTIFICATION_METHOD = "slideserver: no patient, case, dates or label images"
 
 
 @dataclass(frozen=True)
