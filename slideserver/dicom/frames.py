@@ -91,9 +91,9 @@ def negotiate_frames(accept: str, stored: UID) -> Offer:
     offers = [Offer(MEDIA_OF_SYNTAX[stored], stored)]
     if stored != ExplicitVRLittleEndian:
         offers.append(Offer(OCTET_STREAM, ExplicitVRLittleEndian))
-    entries = parse_accept(accept) if accept.strip() else []
-    if not entries:
+    if not accept.strip():
         return offers[0]
+    entries = parse_accept(accept)
     for entry in entries:
         for offer in offers:
             if not _media_fits(entry.media_type, offer.media_type):
@@ -104,16 +104,16 @@ def negotiate_frames(accept: str, stored: UID) -> Offer:
             if syntax in (None, "*") or syntax == offer.syntax:
                 return offer
     wanted = ", ".join(sorted({f"{e.media_type} {e.syntax or ''}".strip() for e in entries}))
+    wanted = wanted or "nothing (every type has q=0)"
     available = ", ".join(o.content_type for o in offers)
     raise NotAcceptable(f"frames cannot be sent as {wanted[:200]}; available: {available}")
 
 
 def negotiate_instance(accept: str, stored: UID) -> tuple[UID, bool]:
     """Return the transfer syntax of a Part 10 instance and whether it goes in a multipart body."""
-    entries = parse_accept(accept) if accept.strip() else []
-    if not entries:
+    if not accept.strip():
         return stored, False
-    for entry in entries:
+    for entry in parse_accept(accept):
         if not _media_fits(entry.media_type, DICOM):
             continue
         if entry.syntax in (None, "*") or entry.syntax == stored:
