@@ -27,7 +27,9 @@ from tests.helpers import DICOM, SVS, assert_error, decode, slide_id
 
 WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
 JPEG_FRAMES = 'multipart/related; type="image/jpeg"'
-RAW_FRAMES = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
+RAW_FRAMES = (
+    'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
+)
 
 
 def value(item: dict[str, Any], tag: str) -> Any:
@@ -39,13 +41,13 @@ def value(item: dict[str, Any], tag: str) -> Any:
 def parts(response: Any) -> list[tuple[str, bytes]]:
     """The (Content-Type, body) of each part of a multipart/related answer."""
     head = f"Content-Type: {response.headers['content-type']}\r\n\r\n".encode()
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        head + response.content
-    )
-    return [
-        (str(part.get("Content-Type")), part.get_payload(decode=True))
-        for part in message.iter_parts()
-    ]
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + response.content)
+    out: list[tuple[str, bytes]] = []
+    for part in message.iter_parts():
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        out.append((str(part.get("Content-Type")), payload))
+    return out
 
 
 def series_of(client: Any, name: str) -> tuple[str, str, list[dict[str, Any]]]:
@@ -125,7 +127,9 @@ def test_instances_are_levels_label_and_overview_with_their_transfer_syntaxes(cl
     assert volume["00083002"]["Value"] == [JPEGBaseline8Bit, ExplicitVRLittleEndian]
 
 
-def test_a_dicom_slide_keeps_the_uids_of_its_files(client: Any, samples_dir: dict[str, Path]) -> None:
+def test_a_dicom_slide_keeps_the_uids_of_its_files(
+    client: Any, samples_dir: dict[str, Path]
+) -> None:
     study, series, instances = series_of(client, DICOM)
     files = sorted(samples_dir[DICOM].glob("*.dcm"))
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
@@ -193,7 +197,7 @@ def test_uncompressed_frames_are_the_decoded_tiles(client: Any) -> None:
     jpeg_frame = parts(client.get(url, headers={"Accept": JPEG_FRAMES}))[0][1]
     raw = client.get(url, headers={"Accept": RAW_FRAMES})
     assert raw.status_code == 200
-    (content_type, body), = parts(raw)
+    ((content_type, body),) = parts(raw)
     assert "transfer-syntax=1.2.840.10008.1.2.1" in content_type.replace('"', "")
     pixels = decode(jpeg_frame)
     assert np.frombuffer(body, np.uint8).reshape(pixels.shape).tolist() == pixels.tolist()
@@ -240,7 +244,7 @@ def test_an_uncompressed_instance_on_request_in_a_multipart_body(client: Any) ->
         f"/dicomweb/studies/{study}/series/{series}/instances/{uid}", headers={"Accept": accept}
     )
     assert response.status_code == 200
-    (content_type, body), = parts(response)
+    ((content_type, body),) = parts(response)
     assert content_type.startswith("application/dicom")
     ds = pydicom.dcmread(io.BytesIO(body))
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
@@ -279,7 +283,7 @@ def test_rendered_label_is_the_label_image(client: Any) -> None:
 
 
 def test_unknown_study_series_and_instance_are_404(client: Any) -> None:
-    study, series, instances = series_of(client, SVS)
+    study, series, _ = series_of(client, SVS)
     assert_error(client.get("/dicomweb/studies/1.2.3/metadata"), 404, "dicom_not_found")
     assert_error(client.get(f"/dicomweb/studies/{study}/series/1.2.3/metadata"), 404)
     assert_error(

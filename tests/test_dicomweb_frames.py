@@ -76,7 +76,9 @@ def test_instances_go_out_as_stored_unless_uncompressed_is_asked() -> None:
     raw = "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
     assert negotiate_instance(raw, JPEGBaseline8Bit) == (ExplicitVRLittleEndian, False)
     with pytest.raises(NotAcceptable):
-        negotiate_instance("application/dicom; transfer-syntax=1.2.840.10008.1.2.4.90", JPEGBaseline8Bit)
+        negotiate_instance(
+            "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.90", JPEGBaseline8Bit
+        )
     with pytest.raises(NotAcceptable):
         negotiate_instance("application/json", JPEGBaseline8Bit)
 

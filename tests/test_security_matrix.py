@@ -13,6 +13,7 @@ ROLES = ("admin", "pathologist", "researcher", "lis")
 ACCESSION = "S24-01234"
 MRN = "MRN-0012345"
 
+
 def _dicomweb_url(template: str) -> str:
     """A DICOMweb URL of ``template`` naming UIDs that exist nowhere (QIDO: a patient)."""
     url = template.replace("{frames}", "1")

@@ -458,4 +458,3 @@ def _region(
         instance.frame_width,
         instance.frame_height,
     )
-
