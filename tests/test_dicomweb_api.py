@@ -308,3 +308,16 @@ def test_malformed_requests_are_400(client: Any, url: str) -> None:
 def test_metadata_not_as_json_is_406(client: Any) -> None:
     response = client.get("/dicomweb/studies", headers={"Accept": "application/dicom"})
     assert_error(response, 406, "not_acceptable")
+
+
+def test_fhir_imaging_study_names_the_dicomweb_study_and_series(client: Any) -> None:
+    study, series, _ = series_of(client, SVS)
+    bundle = client.get("/fhir/ImagingStudy", params={"identifier": "S24-01234"})
+    assert bundle.status_code == 200, bundle.text[:200]
+    (resource,) = [
+        e["resource"]
+        for e in bundle.json()["entry"]
+        if e["resource"]["resourceType"] == "ImagingStudy"
+    ]
+    assert {"system": "urn:dicom:uid", "value": f"urn:oid:{study}"} in resource["identifier"]
+    assert series in {s["uid"] for s in resource["series"]}
