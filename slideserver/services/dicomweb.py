@@ -105,6 +105,9 @@ class DicomWebService:
         self.iiif = iiif
         self._facts: dict[tuple[str, str], SlideFacts] = {}
         self._series: dict[tuple[str, str, bool], VirtualSeries] = {}
+        self._where: dict[tuple[str, str, bool], str] = {}
+        """(study UID, series UID, de-identified) -> slide ID, of every series built: frame
+        requests find their slide without searching the catalog."""
 
     # -- series -------------------------------------------------------------------------------
 
@@ -124,7 +127,9 @@ class DicomWebService:
         series = build_series(facts, deidentified=audience.deidentified)
         if len(self._series) > MAX_CACHED:
             self._series.clear()
+            self._where.clear()
         self._series[key] = series
+        self._where[(series.study_uid, series.series_uid, audience.deidentified)] = slide_id
         return series
 
     @staticmethod
@@ -244,10 +249,31 @@ class DicomWebService:
             raise StudyNotFound("no such study or series")
         return found
 
+    async def _known_series(
+        self, audience: Audience, study: str, series: str
+    ) -> VirtualSeries | None:
+        """The series of a slide seen before under these UIDs, if it still has them."""
+        slide_id = self._where.get((study, series, audience.deidentified))
+        if slide_id is None:
+            return None
+        try:
+            view = await self.tiles.view(slide_id)
+            if view.record.status != "ok" or not audience.may_see(view.record):
+                return None
+            item = await self.series_of(slide_id, audience)
+        except SlideServerError:
+            return None
+        return item if (item.study_uid, item.series_uid) == (study, series) else None
+
     async def instance(
         self, audience: Audience, study: str, series: str, uid: str
     ) -> tuple[VirtualSeries, VirtualInstance]:
         """Return one instance and its series; 404 when the caller may not see it."""
+        known = await self._known_series(audience, study, series)
+        if known is not None:
+            instance = known.instance(uid)
+            if instance is not None:
+                return known, instance
         for item in await self.locate(audience, study, series):
             instance = item.instance(uid)
             if instance is not None:
