@@ -1,10 +1,12 @@
 """Real DICOMweb clients against a live server: dicomweb-client searches and retrieves, wsidicom
-opens an Aperio SVS of ours through its web source and reads what our IIIF API serves."""
+opens an Aperio SVS of ours through its web source and reads what our IIIF API serves, and
+Orthanc retrieves one of our virtual instances into its own store."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import highdicom
 import httpx
@@ -17,6 +19,7 @@ from pydicom.uid import JPEGBaseline8Bit
 from wsidicom import WsiDicom, WsiDicomWebClient
 
 from tests.live_server import live_server
+from tests.orthanc import DICOMWEB_PLUGIN, running_orthanc
 from tests.realworld import copy_slides
 
 SVS = "CMU-1-Small-Region.svs"
@@ -98,3 +101,30 @@ def test_wsidicom_reads_the_svs_through_dicomweb_as_our_iiif_serves_it(
     theirs = np.asarray(region, dtype=np.float64)
     assert theirs.shape == ours.shape
     assert np.abs(theirs - ours).mean() < 1
+
+
+def test_orthanc_retrieves_a_virtual_instance_that_parses(server: str, tmp_path: Path) -> None:
+    series = httpx.get(f"{server}/dicomweb/series", timeout=60).json()
+    study, uid = series[0]["0020000D"]["Value"][0], series[0]["0020000E"]["Value"][0]
+    instances = httpx.get(f"{server}/dicomweb/studies/{study}/series/{uid}/instances").json()
+    sop = next(i for i in instances if i["00080008"]["Value"][2] == "VOLUME")["00080018"]["Value"][
+        0
+    ]
+    config = {
+        "DicomWeb": {
+            "Enable": True,
+            "Root": "/dicom-web/",
+            "EnableWado": False,
+            "Servers": {"slideserver": [f"{server}/dicomweb/"]},
+        }
+    }
+    with running_orthanc(tmp_path / "orthanc", extra_config=config) as orthanc:
+        assert DICOMWEB_PLUGIN.is_file()
+        body = {"Resources": [{"Study": study, "Series": uid, "Instance": sop}]}
+        orthanc.post("/dicom-web/servers/slideserver/retrieve", body, timeout=120)
+        (stored,) = orthanc.instances()
+        data = httpx.get(f"{orthanc.url}/instances/{stored}/file", timeout=60).content
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert ds.SOPInstanceUID == sop and ds.StudyInstanceUID == study
+    image = highdicom.Image.from_dataset(ds)
+    assert image.get_total_pixel_matrix().shape == (2967, 2220, 3)
