@@ -9,6 +9,7 @@ tiles.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -144,3 +145,24 @@ def test_frame_reads_are_counted_like_tile_reads_with_the_patient(secure_env: An
             )
         ).all()
     assert rows and sum(r.count for r in rows) >= 1
+
+
+def test_a_token_limited_to_collections_sees_only_those(samples_root: Path, tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from slideserver.api.app import create_app
+    from tests.conftest import _security_settings, make_tokens
+
+    settings = _security_settings(samples_root, tmp_path / "db.sqlite")
+    tokens = make_tokens(
+        settings,
+        {"limited": ("pathologist", "some-other-study"), "admin": ("admin", "")},
+    )
+    with TestClient(create_app(settings)) as client:  # type: ignore[arg-type]
+        series = get(client, tokens["admin"], "/dicomweb/series").json()
+        assert series
+        assert get(client, tokens["limited"], "/dicomweb/series").json() == []
+        study, uid = (series[0][t]["Value"][0] for t in ("0020000D", "0020000E"))
+        url = f"/dicomweb/studies/{study}/series/{uid}/metadata"
+        assert get(client, tokens["admin"], url).status_code == 200
+        assert get(client, tokens["limited"], url).status_code == 404

@@ -240,6 +240,10 @@ class DicomWebService:
         self, audience: Audience, study: str, series: str | None = None
     ) -> list[VirtualSeries]:
         """Return the series of a study (or the one series) ``audience`` may see; 404 if none."""
+        if series is not None:
+            known = await self._known_series(audience, study, series)
+            if known is not None:
+                return [known]
         found = [
             s
             for s in await self._all_series(audience, Query())
