@@ -249,6 +249,8 @@ def _image_attributes(
     ds.VolumetricProperties = "VOLUME"
     ds.FocusMethod = "AUTO"
     ds.ExtendedDepthOfField = "NO"
+    # "01" (lossy at some point) unless the frames are known lossless: a reader does not say
+    # how its tiles were compressed, and claiming lossy for a lossless source is the safe error.
     lossy = instance.stored_syntax == JPEGBaseline8Bit or facts.info.format != "generic-tiff"
     ds.LossyImageCompression = "01" if lossy else "00"
     if lossy and instance.stored_syntax == JPEGBaseline8Bit:

@@ -230,9 +230,12 @@ class DicomWebService:
             everything = [s for s in everything if s.series_uid == series]
         if (study is not None or series is not None) and not everything:
             raise StudyNotFound("no such study or series")
-        candidates = _candidates(level, everything)
-        found = [ds for ds in candidates if qido.matches(ds, query)]
-        return [qido.result(ds, level, query) for ds in qido.page(found, query)]
+
+        def match() -> list[dict[str, Any]]:
+            found = [ds for ds in _candidates(level, everything) if qido.matches(ds, query)]
+            return [qido.result(ds, level, query) for ds in qido.page(found, query)]
+
+        return await run_sync(match, limiter=self.tiles.limiter)
 
     # -- WADO-RS ------------------------------------------------------------------------------
 
@@ -290,9 +293,15 @@ class DicomWebService:
         """Return the metadata of every instance of a study, series or one instance."""
         if uid is not None and series is not None:
             item, instance = await self.instance(audience, study, series, uid)
-            return [instance.dataset.to_json_dict()], [item]
-        found = await self.locate(audience, study, series)
-        return [i.dataset.to_json_dict() for s in found for i in s.instances], found
+            found, instances = [item], [instance]
+        else:
+            found = await self.locate(audience, study, series)
+            instances = [i for s in found for i in s.instances]
+
+        def to_json() -> list[dict[str, Any]]:
+            return [i.dataset.to_json_dict() for i in instances]
+
+        return await run_sync(to_json, limiter=self.tiles.limiter), found
 
     async def frames(
         self, audience: Audience, study: str, series: str, uid: str, numbers: str, accept: str
@@ -354,7 +363,9 @@ class DicomWebService:
         if syntax == ExplicitVRLittleEndian and native >= 0xFFFFFFFE:
             raise TooLarge("this instance is over 4 GiB uncompressed; ask for its stored form")
         quality = self.tiles.settings.jpeg_quality
-        head = await run_sync(lambda: part10.header(instance.dataset, syntax))
+        head = await run_sync(
+            lambda: part10.header(instance.dataset, syntax), limiter=self.tiles.limiter
+        )
 
         async def chunks() -> AsyncIterator[bytes]:
             yield head + part10.pixel_data_start(syntax, native)
