@@ -128,3 +128,14 @@ def test_orthanc_retrieves_a_virtual_instance_that_parses(server: str, tmp_path:
     assert ds.SOPInstanceUID == sop and ds.StudyInstanceUID == study
     image = highdicom.Image.from_dataset(ds)
     assert image.get_total_pixel_matrix().shape == (2967, 2220, 3)
+
+
+def test_dicomweb_client_retrieves_a_whole_series(client: DICOMwebClient) -> None:
+    study_uid, series_uid = uids_of(client)
+    instances = client.search_for_instances(study_uid, series_uid)
+    datasets = client.retrieve_series(study_uid, series_uid)
+    assert sorted(ds.SOPInstanceUID for ds in datasets) == sorted(
+        i["00080018"]["Value"][0] for i in instances
+    )
+    for ds in datasets:
+        assert ds.pixel_array.shape[-1] == 3

@@ -126,6 +126,7 @@ POLICY: dict[str, Rule] = {
     "/dicomweb/studies/{study}/metadata": DICOMWEB_METADATA,
     "/dicomweb/studies/{study}/series/{series}/metadata": DICOMWEB_METADATA,
     "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata": DICOMWEB_METADATA,
+    "/dicomweb/studies/{study}/series/{series}": DICOMWEB_METADATA,
     "/dicomweb/studies/{study}/series/{series}/instances/{instance}": DICOMWEB_METADATA,
     (
         "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"

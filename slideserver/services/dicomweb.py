@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from anyio.to_thread import run_sync
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from slideserver.catalog.base import SlideQuery, SlideRecord
 from slideserver.catalog.scanner import scan_date
@@ -358,32 +358,48 @@ class DicomWebService:
         """Return a Part 10 instance, its frames read as it is sent."""
         item, instance = await self.instance(audience, study, series, uid)
         syntax, multipart = framing.negotiate_instance(accept, instance.stored_syntax)
+        _check_size(instance, syntax)
         view = await self.tiles.view(item.slide_id)
-        native = instance.frame_count * instance.frame_width * instance.frame_height * 3
-        if syntax == ExplicitVRLittleEndian and native >= 0xFFFFFFFE:
-            raise TooLarge("this instance is over 4 GiB uncompressed; ask for its stored form")
+        chunks = self._stream(view, instance, syntax)
+        return Instance10(str(syntax), multipart, chunks, item)
+
+    async def series_part10(
+        self, audience: Audience, study: str, series: str, accept: str
+    ) -> tuple[list[tuple[str, AsyncIterator[bytes]]], VirtualSeries]:
+        """Return every instance of a series as (transfer syntax, Part 10 stream), in order.
+
+        Each instance goes out as stored unless the client asks for uncompressed, as for one.
+        """
+        item = (await self.locate(audience, study, series))[0]
+        view = await self.tiles.view(item.slide_id)
+        out = []
+        for instance in item.instances:
+            syntax, _ = framing.negotiate_instance(accept, instance.stored_syntax)
+            _check_size(instance, syntax)
+            out.append((str(syntax), self._stream(view, instance, syntax)))
+        return out, item
+
+    async def _stream(
+        self, view: SlideView, instance: VirtualInstance, syntax: UID
+    ) -> AsyncIterator[bytes]:
+        """Yield a Part 10 file: its header, then its frames a batch at a time (worker threads)."""
+        native = _native_length(instance)
         quality = self.tiles.settings.jpeg_quality
         head = await run_sync(
             lambda: part10.header(instance.dataset, syntax), limiter=self.tiles.limiter
         )
+        yield head + part10.pixel_data_start(syntax, native)
+        for start in range(1, instance.frame_count + 1, PART10_BATCH):
+            numbers = range(start, min(start + PART10_BATCH, instance.frame_count + 1))
 
-        async def chunks() -> AsyncIterator[bytes]:
-            yield head + part10.pixel_data_start(syntax, native)
-            for start in range(1, instance.frame_count + 1, PART10_BATCH):
-                numbers = range(start, min(start + PART10_BATCH, instance.frame_count + 1))
+            def read(reader: SlideReader, numbers: range = numbers) -> bytes:
+                frames = [frame_bytes(reader, view, instance, n, syntax, quality) for n in numbers]
+                if syntax == ExplicitVRLittleEndian:
+                    return b"".join(frames)
+                return b"".join(part10.fragment(f) for f in frames)
 
-                def read(reader: SlideReader, numbers: range = numbers) -> bytes:
-                    frames = [
-                        frame_bytes(reader, view, instance, n, syntax, quality) for n in numbers
-                    ]
-                    if syntax == ExplicitVRLittleEndian:
-                        return b"".join(frames)
-                    return b"".join(part10.fragment(f) for f in frames)
-
-                yield await self.tiles.with_reader(view, read)
-            yield part10.pixel_data_end(syntax, native)
-
-        return Instance10(str(syntax), multipart, chunks(), item)
+            yield await self.tiles.with_reader(view, read)
+        yield part10.pixel_data_end(syntax, native)
 
     async def rendered(
         self, audience: Audience, study: str, series: str, uid: str, viewport: str, fmt: str
@@ -404,6 +420,17 @@ class DicomWebService:
         if instance.associated is not None:
             return await self.tiles.associated(item.slide_id, instance.associated), item
         return await self.tiles.thumbnail(item.slide_id, size), item
+
+
+def _native_length(instance: VirtualInstance) -> int:
+    """Bytes of an instance's frames uncompressed (8-bit RGB)."""
+    return instance.frame_count * instance.frame_width * instance.frame_height * 3
+
+
+def _check_size(instance: VirtualInstance, syntax: UID) -> None:
+    """Refuse, before anything is sent, an uncompressed instance over the 4 GiB OB limit."""
+    if syntax == ExplicitVRLittleEndian and _native_length(instance) >= 0xFFFFFFFE:
+        raise TooLarge("this instance is over 4 GiB uncompressed; ask for its stored form")
 
 
 def _exact(value: str | None) -> str:

@@ -205,6 +205,31 @@ async def instance(request: Request) -> Response:
     return StreamingResponse(body(answer.chunks), headers=headers)
 
 
+async def series(request: Request) -> Response:
+    accept = request.headers.get("accept", "")
+    if accept.strip() and "multipart/related" not in accept and "*/*" not in accept:
+        raise NotAcceptable('a series is sent as multipart/related; type="application/dicom"')
+    instances, found = await dicomweb_of(request).series_part10(
+        _audience(request), _uid(request, "study"), _uid(request, "series"), accept
+    )
+    _note(request, [found])
+    boundary = uuid.uuid4().hex
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+    async def body() -> AsyncIterator[bytes]:
+        for syntax, chunks in instances:
+            yield (
+                f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={syntax}\r\n\r\n"
+            ).encode()
+            async for chunk in chunks:
+                yield chunk
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    headers = {"Content-Type": content_type, "Cache-Control": "no-store"}
+    return StreamingResponse(body(), headers=headers)
+
+
 def _image_format(request: Request) -> str:
     accept = request.headers.get("accept", "").lower()
     if not accept or "image/jpeg" in accept or "*/*" in accept or "image/*" in accept:
@@ -261,6 +286,7 @@ def routes() -> list[Route]:
         Route(STUDY + "/metadata", study_metadata, methods=get),
         Route(SERIES + "/metadata", series_metadata, methods=get),
         Route(INSTANCE + "/metadata", instance_metadata, methods=get),
+        Route(SERIES, series, methods=get),
         Route(INSTANCE, instance, methods=get),
         Route(INSTANCE + "/frames/{frames}", frames, methods=get),
         Route(INSTANCE + "/rendered", rendered, methods=get),
