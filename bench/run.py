@@ -33,6 +33,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 WRK_SCRIPT = BENCH_DIR / "wrk.lua"
 CONNECTIONS = (16, 64)
 WORKLOADS = ("cold", "warm", "pan")
+FRAME_WORKLOADS = ("stored", "frames")
+"""Level 0's stored tiles, each once, as Deep Zoom tiles and as DICOMweb frames of the level-0
+instance (issue 13): slideserver only, the ratio frames / stored is the target."""
+FRAMES_LIMIT = 12_000
 SLIDES = ("svs", "tiff")
 COLD_LIMIT = 12_000
 PAN_LIMIT = 24_000
@@ -114,12 +118,17 @@ def write_lists(slides: dict[str, Path], folder: Path) -> dict[str, dict[str, Pa
     for kind, path in slides.items():
         with registry.open(SlideSource(path)) as reader:
             grid = DeepZoomGrid.for_slide(reader.info)
+            base = reader.info.levels[0]
         lists = {
             "cold": workloads.cold(grid, COLD_LIMIT),
             "warm": workloads.warm(grid),
             "pan": workloads.pan(grid, PAN_LIMIT),
             "prime": workloads.prime(grid),
         }
+        if base.tile_width == grid.tile_size == base.tile_height:  # DZ's finest = level 0's tiles
+            tiles = workloads.stored_tiles(grid, FRAMES_LIMIT)
+            lists["stored"] = workloads.stored(grid, tiles)
+            lists["frames"] = workloads.frames(tiles, -(-base.width // grid.tile_size))
         out[kind] = {}
         for workload, urls in lists.items():
             file = folder / f"{kind}-{workload}.txt"
@@ -164,8 +173,9 @@ def extract_tiles(
     missing: dict[str, list[str]] = {}
     for kind, path in slides.items():
         urls = set()
-        for file in lists[kind].values():
-            urls.update(file.read_text().split())
+        for workload, file in lists[kind].items():
+            if workload != "frames":  # DICOMweb frame numbers, not Deep Zoom tiles
+                urls.update(file.read_text().split())
         todo = [u for u in sorted(urls) if not (tiles / path.stem / u).exists()]
         if todo:
             missing[kind] = todo
@@ -183,6 +193,33 @@ def extract_tiles(
             for url in urls
         ]
         asyncio.run(_fetch_all(base, jobs))
+
+
+def frame_prefixes(base: str, names: dict[str, str]) -> dict[str, str]:
+    """``KIND:frames`` -> the frames URL prefix of each slide's level-0 instance (QIDO-RS).
+
+    The bench slides are not DICOM files: their series UID is derived from the slide ID.
+    """
+    import httpx
+
+    from slideserver.dicom.uids import series_uid
+
+    ids = slide_ids(base)
+    out: dict[str, str] = {}
+    for kind, name in names.items():
+        series = str(series_uid(ids[name]))
+        found = httpx.get(
+            f"{base}/dicomweb/series", params={"SeriesInstanceUID": series}, timeout=120
+        ).json()
+        study = found[0]["0020000D"]["Value"][0]
+        instances = httpx.get(
+            f"{base}/dicomweb/studies/{study}/series/{series}/instances", timeout=120
+        ).json()
+        volumes = [i for i in instances if i["00080008"]["Value"][2] == "VOLUME"]
+        level0 = max(volumes, key=lambda i: int(i["00480006"]["Value"][0]))
+        sop = level0["00080018"]["Value"][0]
+        out[f"{kind}:frames"] = f"/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/"
+    return out
 
 
 def slide_ids(base: str) -> dict[str, str]:
@@ -249,6 +286,18 @@ def ratio_of(
     return rps(a) / rps(b) if rps(b) else float("nan")
 
 
+def frames_ratio(results: list[Result], slide: str, conns: int, per_cpu: bool = False) -> float:
+    """DICOMweb frames over Deep Zoom stored tiles (the same tiles), slideserver on one core."""
+
+    def rate(workload: str) -> float:
+        for r in results:
+            if (r.slide, r.workload, r.connections, r.server) == (slide, workload, conns, SS1):
+                return r.per_cpu if per_cpu else r.rps
+        return float("nan")
+
+    return rate("frames") / rate("stored") if rate("stored") else float("nan")
+
+
 REF, NGX1, NGXN, SS1, SSN = (
     "reference, 1 core",
     "nginx, 1 core",
@@ -282,6 +331,9 @@ def targets(results: list[Result], per_cpu: bool = False) -> list[tuple[str, str
         for ss, ngx in ((SS1, NGX1), (SSN, NGXN))
     ]
     check("warm >= 0.5x nginx (same cores; svs, tiff; 16, 64 conns)", warm, 0.5)
+    frames = [frames_ratio(results, slide, c, per_cpu) for slide in SLIDES for c in CONNECTIONS]
+    check("DICOMweb stored frames >= 0.5x Deep Zoom stored tiles (1 core; svs, tiff; 16, 64)",
+          frames, 0.5)  # fmt: skip
     p99 = [
         r.p99_ms
         for r in results
@@ -310,7 +362,9 @@ def markdown(results: list[Result], info: dict[str, str], duration: float) -> st
         "Before every run the files a server reads (slides, or nginx's tile files) are read once, "
         "so all start with them in the page cache. "
         "On a shared machine (see the load average) req/s varies with what else runs; requests "
-        "per server CPU second (req/CPU-s) much less, so ratios are given both ways.",
+        "per server CPU second (req/CPU-s) much less, so ratios are given both ways. "
+        "stored and frames (slideserver, 1 core): level 0's stored tiles, each once, as Deep "
+        "Zoom tiles and as DICOMweb frames (`/dicomweb/.../frames/N`, sent as stored).",
         "",
         "| | |",
         "|---|---|",
@@ -375,6 +429,8 @@ class Config:
     wrk_cpu: int | None
     files: Callable[[], list[Path]] = list
     """The files the server reads, put in the page cache before every run (see warm_page_cache)."""
+    frames: bool = False
+    """Also run :data:`FRAME_WORKLOADS` (servers with DICOMweb: slideserver on one core)."""
 
 
 def warm_page_cache(files: list[Path]) -> None:
@@ -400,6 +456,8 @@ def measure(
     try:
         for kind in args.slides:
             for workload in args.workloads:
+                if workload in FRAME_WORKLOADS and not (config.frames and workload in lists[kind]):
+                    continue
                 for conns in CONNECTIONS:
                     if current is None or config.restart:
                         if current is not None:
@@ -411,7 +469,8 @@ def measure(
                     if workload == "warm":  # one pass to fill the caches
                         fill = Target(kind, "", prefixes[kind], {"cold": lists[kind]["warm"]})
                         wrk(base, fill, "cold", 16, 5, config.wrk_cpu)
-                    target = Target(kind, config.name, prefixes[kind], todo)
+                    prefix = prefixes.get(f"{kind}:{workload}", prefixes[kind])
+                    target = Target(kind, config.name, prefix, todo)
                     warm_page_cache(config.files())
                     cpu_before = process.cpu_seconds()
                     result = wrk(base, target, workload, conns, args.duration, config.wrk_cpu)
@@ -456,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--only", nargs="*", default=[], help="servers to run (substring)")
     parser.add_argument("--slides", nargs="*", default=list(SLIDES), choices=SLIDES)
-    parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=WORKLOADS)
+    parser.add_argument("--workloads", nargs="*", default=[*WORKLOADS, *FRAME_WORKLOADS],
+                        choices=(*WORKLOADS, *FRAME_WORKLOADS))  # fmt: skip
     args = parser.parse_args(argv)
     for tool in ("wrk", "nginx", "redis-server"):
         if shutil.which(tool) is None:
@@ -486,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
                         root, workdir, workers=workers, cpu=cpu, redis_url=redis_url
                     )
                     ids = slide_ids(base)
-                    return process, base, {k: f"/dz/{ids[v]}_files/" for k, v in names.items()}
+                    prefixes = {k: f"/dz/{ids[v]}_files/" for k, v in names.items()}
+                    return process, base, {**prefixes, **frame_prefixes(base, names)}
 
                 return start
 
@@ -511,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
                 Config(REF, reference, True, load_cpu, slide_files),
                 Config(NGX1, nginx(1, one), False, load_cpu, tile_files),
                 Config(NGXN, nginx(n, None), False, None, tile_files),
-                Config(SS1, slideserver(1, one), True, load_cpu, slide_files),
+                Config(SS1, slideserver(1, one), True, load_cpu, slide_files, frames=True),
                 Config(SSN, slideserver(n, None), True, None, slide_files),
             ]
             for config in configs:
@@ -521,7 +582,15 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(results, info, args.duration)
     print()
     print(text)
-    if not args.only and args.slides == list(SLIDES) and args.workloads == list(WORKLOADS):
+    if (
+        not args.only
+        and args.slides == list(SLIDES)
+        and args.workloads
+        == [
+            *WORKLOADS,
+            *FRAME_WORKLOADS,
+        ]
+    ):
         args.out.write_text(text)
         log(f"wrote {args.out}")
     log(f"done in {time.monotonic() - began:.0f} s")

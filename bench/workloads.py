@@ -101,3 +101,25 @@ def prime(grid: DeepZoomGrid) -> list[str]:
         cols, rows = grid.tile_count(z)
         urls.append(path(z, cols - 1, rows - 1))
     return urls
+
+
+def stored_tiles(grid: DeepZoomGrid, limit: int, seed: int = 4) -> list[tuple[int, int]]:
+    """Distinct whole stored tiles of level 0 (column, row), shuffled, at most ``limit``.
+
+    The finest Deep Zoom level is level 0's stored grid when the slide's tiles pass through;
+    the last column and row are left out (Deep Zoom crops them, so renders them).
+    """
+    rng = random.Random(seed)
+    cols, rows = grid.tile_count(grid.level_count - 1)
+    tiles = [(col, row) for row in range(rows - 1) for col in range(cols - 1)]
+    return rng.sample(tiles, min(limit, len(tiles)))
+
+
+def stored(grid: DeepZoomGrid, tiles: list[tuple[int, int]]) -> list[str]:
+    """The stored tiles as Deep Zoom URLs of the finest level (sent as stored, passthrough)."""
+    return [path(grid.level_count - 1, col, row) for col, row in tiles]
+
+
+def frames(tiles: list[tuple[int, int]], columns: int) -> list[str]:
+    """The same tiles as DICOMweb frame numbers of the level-0 instance (TILED_FULL, 1-based)."""
+    return [str(row * columns + col + 1) for col, row in tiles]

@@ -83,6 +83,12 @@ class SlideChanged(SlideGone):
     code = "slide_changed"
 
 
+class NotAcceptable(SlideServerError):
+    """No representation the client accepts can be made (a DICOMweb transfer syntax, say)."""
+
+    code = "not_acceptable"
+
+
 class TooLarge(SlideServerError):
     """The requested output exceeds the configured limits."""
 

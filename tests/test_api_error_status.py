@@ -27,6 +27,7 @@ EXPECTED: dict[type[errors.SlideServerError], int] = {
     errors.AssociatedImageNotFound: 404,
     errors.SlideGone: 404,
     errors.SlideChanged: 410,
+    errors.NotAcceptable: 406,
     errors.TooLarge: 413,
     errors.SlideUnreadable: 422,
     errors.SlideTruncated: 422,

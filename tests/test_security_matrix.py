@@ -13,6 +13,15 @@ ROLES = ("admin", "pathologist", "researcher", "lis")
 ACCESSION = "S24-01234"
 MRN = "MRN-0012345"
 
+
+def _dicomweb_url(template: str) -> str:
+    """A DICOMweb URL of ``template`` naming UIDs that exist nowhere (QIDO: a patient)."""
+    url = template.replace("{frames}", "1")
+    for name in ("{study}", "{series}", "{instance}"):
+        url = url.replace(name, "1.2.3")
+    return url + ("?PatientID=" + MRN if url == "/dicomweb/studies" else "")
+
+
 # (method, URL with {sid} for the SVS slide's ID, body, route template)
 REQUESTS: list[tuple[str, str, bytes | None, str]] = [
     ("GET", "/metrics", None, "/metrics"),
@@ -47,7 +56,15 @@ REQUESTS: list[tuple[str, str, bytes | None, str]] = [
     ("GET", "/fhir/Endpoint/nothing", None, "/fhir/Endpoint/{id}"),
     ("GET", "/api/audit", None, "/api/audit"),
     ("GET", "/api/session", None, "/api/session"),
+<<<<<<< HEAD
     ("POST", f"/api/ehr/lookup?accession={ACCESSION}", None, "/api/ehr/lookup"),  # issue 14
+=======
+    *[
+        ("GET", _dicomweb_url(template), None, template)
+        for template in POLICY
+        if template.startswith("/dicomweb/")
+    ],
+>>>>>>> dicomweb
 ]
 
 

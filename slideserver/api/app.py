@@ -23,9 +23,20 @@ from slideserver.api.drain import Drain
 from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.policy import secure_routes
-from slideserver.api.routes import annotations as annotation_routes  # issue 16
-from slideserver.api.routes import audit, cases, deepzoom, ehr, health, iiif, lis, session, slides
-from slideserver.api.routes import openapi as openapi_routes
+from slideserver.api.routes import (
+    annotations as annotation_routes,  # issue 16
+    audit,
+    cases,
+    deepzoom,
+    dicomweb,  # issue 13
+    ehr,  # issue 14
+    health,
+    iiif,
+    lis,
+    session,
+    slides,
+)
+from slideserver.api.routes import openapi as openapi_routes  # issue 17
 from slideserver.api.state import AppState
 from slideserver.api.tile_lane import TileLane
 from slideserver.cache.base import TileCache
@@ -242,6 +253,7 @@ def create_app(
         *audit.routes(),
         *session.routes(),
         # --- issue 13: DICOMweb ---
+        *dicomweb.routes(),
         # --- issue 14: EHR lookup, reports ---
         *ehr.routes(),
         # --- issue 16: annotations ---

@@ -70,6 +70,10 @@ class Rule:
 PUBLIC = Rule(public=True, audit="none")
 IMAGE_API = Rule(read=IMAGES, audit="tiles", cors=True)
 """Pixels and image descriptions: no PHI, counted as tile reads, usable from other origins."""
+DICOMWEB_METADATA = Rule(read=IMAGES, phi=True)
+"""DICOMweb searches, metadata and Part 10 instances (issue 13)."""
+DICOMWEB_PIXELS = Rule(read=IMAGES, audit="tiles")
+"""DICOMweb frames and rendered images: the route counts them as tile reads (issue 13)."""
 
 POLICY: dict[str, Rule] = {
     # health
@@ -109,6 +113,26 @@ POLICY: dict[str, Rule] = {
     "/case/{accession:path}": PUBLIC,
     "/static/viewer": PUBLIC,
     # --- DICOMweb and DICOM storage (issue 13) ---
+    # DICOMweb reads (PS3.18): metadata holds PHI (researchers get de-identified series without
+    # label or overview); audited with the case and patient; frames and images are summarized
+    # like tiles. Not open to other origins: CORS rows carry no PHI, and DICOMweb metadata does
+    # (a viewer such as Slim is served from the same origin, or through a proxy).
+    "/dicomweb/studies": DICOMWEB_METADATA,
+    "/dicomweb/series": DICOMWEB_METADATA,
+    "/dicomweb/instances": DICOMWEB_METADATA,
+    "/dicomweb/studies/{study}/series": DICOMWEB_METADATA,
+    "/dicomweb/studies/{study}/instances": DICOMWEB_METADATA,
+    "/dicomweb/studies/{study}/series/{series}/instances": DICOMWEB_METADATA,
+    "/dicomweb/studies/{study}/metadata": DICOMWEB_METADATA,
+    "/dicomweb/studies/{study}/series/{series}/metadata": DICOMWEB_METADATA,
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata": DICOMWEB_METADATA,
+    "/dicomweb/studies/{study}/series/{series}": DICOMWEB_METADATA,
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}": DICOMWEB_METADATA,
+    (
+        "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"
+    ): DICOMWEB_PIXELS,
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered": DICOMWEB_PIXELS,
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail": DICOMWEB_PIXELS,
     # --- EHR pull and sign-out reports (issue 14) ---
     "/api/ehr/lookup": Rule(write=CLINICAL, phi=True),
     # --- annotations (issue 16) ---

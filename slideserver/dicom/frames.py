@@ -1,0 +1,163 @@
+"""Frames and what they are sent as: transfer syntax negotiation and raw pixel frames.
+
+A level's frame N is its stored tile N (TILED_FULL, row-major). Stored JPEG tiles go out as
+they are stored (``image/jpeg``, JPEG Baseline); every frame can also go out uncompressed
+(``application/octet-stream``, Explicit VR Little Endian: interleaved 8-bit RGB). What a client
+gets is negotiated from its ``Accept`` header (PS3.18 8.7.3): the first acceptable media type
+and transfer syntax it names, in order of preference; none acceptable is
+:class:`~slideserver.errors.NotAcceptable` (406). No ``transfer-syntax`` parameter, ``*`` or
+``*/*`` means "as stored".
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGBaseline8Bit
+
+from slideserver.errors import BadRequest, NotAcceptable
+
+OCTET_STREAM = "application/octet-stream"
+JPEG = "image/jpeg"
+DICOM = "application/dicom"
+MEDIA_OF_SYNTAX = {JPEGBaseline8Bit: JPEG, ExplicitVRLittleEndian: OCTET_STREAM}
+"""The frame media type of each transfer syntax we send."""
+DEFAULT_SYNTAX = {JPEG: JPEGBaseline8Bit, OCTET_STREAM: ExplicitVRLittleEndian}
+"""PS3.18 Table 8.7.3-5: a media type's transfer syntax when the client names none."""
+MAX_FRAMES = 1000
+"""Most frames one request may name."""
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A media type and transfer syntax a client may get."""
+
+    media_type: str
+    syntax: UID
+
+    @property
+    def content_type(self) -> str:
+        return f"{self.media_type}; transfer-syntax={self.syntax}"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One entry of an ``Accept`` header."""
+
+    media_type: str
+    """The part's media type (``type=`` of ``multipart/related``), lower case."""
+    syntax: str | None
+    multipart: bool
+    quality: float
+
+
+def parse_accept(header: str) -> list[Accepted]:
+    """Return the entries of an ``Accept`` header, best first (stable for equal quality)."""
+    entries: list[Accepted] = []
+    for raw in header.split(","):
+        pieces = [p.strip() for p in raw.split(";")]
+        media = pieces[0].lower()
+        if not media:
+            continue
+        params: dict[str, str] = {}
+        for piece in pieces[1:]:
+            name, _, value = piece.partition("=")
+            params[name.strip().lower()] = value.strip().strip('"')
+        try:
+            quality = float(params.get("q", "1"))
+        except ValueError:
+            quality = 0.0
+        multipart = media == "multipart/related"
+        if multipart:
+            media = params.get("type", OCTET_STREAM).lower()
+        entries.append(Accepted(media, params.get("transfer-syntax"), multipart, quality))
+    entries.sort(key=lambda e: -e.quality)
+    return [e for e in entries if e.quality > 0]
+
+
+def _media_fits(accepted: str, media: str) -> bool:
+    if accepted in ("*/*", "*"):
+        return True
+    if accepted.endswith("/*"):
+        return media.startswith(accepted[:-1])
+    return accepted == media
+
+
+def negotiate_frames(accept: str, stored: UID) -> Offer:
+    """Return what frames stored in ``stored`` are sent as, for an ``Accept`` header."""
+    offers = [Offer(MEDIA_OF_SYNTAX[stored], stored)]
+    if stored != ExplicitVRLittleEndian:
+        offers.append(Offer(OCTET_STREAM, ExplicitVRLittleEndian))
+    if not accept.strip():
+        return offers[0]
+    entries = parse_accept(accept)
+    for entry in entries:
+        for offer in offers:
+            if not _media_fits(entry.media_type, offer.media_type):
+                continue
+            syntax = entry.syntax
+            if syntax is None and entry.media_type in DEFAULT_SYNTAX:
+                syntax = DEFAULT_SYNTAX[entry.media_type]
+            if syntax in (None, "*") or syntax == offer.syntax:
+                return offer
+    wanted = ", ".join(sorted({f"{e.media_type} {e.syntax or ''}".strip() for e in entries}))
+    wanted = wanted or "nothing (every type has q=0)"
+    available = ", ".join(o.content_type for o in offers)
+    raise NotAcceptable(f"frames cannot be sent as {wanted[:200]}; available: {available}")
+
+
+def negotiate_instance(accept: str, stored: UID) -> tuple[UID, bool]:
+    """Return the transfer syntax of a Part 10 instance and whether it goes in a multipart body."""
+    if not accept.strip():
+        return stored, False
+    for entry in parse_accept(accept):
+        if not _media_fits(entry.media_type, DICOM):
+            continue
+        if entry.syntax in (None, "*") or entry.syntax == stored:
+            return stored, entry.multipart
+        if entry.syntax == ExplicitVRLittleEndian:
+            return ExplicitVRLittleEndian, entry.multipart
+    raise NotAcceptable(
+        f"this instance is sent as application/dicom with transfer-syntax {stored} or "
+        f"{ExplicitVRLittleEndian}"
+    )
+
+
+def parse_frame_list(text: str, frame_count: int) -> list[int]:
+    """Return the 1-based frame numbers of ``/frames/1,2,3``; 400 for a malformed list, 404-free.
+
+    Numbers outside ``1..frame_count`` are a bad request (PS3.18: the frame does not exist).
+    """
+    parts = text.split(",")
+    if not parts or len(parts) > MAX_FRAMES:
+        raise BadRequest(f"name between 1 and {MAX_FRAMES} frames")
+    numbers: list[int] = []
+    for part in parts:
+        part = part.strip()
+        if not part.isdigit() or len(part) > 9:
+            raise BadRequest("frame numbers are positive integers separated by commas")
+        number = int(part)
+        if not 1 <= number <= frame_count:
+            raise BadRequest(f"frame {number} is outside 1..{frame_count}")
+        numbers.append(number)
+    return numbers
+
+
+def raw_frame(image: Image.Image, width: int, height: int) -> bytes:
+    """Return an RGB image as one uncompressed frame of ``width`` x ``height`` (white padded)."""
+    rgb = image.convert("RGB")
+    if rgb.size != (width, height):
+        canvas = Image.new("RGB", (width, height), (255, 255, 255))
+        canvas.paste(rgb.crop((0, 0, min(width, rgb.width), min(height, rgb.height))), (0, 0))
+        rgb = canvas
+    return np.asarray(rgb, dtype=np.uint8).tobytes()
+
+
+def decode_jpeg(data: bytes) -> Image.Image:
+    """Decode a stored JPEG frame to RGB (for uncompressed answers of stored tiles)."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return image.convert("RGB")
