@@ -24,11 +24,14 @@ from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.policy import secure_routes
 from slideserver.api.routes import audit, cases, deepzoom, health, iiif, lis, session, slides
+from slideserver.api.routes.dicomweb_store import routes as stow_routes
 from slideserver.api.state import AppState
 from slideserver.api.tile_lane import TileLane
 from slideserver.cache.base import TileCache
 from slideserver.cache.memory import MemoryCache
 from slideserver.catalog.base import Catalog
+from slideserver.dicom.ingest import store_roots
+from slideserver.dicom.scp import start_dicom
 from slideserver.handles import HandlePool
 from slideserver.lis.mllp import MllpServer, allowed_networks, listener_refusal, tls_context
 from slideserver.metrics import Metrics
@@ -175,6 +178,7 @@ def create_app(
     the reference path the tests compare the lane with (both must answer alike).
     """
     quiet_backend_logs()
+    settings = store_roots(settings)  # issue 13: the DICOM store is a slide root
     registry = registry or default_registry()
     metrics = Metrics()
     security = Security(settings)
@@ -201,6 +205,8 @@ def create_app(
         )
         await run_sync(security.open)
         mllp = await start_mllp(settings, links, security, metrics) if settings.mllp_port else None
+        dicom = await start_dicom(settings, catalog.refresh, security)  # issue 13: store, SCP
+        app.state.dicom_intake = dicom.intake if dicom is not None else None
         freeze_startup_objects()
         stop_draining_hook = drain.install(settings.drain_seconds)
         try:
@@ -208,12 +214,16 @@ def create_app(
                 tasks.start_soon(security.run_flusher)
                 if backups is not None:
                     tasks.start_soon(backups.run)
+                if dicom is not None:
+                    tasks.start_soon(dicom.intake.run)
                 try:
                     yield
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
             stop_draining_hook()
+            if dicom is not None:
+                await run_sync(dicom.stop)
             await run_sync(security.close)
             if mllp is not None:
                 await mllp.stop()
@@ -232,6 +242,7 @@ def create_app(
         *audit.routes(),
         *session.routes(),
         # --- issue 13: DICOMweb ---
+        *stow_routes(),
         # --- issue 14: EHR lookup, reports ---
         # --- issue 16: annotations ---
         # --- issue 17: OpenAPI, API reference ---

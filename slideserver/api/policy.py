@@ -109,6 +109,12 @@ POLICY: dict[str, Rule] = {
     "/case/{accession:path}": PUBLIC,
     "/static/viewer": PUBLIC,
     # --- DICOMweb and DICOM storage (issue 13) ---
+    # STOW-RS (routes/dicomweb_store.py) stores slides with patient data: the systems that send
+    # slides (the LIS role: scanners' gateways, PACS, interface engines) and admins, never people
+    # who only read; audited with the patient of the instances. QIDO-RS reads the same paths
+    # (routes/dicomweb.py): its read roles belong in these rows too.
+    "/dicomweb/studies": Rule(read=IMAGES, write=WRITERS, phi=True),
+    "/dicomweb/studies/{study}": Rule(read=IMAGES, write=WRITERS, phi=True),
     # --- EHR pull and sign-out reports (issue 14) ---
     # --- annotations (issue 16) ---
     # --- OpenAPI description and API reference (issue 17) ---
