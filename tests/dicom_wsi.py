@@ -34,7 +34,7 @@ def write_slide(
     height: int = HEIGHT,
     level_count: int = 2,
 ) -> Path:
-    """Write one slide's series into ``folder``: ``level-N.dcm``, ``label.dcm``, ``overview.dcm``."""
+    """Write one slide's series into ``folder``: ``level-N.dcm``, label and overview."""
     return write_dicom_wsi(
         folder,
         TissueImage(width, height, seed=7),

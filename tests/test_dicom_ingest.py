@@ -1,4 +1,4 @@
-"""The DICOM store: checked instances, written once and atomically, shown when their slide is whole."""
+"""The DICOM store: instances checked, written once, atomically; shown when the slide is whole."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def store(tmp_path: Path) -> DicomStore:
 def shown_files(store: DicomStore) -> list[Path]:
     """Instance files the catalog's walk would see (dot folders are skipped)."""
     return sorted(
-        p for p in store.root.rglob("*.dcm") if not p.relative_to(store.root).parts[0][0] == "."
+        p for p in store.root.rglob("*.dcm") if p.relative_to(store.root).parts[0][0] != "."
     )
 
 
