@@ -190,6 +190,14 @@ class Settings:
     dicom_allowed_aes: str = ""
     """Comma-separated calling AE titles that may associate (scanners, PACS); empty: any
     calling AE, allowed only while the SCP listens on loopback."""
+    dicomweb_sources: str = ""
+    """DICOMweb archives (PACS) whose slides are served too: comma-separated roots, each
+    ``https://user:password@host/dicom-web`` (basic) or ``https://host/dicom-web;bearer=TOKEN``."""
+    dicomweb_sources_dir: str = ""
+    """Folder listing the PACS slides (one small pointer file per slide; a slide root). Required
+    with ``dicomweb_sources``."""
+    dicomweb_sources_interval: float = 300.0
+    """Seconds between listings of the DICOMweb archives (new slides appear, gone ones go)."""
 
     # --- EHR pull, reports and their delivery (issue 14) ---
 

@@ -120,10 +120,20 @@ class OrthancServer:
         self.stop()
         raise RuntimeError(f"Orthanc did not answer on port {self.http_port} within {wait} s")
 
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        """The first registered user, when ``extra_config`` turned authentication on."""
+        users = self.extra_config.get("RegisteredUsers") or {}
+        if not self.extra_config.get("AuthenticationEnabled") or not users:
+            return None
+        user, password = next(iter(users.items()))
+        return str(user), str(password)
+
     def answers(self) -> bool:
         """Tell whether the REST API answers ``/system`` right now."""
         try:
-            return httpx.get(f"{self.url}/system", timeout=1.0).status_code == 200
+            response = httpx.get(f"{self.url}/system", timeout=1.0, auth=self.auth)
+            return response.status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -142,16 +152,18 @@ class OrthancServer:
 
     def get(self, path: str, **kwargs: Any) -> Any:
         """GET a REST resource and return its JSON."""
-        response = httpx.get(f"{self.url}{path}", timeout=30.0, **kwargs)
+        response = httpx.get(f"{self.url}{path}", timeout=30.0, auth=self.auth, **kwargs)
         response.raise_for_status()
         return response.json()
 
     def post(self, path: str, body: Any, timeout: float = 60.0) -> Any:
         """POST JSON (or bytes) to a REST resource and return its JSON answer."""
         if isinstance(body, bytes):
-            response = httpx.post(f"{self.url}{path}", content=body, timeout=timeout)
+            response = httpx.post(
+                f"{self.url}{path}", content=body, timeout=timeout, auth=self.auth
+            )
         else:
-            response = httpx.post(f"{self.url}{path}", json=body, timeout=timeout)
+            response = httpx.post(f"{self.url}{path}", json=body, timeout=timeout, auth=self.auth)
         response.raise_for_status()
         return response.json() if response.content else None
 
@@ -162,6 +174,10 @@ class OrthancServer:
             raise RuntimeError(f"Orthanc refused an instance: {answer!r}")
         return str(answer["ID"])
 
+    def delete(self, path: str) -> None:
+        """DELETE a REST resource (an instance, a series...)."""
+        httpx.delete(f"{self.url}{path}", timeout=30.0, auth=self.auth).raise_for_status()
+
     def instances(self) -> list[str]:
         """Orthanc's IDs of every instance it holds."""
         return [str(i) for i in self.get("/instances")]
@@ -169,12 +185,16 @@ class OrthancServer:
     def add_modality(self, name: str, host: str, port: int, ae_title: str | None = None) -> None:
         """Register a DICOM modality (an SCP of ours) Orthanc may send to by ``name``."""
         body = {"AET": ae_title or name, "Host": host, "Port": port}
-        response = httpx.put(f"{self.url}/modalities/{name}", json=body, timeout=30.0)
+        response = httpx.put(
+            f"{self.url}/modalities/{name}", json=body, timeout=30.0, auth=self.auth
+        )
         response.raise_for_status()
 
     def echo(self, name: str) -> bool:
         """Ask Orthanc to C-ECHO a registered modality; tell whether it answered."""
-        response = httpx.post(f"{self.url}/modalities/{name}/echo", json={}, timeout=60.0)
+        response = httpx.post(
+            f"{self.url}/modalities/{name}/echo", json={}, timeout=60.0, auth=self.auth
+        )
         return response.status_code == 200
 
     def send_to_modality(self, name: str, resources: Sequence[str], timeout: float = 120.0) -> Any:
@@ -187,7 +207,11 @@ class OrthancServer:
 def running_orthanc(
     folder: Path, *, extra_config: Mapping[str, Any] | None = None
 ) -> Iterator[OrthancServer]:
-    """Run an :class:`OrthancServer` in ``folder`` for the duration of a ``with`` block."""
+    """Run an :class:`OrthancServer` in ``folder`` for the duration of a ``with`` block.
+
+    ``extra_config`` is merged into the configuration, e.g. ``{"AuthenticationEnabled": True,
+    "RegisteredUsers": {"user": "password"}}`` (the REST helpers then use that user).
+    """
     server = OrthancServer(folder, extra_config=extra_config)
     server.start()
     try:

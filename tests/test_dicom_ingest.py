@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from slideserver.dicom.ingest import DicomStore, store_roots
+from slideserver.dicom.ingest import DicomStore, dicom_roots
 from slideserver.dicom.instance import (
     CANNOT_UNDERSTAND,
     DATASET_MISMATCH,
@@ -196,10 +196,10 @@ def test_more_instances_of_a_shown_slide_join_its_folder(store: DicomStore, slid
 
 
 def test_the_store_is_a_slide_root_unless_a_root_holds_it(tmp_path: Path) -> None:
-    alone = store_roots(Settings(roots=(tmp_path / "slides",), dicom_store_dir=str(tmp_path / "d")))
+    alone = dicom_roots(Settings(roots=(tmp_path / "slides",), dicom_store_dir=str(tmp_path / "d")))
     assert alone.roots == (tmp_path / "slides", (tmp_path / "d").resolve())
     inside = Settings(roots=(tmp_path,), dicom_store_dir=str(tmp_path / "d"))
-    assert store_roots(inside).roots == (tmp_path,)
+    assert dicom_roots(inside).roots == (tmp_path,)
 
 
 def _later(store: DicomStore, seconds: float) -> float:

@@ -30,8 +30,9 @@ from slideserver.api.tile_lane import TileLane
 from slideserver.cache.base import TileCache
 from slideserver.cache.memory import MemoryCache
 from slideserver.catalog.base import Catalog
-from slideserver.dicom.ingest import store_roots
+from slideserver.dicom.ingest import dicom_roots
 from slideserver.dicom.scp import start_dicom
+from slideserver.dicom.sources import PacsSources
 from slideserver.handles import HandlePool
 from slideserver.lis.mllp import MllpServer, allowed_networks, listener_refusal, tls_context
 from slideserver.metrics import Metrics
@@ -178,8 +179,10 @@ def create_app(
     the reference path the tests compare the lane with (both must answer alike).
     """
     quiet_backend_logs()
-    settings = store_roots(settings)  # issue 13: the DICOM store is a slide root
+    settings = dicom_roots(settings)  # issue 13: the DICOM store and PACS listing are roots
     registry = registry or default_registry()
+    pacs = PacsSources.from_settings(settings)  # issue 13: slides held in a PACS
+    registry = pacs.readers(registry) if pacs is not None else registry
     metrics = Metrics()
     security = Security(settings)
     policy = accession_policy(settings)  # a malformed LIS setting fails here, not per message
@@ -216,6 +219,8 @@ def create_app(
                     tasks.start_soon(backups.run)
                 if dicom is not None:
                     tasks.start_soon(dicom.intake.run)
+                if pacs is not None:
+                    tasks.start_soon(pacs.run, catalog.refresh)
                 try:
                     yield
                 finally:
@@ -264,4 +269,5 @@ def create_app(
     app.state.security = security
     app.state.backups = backups
     app.state.drain = drain
+    app.state.dicomweb_sources = pacs  # issue 13
     return app

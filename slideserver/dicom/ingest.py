@@ -59,16 +59,21 @@ class Stored:
     """It was held already, with the same data set (a retry): nothing was written."""
 
 
-def store_roots(settings: Settings) -> Settings:
-    """Return ``settings`` with the DICOM store among the slide roots (unless one holds it)."""
+def dicom_roots(settings: Settings) -> Settings:
+    """Return ``settings`` with the DICOM store and the PACS listing among the slide roots.
+
+    A folder already inside a root is not added again (its slides would be found twice).
+    """
     from dataclasses import replace
 
-    if not settings.dicom_store_dir:
-        return settings
-    store = Path(settings.dicom_store_dir).resolve()
-    if any(store.is_relative_to(Path(root).resolve()) for root in settings.roots):
-        return settings
-    return replace(settings, roots=(*settings.roots, store))
+    roots = list(settings.roots)
+    for folder in (settings.dicom_store_dir, settings.dicomweb_sources_dir):
+        if not folder:
+            continue
+        path = Path(folder).resolve()
+        if not any(path.is_relative_to(Path(root).resolve()) for root in roots):
+            roots.append(path)
+    return replace(settings, roots=tuple(roots)) if len(roots) > len(settings.roots) else settings
 
 
 class DicomStore:
@@ -240,4 +245,4 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-__all__ = ["DicomStore", "Stored", "store_roots"]
+__all__ = ["DicomStore", "Stored", "dicom_roots"]
