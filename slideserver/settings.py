@@ -173,7 +173,7 @@ class Settings:
     # --- DICOM: DICOMweb, STOW, DIMSE, PACS sources (issue 13) ---
     dicom_store_dir: str = ""
     """Folder STOW-RS and C-STORE store DICOM WSI instances in (one folder per slide scan,
-    indexed as a slide root); empty: storing is off (STOW-RS answers 503, no C-STORE SCP)."""
+    indexed as a slide root); empty: storing is off (STOW-RS answers 404, no C-STORE SCP)."""
     dicom_stow_max_bytes: int = 1024 * 1024 * 1024
     """Largest STOW-RS request body, in bytes (read into memory, then split)."""
     dicom_quiet_seconds: float = 60.0

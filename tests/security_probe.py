@@ -94,6 +94,7 @@ PARAM_VALUES: dict[str, ParamValue] = {
     "quality": lambda ctx, template: "default",
     "accession": lambda ctx, template: ACCESSION,
     "id": _fhir_id,
+    "study": lambda ctx, template: "1.2.826.0.1.3680043.8.498.1",  # issue 13: a well-formed UID
 }
 """A valid value of each path parameter, by name (the template picks the variant)."""
 

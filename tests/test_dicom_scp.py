@@ -166,3 +166,21 @@ def test_orthanc_sends_a_slide_to_us(env: Env, slide: Path, orthanc: OrthancServ
     orthanc.send_to_modality("SLIDESERVER", ids)
     (listed,) = env.wait_for_slides(1)
     assert (listed["format"], listed["status"], listed["width"]) == ("dicom", "ok", 512)
+
+
+def test_serve_binds_the_scp_from_its_flags(tmp_path: Path) -> None:
+    from tests.live_server import live_server
+
+    (tmp_path / "slides").mkdir()
+    port = free_port()
+    flags = ["--dicom-store-dir", str(tmp_path / "store"), "--dicom-port", str(port)]
+    flags += ["--dicom-ae-title", "OURS", "--dicom-allowed-aes", SCANNER]
+    db = ["--database-url", f"sqlite:///{tmp_path / 'db.sqlite'}"]
+    with live_server([tmp_path / "slides"], *flags, *db, scrub_env=True):
+        echo = subprocess.run(
+            ["echoscu", "-aet", SCANNER, "-aec", "OURS", "127.0.0.1", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert echo.returncode == 0, echo.stderr

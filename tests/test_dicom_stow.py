@@ -191,6 +191,6 @@ def test_the_audit_row_names_the_patient_and_the_case(env: Env, slide: Path) -> 
     ]
 
 
-def test_without_a_store_stow_answers_503(tmp_path: Path, slide: Path) -> None:
+def test_without_a_store_stow_answers_404(tmp_path: Path, slide: Path) -> None:
     for no_store in open_env(tmp_path):
-        assert_error(no_store.stow(parts_of(slide)[:1]), 503, "dicom_store_off")
+        assert_error(no_store.stow(parts_of(slide)[:1]), 404, "dicom_store_off")

@@ -47,6 +47,9 @@ REQUESTS: list[tuple[str, str, bytes | None, str]] = [
     ("GET", "/fhir/Endpoint/nothing", None, "/fhir/Endpoint/{id}"),
     ("GET", "/api/audit", None, "/api/audit"),
     ("GET", "/api/session", None, "/api/session"),
+    # issue 13: STOW-RS (no DICOM store in this app: allowed callers get 404)
+    ("POST", "/dicomweb/studies", b"not multipart", "/dicomweb/studies"),
+    ("POST", "/dicomweb/studies/1.2.3", b"not multipart", "/dicomweb/studies/{study}"),
 ]
 
 

@@ -6,7 +6,8 @@ translates HTTP. The body is read with a size cap (``dicom_stow_max_bytes``: 413
 and stored in a worker thread. A body that is not ``multipart/related`` of ``application/dicom``
 answers 415, a malformed one 400 (nothing stored); otherwise 200, 202 or 409 with a
 ``application/dicom+json`` data set naming each instance's fate. The request's audit row names
-the patient and case of the first instance stored. Without ``dicom_store_dir``: 503.
+the patient and case of the first instance stored. Without ``dicom_store_dir``: 404 (this
+server stores nothing; a configuration, not an outage).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ async def store_instances(request: Request) -> Response:
     """Store the instances of a STOW-RS request; answer the PS3.18 response data set."""
     intake = intake_of(request)
     if intake is None:
-        return error_response(503, "dicom_store_off", "storing DICOM instances is not configured")
+        return error_response(404, "dicom_store_off", "this server does not store DICOM instances")
     study = request.path_params.get("study")
     if study is not None and not is_uid(study):
         return error_response(400, "bad_request", "the study in the path is not a valid UID")
