@@ -174,8 +174,9 @@ class Settings:
     dicom_store_dir: str = ""
     """Folder STOW-RS and C-STORE store DICOM WSI instances in (one folder per slide scan,
     indexed as a slide root); empty: storing is off (STOW-RS answers 404, no C-STORE SCP)."""
-    dicom_stow_max_bytes: int = 1024 * 1024 * 1024
-    """Largest STOW-RS request body, in bytes (read into memory, then split)."""
+    dicom_stow_max_bytes: int = 512 * 1024 * 1024
+    """Largest STOW-RS request body, in bytes. The body is held in memory while it is split and
+    stored (a few times its size at the peak): send larger instances one request each."""
     dicom_quiet_seconds: float = 60.0
     """Seconds after its last instance arrived that a slide whose pyramid does not reach a
     one-tile level is shown anyway (a level missing frames is never shown)."""

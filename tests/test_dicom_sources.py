@@ -164,3 +164,12 @@ def test_sources_are_read_with_their_credentials() -> None:
 def test_a_source_that_is_no_dicomweb_url_is_refused(setting: str) -> None:
     with pytest.raises(SourceError):
         parse_sources(setting)
+
+
+def test_slides_of_an_archive_no_longer_configured_leave_the_listing(tmp_path: Path) -> None:
+    stray = tmp_path / "pacs" / "old-archive-0a1b2c" / "1.2.3" / "1.2.3.4.dcmweb"
+    stray.parent.mkdir(parents=True)
+    stray.write_text('{"source": "old-archive-0a1b2c", "study": "1.2.3", "series": ["1.2.3.5"]}')
+    scans: list[int] = []
+    PacsSources([], tmp_path / "pacs").sync(lambda: scans.append(1))
+    assert not stray.exists() and scans == [1]

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -187,7 +188,7 @@ class PacsSources:
     def sync(self, index: Index) -> int:
         """List every archive, update the pointer files, then ``index`` (scan the catalog) if
         any changed; return how many pointer files were added, changed or removed."""
-        changed = 0
+        changed = self._forget_unconfigured()
         for name, source in self.sources.items():
             try:
                 slides = list(self._list(source))
@@ -226,6 +227,14 @@ class PacsSources:
             )
             yield stem, PacsSlide(source.name, study, tuple(sorted(series)))
 
+    def _forget_unconfigured(self) -> int:
+        """Remove the pointer files of archives no longer configured; return how many."""
+        removed = 0
+        for folder in (p for p in _children(self.folder) if p.name not in self.sources):
+            removed += sum(1 for _ in folder.glob(f"*/*{POINTER_SUFFIX}"))
+            shutil.rmtree(folder, ignore_errors=True)
+        return removed
+
     def _write_pointers(self, name: str, slides: list[tuple[str, PacsSlide]]) -> int:
         """Make the pointer files of one archive match its slides; return how many changed."""
         folder = self.folder / name
@@ -257,6 +266,13 @@ class PacsSources:
             except Exception:
                 log.exception("the DICOMweb sources could not be listed")
             await anyio.sleep(self.interval)
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_dir()]
+    except FileNotFoundError:
+        return []
 
 
 def _hashed(text: str) -> str:
