@@ -194,3 +194,16 @@ def test_the_audit_row_names_the_patient_and_the_case(env: Env, slide: Path) -> 
 def test_without_a_store_stow_answers_404(tmp_path: Path, slide: Path) -> None:
     for no_store in open_env(tmp_path):
         assert_error(no_store.stow(parts_of(slide)[:1]), 404, "dicom_store_off")
+
+
+def test_real_world_instances_from_other_projects_are_stored(env: Env) -> None:
+    from tests.realworld import realworld_dir
+
+    folder = realworld_dir() / "slides"
+    names = ["openslide-python/boxes_0.dcm", "openslide-python/boxes_1.dcm"]
+    names += ["highdicom/sm_image.dcm", "highdicom/sm_image_grayscale.dcm"]
+    answer = env.stow([(folder / name).read_bytes() for name in names])
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()[REFERENCED]["Value"]) == 4
+    listed = env.get("/api/slides").json()["items"]  # boxes is whole (one level, one tile)
+    assert [(s["status"], s["width"]) for s in listed] == [("ok", 16)]

@@ -102,9 +102,7 @@ def read_instance(data: bytes, study_uid: str | None = None) -> WsiInstance:
             SOP_CLASS_NOT_SUPPORTED,
             "only VL Whole Slide Microscopy Image Storage instances are stored",
         )
-    sop = _uid(ds, "SOPInstanceUID")
-    if str(meta.get("MediaStorageSOPInstanceUID") or sop) != sop:
-        raise InstanceRefused(DATASET_MISMATCH, "the file meta names another SOP Instance UID")
+    sop = _uid(ds, "SOPInstanceUID")  # the data set's, even where its file meta says otherwise
     study, series = _uid(ds, "StudyInstanceUID"), _uid(ds, "SeriesInstanceUID")
     if study_uid is not None and study != study_uid:
         raise InstanceRefused(DATASET_MISMATCH, "the instance belongs to another study")
