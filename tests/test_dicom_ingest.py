@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -205,3 +206,17 @@ def test_the_store_is_a_slide_root_unless_a_root_holds_it(tmp_path: Path) -> Non
 def _later(store: DicomStore, seconds: float) -> float:
     stamps = [p.stat().st_mtime for p in store.incoming.glob("*/*")]
     return max(stamps) + seconds
+
+
+def test_an_instance_stored_but_not_staged_before_a_crash_is_staged_at_start(
+    store: DicomStore, slide: Path
+) -> None:
+    for path in slide_files(slide)[:2]:
+        put(store, path)
+    shutil.rmtree(store.incoming)  # as if the process died between the two links
+    (store.instances / ".half-written.dcm.0a1b.tmp").write_bytes(b"partial")
+    restarted = DicomStore(store.root, quiet_seconds=QUIET)
+    restarted.open()
+    assert restarted.recover() == 2
+    assert len(restarted.publish()) == 1
+    assert sorted(p.name for p in store.instances.iterdir() if p.name.startswith(".")) == []

@@ -205,11 +205,27 @@ class DicomStore:
         log.info("a DICOM slide is complete and shown")
         return target.relative_to(self.root).as_posix()
 
-    def remove_temporaries(self) -> None:
-        """Delete temporary files a crash left behind (never a stored instance)."""
+    def recover(self) -> int:
+        """Tidy up after a crash: delete temporary files, stage instances stored but never
+        staged (a crash between the two links); return how many were staged."""
         for path in self.instances.glob(".*.tmp"):
             with contextlib.suppress(OSError):
                 path.unlink()
+        staged = 0
+        for path in self.instances.glob(f"*{SUFFIX}"):
+            try:
+                if path.stat().st_nlink > 1:
+                    continue  # staged or shown already
+                instance = read_instance(path.read_bytes())
+            except (OSError, InstanceRefused):
+                continue
+            with self._publish_lock:
+                folder = self._staged_dir(instance)
+                folder.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    os.link(path, folder / path.name)
+            staged += 1
+        return staged
 
     def drop(self) -> None:
         """Delete the whole store (tests)."""

@@ -45,7 +45,7 @@ class DicomIntake:
         """The intake ``settings`` ask for (``dicom_store_dir`` must be set); folders created."""
         store = DicomStore(Path(settings.dicom_store_dir), settings.dicom_quiet_seconds)
         store.open()
-        store.remove_temporaries()
+        store.recover()
         return cls(store, index, min(POLL_SECONDS, max(0.05, settings.dicom_quiet_seconds / 4)))
 
     def accept(self, data: bytes, study_uid: str | None = None) -> Stored:
