@@ -92,9 +92,18 @@ def test_a_stored_slide_is_listed_at_once(env: Env, slide: Path) -> None:
     assert [(s["format"], s["status"], s["width"]) for s in items] == [("dicom", "ok", 512)]
 
 
+@pytest.fixture
+def env_any_database(tmp_path: Path, database_url: str) -> Iterator[Env]:
+    """An app with a DICOM store over each catalog database (SQLite, PostgreSQL)."""
+    yield from open_env(
+        tmp_path, database_url=database_url, dicom_store_dir=str(tmp_path / "store")
+    )
+
+
 def test_a_stored_slide_is_linked_to_its_case_by_accession_and_patient(
-    env: Env, slide: Path
+    env_any_database: Env, slide: Path
 ) -> None:
+    env = env_any_database
     order = {"accession": "S24-7001", "patient": {"identifier": "MRN-7001", "name": "DOE^JANE"}}
     created = env.client.post("/api/lis/cases", json=order, headers=env.headers("lis"))
     assert created.status_code == 201, created.text
