@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom.dataset import Dataset
 from starlette.testclient import TestClient
 
 from slideserver.api.app import create_app
 from slideserver.dicom.scp import scp_refusal
 from slideserver.settings import Settings
 from tests.conftest import make_tokens
-from tests.dicom_wsi import slide_files, write_slide
+from tests.dicom_wsi import altered, slide_files, write_slide
 from tests.orthanc import OrthancServer, running_orthanc
 from tests.redis_server import free_port
 
@@ -184,3 +185,29 @@ def test_serve_binds_the_scp_from_its_flags(tmp_path: Path) -> None:
             timeout=30,
         )
         assert echo.returncode == 0, echo.stderr
+
+
+def test_an_instance_of_another_sop_class_is_refused_at_association(
+    env: Env, slide: Path, tmp_path: Path
+) -> None:
+    def ct(ds: Dataset) -> None:
+        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+
+    other = tmp_path / "ct.dcm"
+    other.write_bytes(altered(slide_files(slide)[0].read_bytes(), ct))
+    sent = storescu(env.port, [other])
+    assert sent.returncode != 0
+    assert list((env.store / ".instances").iterdir()) == []
+
+
+def test_the_app_refuses_to_start_an_scp_open_to_any_ae_off_loopback(tmp_path: Path) -> None:
+    settings = Settings(
+        roots=(tmp_path,),
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        dicom_store_dir=str(tmp_path / "store"),
+        dicom_port=free_port(),
+        dicom_host="0.0.0.0",
+    )
+    with pytest.raises(ValueError, match="dicom_allowed_aes"), TestClient(create_app(settings)):
+        pass

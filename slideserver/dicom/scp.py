@@ -114,6 +114,7 @@ class StoreScp:
             (evt.EVT_RELEASED, self._on_end),
             (evt.EVT_ABORTED, self._on_end),
         ]
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # a line per PDU otherwise
         self._server = self.ae.start_server(self.address, block=False, evt_handlers=handlers)
         log.info("DICOM SCP %s listening on %s:%d", self.ae.ae_title, self.address[0], self.port)
 
