@@ -216,3 +216,22 @@ def test_real_world_instances_from_other_projects_are_stored(env: Env) -> None:
     assert len(answer.json()[REFERENCED]["Value"]) == 4
     listed = env.get("/api/slides").json()["items"]  # boxes is whole (one level, one tile)
     assert [(s["status"], s["width"]) for s in listed] == [("ok", 16)]
+
+
+def test_dicomweb_client_stores_a_slide_into_a_running_server(tmp_path: Path, slide: Path) -> None:
+    import pydicom
+    from dicomweb_client import DICOMwebClient
+
+    from tests.live_server import live_server
+
+    (tmp_path / "slides").mkdir()
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    tokens = make_tokens(Settings(auth="tokens", database_url=db), {"lis": ("lis", "")})
+    flags = ["--auth", "tokens", "--database-url", db]
+    flags += ["--dicom-store-dir", str(tmp_path / "store")]
+    with live_server([tmp_path / "slides"], *flags, scrub_env=True) as base:
+        client = DICOMwebClient(
+            f"{base}/dicomweb", headers={"Authorization": f"Bearer {tokens['lis']}"}
+        )
+        answer = client.store_instances([pydicom.dcmread(p) for p in slide_files(slide)])
+        assert len(answer.ReferencedSOPSequence) == 4 and "FailedSOPSequence" not in answer
