@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from slideserver.api.app import create_app
 from slideserver.dicom.instance import DATASET_MISMATCH, SOP_CLASS_NOT_SUPPORTED
+from slideserver.dicom.stow import StowBodyRefused, StowMediaTypeRefused, split_parts
 from slideserver.settings import Settings
 from tests.conftest import make_tokens
 from tests.dicom_wsi import altered, multipart, slide_files, write_slide
@@ -235,3 +236,36 @@ def test_dicomweb_client_stores_a_slide_into_a_running_server(tmp_path: Path, sl
         )
         answer = client.store_instances([pydicom.dcmread(p) for p in slide_files(slide)])
         assert len(answer.ReferencedSOPSequence) == 4 and "FailedSOPSequence" not in answer
+
+
+CONTENT_TYPE = 'multipart/related; type="application/dicom"; boundary=XyZ'
+
+
+def test_parts_are_split_byte_for_byte_around_preamble_and_epilogue() -> None:
+    first, second = b"data --XyZ inside\r\n\x00\xff\r\n", b"\r\n\r\nX--XyZ"
+    body = b"preamble\r\n--XyZ  \r\nContent-Type: application/dicom\r\n\r\n" + first
+    body += b"\r\n--XyZ\r\nContent-Type: application/dicom\r\n\r\n" + second
+    body += b"\r\n--XyZ--\r\nepilogue"
+    assert split_parts(CONTENT_TYPE, body) == [first, second]
+
+
+@pytest.mark.parametrize(
+    "part_headers",
+    [
+        b"Content-Type: text/plain\r\n",
+        b"",
+        b"Content-Type: application/dicom\r\nContent-Transfer-Encoding: base64\r\n",
+    ],
+)
+def test_a_part_that_is_not_binary_dicom_is_refused(part_headers: bytes) -> None:
+    body = b"--XyZ\r\n" + part_headers + b"\r\nDATA\r\n--XyZ--"
+    with pytest.raises(StowMediaTypeRefused):
+        split_parts(CONTENT_TYPE, body)
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"no delimiter", b"--XyZ\r\nContent-Type: application/dicom\r\n\r\nDATA"]
+)
+def test_a_body_without_its_delimiters_is_refused(body: bytes) -> None:
+    with pytest.raises(StowBodyRefused):
+        split_parts(CONTENT_TYPE, body)
