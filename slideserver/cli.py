@@ -498,6 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--mllp-tls-client-ca", help="MLLP over TLS: CA whose client certificates are required"
     )
+    # issue 13: DICOM storage (STOW-RS, the C-STORE/C-ECHO SCP)
+    serve.add_argument("--dicom-store-dir", help="folder STOW-RS and C-STORE store instances in")
+    serve.add_argument("--dicom-port", type=int, help="DICOM C-STORE/C-ECHO SCP port (0: none)")
+    serve.add_argument("--dicom-host", help="address the DICOM SCP binds (default 127.0.0.1)")
+    serve.add_argument("--dicom-ae-title", help="AE title of the SCP (default SLIDESERVER)")
+    serve.add_argument("--dicom-allowed-aes", help="calling AE titles that may store, comma list")
+    serve.add_argument("--dicom-quiet-seconds", type=float, help="show unfinished slides after")
     serve.set_defaults(func=cmd_serve)
 
     index = sub.add_parser("index", help="build or refresh the catalog without serving")

@@ -172,6 +172,34 @@ class Settings:
     so a load balancer takes it out of rotation before it stops accepting connections."""
 
     # --- DICOM: DICOMweb, STOW, DIMSE, PACS sources (issue 13) ---
+    dicom_store_dir: str = ""
+    """Folder STOW-RS and C-STORE store DICOM WSI instances in (one folder per slide scan,
+    indexed as a slide root); empty: storing is off (STOW-RS answers 404, no C-STORE SCP)."""
+    dicom_stow_max_bytes: int = 512 * 1024 * 1024
+    """Largest STOW-RS request body, in bytes. The body is held in memory while it is split and
+    stored (a few times its size at the peak): send larger instances one request each."""
+    dicom_quiet_seconds: float = 60.0
+    """Seconds after its last instance arrived that a slide whose pyramid does not reach a
+    one-tile level is shown anyway (a level missing frames is never shown)."""
+    dicom_port: int = 0
+    """Port of the DICOM C-STORE/C-ECHO SCP (bound on ``dicom_host``); 0: none. Needs
+    ``dicom_store_dir``."""
+    dicom_host: str = "127.0.0.1"
+    """Address the DICOM SCP binds; never follows ``host``. A non-loopback address needs
+    ``dicom_allowed_aes`` (DICOM itself has no authentication)."""
+    dicom_ae_title: str = "SLIDESERVER"
+    """AE title of the SCP; associations calling another title are rejected."""
+    dicom_allowed_aes: str = ""
+    """Comma-separated calling AE titles that may associate (scanners, PACS); empty: any
+    calling AE, allowed only while the SCP listens on loopback."""
+    dicomweb_sources: str = ""
+    """DICOMweb archives (PACS) whose slides are served too: comma-separated roots, each
+    ``https://user:password@host/dicom-web`` (basic) or ``https://host/dicom-web;bearer=TOKEN``."""
+    dicomweb_sources_dir: str = ""
+    """Folder listing the PACS slides (one small pointer file per slide; a slide root). Required
+    with ``dicomweb_sources``."""
+    dicomweb_sources_interval: float = 300.0
+    """Seconds between listings of the DICOMweb archives (new slides appear, gone ones go)."""
 
     # --- EHR pull, reports and their delivery (issue 14) ---
     ehr_fhir_url: str = ""

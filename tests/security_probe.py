@@ -95,15 +95,12 @@ PARAM_VALUES: dict[str, ParamValue] = {
     "quality": lambda ctx, template: "default",
     "accession": lambda ctx, template: ACCESSION,
     "id": _fhir_id,
-<<<<<<< HEAD
     "annotation_id": lambda ctx, template: "probe-annotation",
     "layer_id": lambda ctx, template: "probe-layer",
-=======
     "study": lambda ctx, template: str(uids.study_uid(ctx.slide_id, ACCESSION)),
     "series": lambda ctx, template: str(uids.series_uid(ctx.slide_id)),
     "instance": lambda ctx, template: str(uids.instance_uid(ctx.slide_id, "level-0")),
     "frames": lambda ctx, template: "1",
->>>>>>> dicomweb
 }
 """A valid value of each path parameter, by name (the template picks the variant)."""
 

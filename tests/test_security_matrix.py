@@ -56,15 +56,15 @@ REQUESTS: list[tuple[str, str, bytes | None, str]] = [
     ("GET", "/fhir/Endpoint/nothing", None, "/fhir/Endpoint/{id}"),
     ("GET", "/api/audit", None, "/api/audit"),
     ("GET", "/api/session", None, "/api/session"),
-<<<<<<< HEAD
     ("POST", f"/api/ehr/lookup?accession={ACCESSION}", None, "/api/ehr/lookup"),  # issue 14
-=======
     *[
         ("GET", _dicomweb_url(template), None, template)
         for template in POLICY
-        if template.startswith("/dicomweb/")
+        if template.startswith("/dicomweb/") and POLICY[template].read
     ],
->>>>>>> dicomweb
+    # issue 13: STOW-RS (no DICOM store in this app: allowed callers get 404)
+    ("POST", "/dicomweb/studies", b"not multipart", "/dicomweb/studies"),
+    ("POST", "/dicomweb/studies/1.2.3", b"not multipart", "/dicomweb/studies/{study}"),
 ]
 
 

@@ -37,11 +37,15 @@ from slideserver.api.routes import (
     slides,
 )
 from slideserver.api.routes import openapi as openapi_routes  # issue 17
+from slideserver.api.routes.dicomweb_store import routes as stow_routes
 from slideserver.api.state import AppState
 from slideserver.api.tile_lane import TileLane
 from slideserver.cache.base import TileCache
 from slideserver.cache.memory import MemoryCache
 from slideserver.catalog.base import Catalog
+from slideserver.dicom.ingest import dicom_roots
+from slideserver.dicom.scp import start_dicom
+from slideserver.dicom.sources import PacsSources
 from slideserver.handles import HandlePool
 from slideserver.lis.mllp import MllpServer, allowed_networks, listener_refusal, tls_context
 from slideserver.metrics import Metrics
@@ -188,7 +192,10 @@ def create_app(
     the reference path the tests compare the lane with (both must answer alike).
     """
     quiet_backend_logs()
+    settings = dicom_roots(settings)  # issue 13: the DICOM store and PACS listing are roots
     registry = registry or default_registry()
+    pacs = PacsSources.from_settings(settings)  # issue 13: slides held in a PACS
+    registry = pacs.readers(registry) if pacs is not None else registry
     metrics = Metrics()
     security = Security(settings)
     policy = accession_policy(settings)  # a malformed LIS setting fails here, not per message
@@ -217,6 +224,8 @@ def create_app(
         # --- issue 16: annotations (the store shares the catalog database) ---
         app.state.annotations = await run_sync(annotation_routes.open_store, settings)
         mllp = await start_mllp(settings, links, security, metrics) if settings.mllp_port else None
+        dicom = await start_dicom(settings, catalog.refresh, security)  # issue 13: store, SCP
+        app.state.dicom_intake = dicom.intake if dicom is not None else None
         freeze_startup_objects()
         stop_draining_hook = drain.install(settings.drain_seconds)
         try:
@@ -226,6 +235,10 @@ def create_app(
                     tasks.start_soon(backups.run)
                 if ehr_pull is not None:  # issue 14: poll the EHR
                     tasks.start_soon(ehr_pull.run)
+                if dicom is not None:
+                    tasks.start_soon(dicom.intake.run)
+                if pacs is not None:
+                    tasks.start_soon(pacs.run, catalog.refresh)
                 try:
                     yield
                 finally:
@@ -234,6 +247,8 @@ def create_app(
             stop_draining_hook()
             if ehr_pull is not None:  # issue 14
                 await run_sync(ehr_pull.close)
+            if dicom is not None:
+                await run_sync(dicom.stop)
             await run_sync(security.close)
             await run_sync(app.state.annotations.close)  # issue 16
             if mllp is not None:
@@ -254,6 +269,7 @@ def create_app(
         *session.routes(),
         # --- issue 13: DICOMweb ---
         *dicomweb.routes(),
+        *stow_routes(),
         # --- issue 14: EHR lookup, reports ---
         *ehr.routes(),
         # --- issue 16: annotations ---
@@ -278,4 +294,5 @@ def create_app(
     app.state.security = security
     app.state.backups = backups
     app.state.drain = drain
+    app.state.dicomweb_sources = pacs  # issue 13
     return app

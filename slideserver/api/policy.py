@@ -117,7 +117,6 @@ POLICY: dict[str, Rule] = {
     # label or overview); audited with the case and patient; frames and images are summarized
     # like tiles. Not open to other origins: CORS rows carry no PHI, and DICOMweb metadata does
     # (a viewer such as Slim is served from the same origin, or through a proxy).
-    "/dicomweb/studies": DICOMWEB_METADATA,
     "/dicomweb/series": DICOMWEB_METADATA,
     "/dicomweb/instances": DICOMWEB_METADATA,
     "/dicomweb/studies/{study}/series": DICOMWEB_METADATA,
@@ -133,6 +132,12 @@ POLICY: dict[str, Rule] = {
     ): DICOMWEB_PIXELS,
     "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered": DICOMWEB_PIXELS,
     "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail": DICOMWEB_PIXELS,
+    # STOW-RS (routes/dicomweb_store.py) stores slides with patient data: the systems that send
+    # slides (the LIS role: scanners' gateways, PACS, interface engines) and admins, never people
+    # who only read; audited with the patient of the instances. QIDO-RS reads the same paths
+    # (routes/dicomweb.py): its read roles belong in these rows too.
+    "/dicomweb/studies": Rule(read=IMAGES, write=WRITERS, phi=True),
+    "/dicomweb/studies/{study}": Rule(read=IMAGES, write=WRITERS, phi=True),
     # --- EHR pull and sign-out reports (issue 14) ---
     "/api/ehr/lookup": Rule(write=CLINICAL, phi=True),
     # --- annotations (issue 16) ---
