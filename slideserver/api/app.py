@@ -25,6 +25,8 @@ from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextM
 from slideserver.api.policy import secure_routes
 from slideserver.api.routes import (
     annotations as annotation_routes,  # issue 16
+)
+from slideserver.api.routes import (
     audit,
     cases,
     deepzoom,
