@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import secrets
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -226,10 +225,6 @@ class DicomStore:
                     os.link(path, folder / path.name)
             staged += 1
         return staged
-
-    def drop(self) -> None:
-        """Delete the whole store (tests)."""
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _folders(parent: Path) -> list[Path]:
