@@ -23,17 +23,8 @@ from slideserver.api.drain import Drain
 from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.policy import secure_routes
-from slideserver.api.routes import (
-    audit,
-    cases,
-    deepzoom,
-    dicomweb,
-    health,
-    iiif,
-    lis,
-    session,
-    slides,
-)
+from slideserver.api.routes import audit, cases, deepzoom, health, iiif, lis, session, slides
+from slideserver.api.routes import dicomweb as dicomweb_routes
 from slideserver.api.state import AppState
 from slideserver.api.tile_lane import TileLane
 from slideserver.cache.base import TileCache
@@ -242,7 +233,7 @@ def create_app(
         *audit.routes(),
         *session.routes(),
         # --- issue 13: DICOMweb ---
-        *dicomweb.routes(),
+        *dicomweb_routes.routes(),
         # --- issue 14: EHR lookup, reports ---
         # --- issue 16: annotations ---
         # --- issue 17: OpenAPI, API reference ---
