@@ -70,10 +70,6 @@ class Rule:
 PUBLIC = Rule(public=True, audit="none")
 IMAGE_API = Rule(read=IMAGES, audit="tiles", cors=True)
 """Pixels and image descriptions: no PHI, counted as tile reads, usable from other origins."""
-DICOMWEB_METADATA = Rule(read=IMAGES, phi=True)
-"""DICOMweb searches, metadata and Part 10 instances (issue 13)."""
-DICOMWEB_PIXELS = Rule(read=IMAGES, audit="tiles")
-"""DICOMweb frames and rendered images: the route counts them as tile reads (issue 13)."""
 
 POLICY: dict[str, Rule] = {
     # health
@@ -114,30 +110,36 @@ POLICY: dict[str, Rule] = {
     "/static/viewer": PUBLIC,
     # --- DICOMweb and DICOM storage (issue 13) ---
     # DICOMweb reads (PS3.18): metadata holds PHI (researchers get de-identified series without
-    # label or overview); audited with the case and patient; frames and images are summarized
-    # like tiles. Not open to other origins: CORS rows carry no PHI, and DICOMweb metadata does
-    # (a viewer such as Slim is served from the same origin, or through a proxy).
-    "/dicomweb/series": DICOMWEB_METADATA,
-    "/dicomweb/instances": DICOMWEB_METADATA,
-    "/dicomweb/studies/{study}/series": DICOMWEB_METADATA,
-    "/dicomweb/studies/{study}/instances": DICOMWEB_METADATA,
-    "/dicomweb/studies/{study}/series/{series}/instances": DICOMWEB_METADATA,
-    "/dicomweb/studies/{study}/metadata": DICOMWEB_METADATA,
-    "/dicomweb/studies/{study}/series/{series}/metadata": DICOMWEB_METADATA,
-    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata": DICOMWEB_METADATA,
-    "/dicomweb/studies/{study}/series/{series}": DICOMWEB_METADATA,
-    "/dicomweb/studies/{study}/series/{series}/instances/{instance}": DICOMWEB_METADATA,
-    (
-        "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"
-    ): DICOMWEB_PIXELS,
-    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered": DICOMWEB_PIXELS,
-    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail": DICOMWEB_PIXELS,
+    # label or overview); audited with the case and patient, as rendered images are (a label's
+    # is PHI); frames, the viewers' hot path, are summarized like tiles (with the patient). Not
+    # open to other origins: CORS rows carry no PHI, and DICOMweb metadata does (serve a
+    # DICOMweb viewer such as Slim from the same origin, or through a proxy).
+    "/dicomweb/series": Rule(read=IMAGES, phi=True),
+    "/dicomweb/instances": Rule(read=IMAGES, phi=True),
+    "/dicomweb/studies/{study}/series": Rule(read=IMAGES, phi=True),
+    "/dicomweb/studies/{study}/instances": Rule(read=IMAGES, phi=True),
+    "/dicomweb/studies/{study}/series/{series}/instances": Rule(read=IMAGES, phi=True),
+    "/dicomweb/studies/{study}/metadata": Rule(read=IMAGES, phi=True),
+    "/dicomweb/studies/{study}/series/{series}/metadata": Rule(read=IMAGES, phi=True),
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata": Rule(
+        read=IMAGES, phi=True
+    ),
+    "/dicomweb/studies/{study}/series/{series}": Rule(read=IMAGES, phi=True),
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}": Rule(read=IMAGES, phi=True),
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}": Rule(
+        read=IMAGES, audit="tiles"
+    ),
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered": Rule(
+        read=IMAGES, phi=True
+    ),
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail": Rule(
+        read=IMAGES, phi=True
+    ),
     # STOW-RS (routes/dicomweb_store.py) stores slides with patient data: the systems that send
     # slides (the LIS role: scanners' gateways, PACS, interface engines) and admins, never people
-    # who only read; audited with the patient of the instances. QIDO-RS reads the same paths
-    # (routes/dicomweb.py): its read roles belong in these rows too.
+    # who only read; audited with the patient of the instances. QIDO-RS searches the same path.
     "/dicomweb/studies": Rule(read=IMAGES, write=WRITERS, phi=True),
-    "/dicomweb/studies/{study}": Rule(read=IMAGES, write=WRITERS, phi=True),
+    "/dicomweb/studies/{study}": Rule(write=WRITERS, phi=True),
     # --- EHR pull and sign-out reports (issue 14) ---
     "/api/ehr/lookup": Rule(write=CLINICAL, phi=True),
     # --- annotations (issue 16) ---
