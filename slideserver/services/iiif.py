@@ -96,7 +96,9 @@ class IIIFService:
 
         async def make() -> tuple[bytes, TileSource]:
             data = await self.tiles.with_reader(
-                view, lambda reader: render_iiif(reader, plan, encoder_quality)
+                view,
+                lambda reader: render_iiif(reader, plan, encoder_quality),
+                pixels=plan.width * plan.height,
             )
             return data, TileSource.RENDER
 

@@ -49,8 +49,12 @@ class ReadGate:
         slots = self._slots.get(key)
         return 0 if slots is None else int(slots.borrowed_tokens)
 
-    async def run(self, key: str, func: Callable[[], T], pool: CapacityLimiter) -> T:
-        """Run ``func`` in a thread of ``pool`` under ``key``'s slots, within the deadline."""
+    async def run(
+        self, key: str, func: Callable[[], T], pool: CapacityLimiter, timeout: float | None = None
+    ) -> T:
+        """Run ``func`` in a thread of ``pool`` under ``key``'s slots, within the deadline
+        (``timeout``, default :attr:`timeout`)."""
+        timeout = self.timeout if timeout is None else timeout
         slots = self._slots.get(key)
         if slots is None:
             slots = self._slots[key] = CapacityLimiter(self.per_slide)
@@ -77,7 +81,7 @@ class ReadGate:
 
         acquired = False
         try:
-            with anyio.move_on_after(self.timeout) as deadline:
+            with anyio.move_on_after(timeout) as deadline:
                 await slots.acquire_on_behalf_of(read)
                 acquired = True
                 return await run_sync(guarded, limiter=pool, abandon_on_cancel=True)
@@ -90,7 +94,7 @@ class ReadGate:
                     self._release(key, slots, read)
         if deadline.cancelled_caught:
             raise SlideStorageTimeout(
-                f"slide {key!r} did not answer within {self.timeout:g}s; its storage may be hanging"
+                f"slide {key!r} did not answer within {timeout:g}s; its storage may be hanging"
             )
         raise AssertionError("unreachable")  # pragma: no cover
 

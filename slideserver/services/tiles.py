@@ -87,6 +87,10 @@ def etag_for(key: str) -> str:
     return '"' + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + '"'
 
 
+DEADLINE_PIXELS = 16_000_000
+"""Pixels a render may make per ``read_timeout`` (a 40 MP IIIF image gets 2.5 of them)."""
+
+
 class TileService:
     """Slides from catalog lookup to encoded Deep Zoom tiles, thumbnails and associated images."""
 
@@ -137,6 +141,7 @@ class TileService:
         func: Callable[[SlideReader], T],
         *,
         io: bool = False,
+        timeout: float | None = None,
     ) -> T:
         """Run ``func`` with the slide's reader in a worker thread (``io``: from the I/O pool).
 
@@ -148,11 +153,20 @@ class TileService:
             with self.handles.borrow(record.id, record.source, fingerprint) as reader:
                 return func(reader)
 
-        return await self.reads.run(record.id, call, self.io_limiter if io else self.limiter)
+        pool = self.io_limiter if io else self.limiter
+        return await self.reads.run(record.id, call, pool, timeout)
 
-    async def with_reader(self, view: SlideView, func: Callable[[SlideReader], T]) -> T:
-        """Run ``func`` with the slide's reader in the worker pool (IIIF and other renderers)."""
-        return await self._with_reader(view.record, view.fingerprint, func)
+    async def with_reader(
+        self, view: SlideView, func: Callable[[SlideReader], T], pixels: int = 0
+    ) -> T:
+        """Run ``func`` with the slide's reader in the worker pool (IIIF and other renderers).
+
+        ``pixels``: how many pixels ``func`` makes. The read deadline is there to notice hung
+        storage, not to cut short a large render on a busy machine: each
+        :data:`DEADLINE_PIXELS` pixels beyond the first earn another ``read_timeout``.
+        """
+        timeout = self.settings.read_timeout * max(1.0, pixels / DEADLINE_PIXELS)
+        return await self._with_reader(view.record, view.fingerprint, func, timeout=timeout)
 
     def _known_view(self, slide_id: str) -> SlideView | None:
         """The last :meth:`view`, while ``fingerprint_ttl`` trusts it: no await, no allocation."""
