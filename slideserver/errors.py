@@ -133,3 +133,15 @@ class Forbidden(SlideServerError):
     """Valid credentials, but the role may not do this."""
 
     code = "forbidden"
+
+
+class Conflict(SlideServerError):
+    """The resource is not in a state that allows this (a signed report edited, for example)."""
+
+    code = "conflict"
+
+
+class PreconditionFailed(SlideServerError):
+    """A conditional write (``If-Match``) names a version that is no longer current."""
+
+    code = "precondition_failed"
