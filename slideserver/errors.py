@@ -145,3 +145,9 @@ class PreconditionFailed(SlideServerError):
     """A conditional write (``If-Match``) names a version that is no longer current."""
 
     code = "precondition_failed"
+
+
+class PreconditionRequired(SlideServerError):
+    """A write that must be conditional (``If-Match``) came without its condition."""
+
+    code = "precondition_required"

@@ -24,6 +24,7 @@ from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.policy import secure_routes
 from slideserver.api.routes import audit, cases, deepzoom, health, iiif, lis, session, slides
+from slideserver.api.routes.reports import routes as report_routes
 from slideserver.api.state import AppState
 from slideserver.api.tile_lane import TileLane
 from slideserver.cache.base import TileCache
@@ -35,10 +36,12 @@ from slideserver.metrics import Metrics
 from slideserver.ops.schedule import backup_schedule
 from slideserver.readers.base import quiet_backend_logs
 from slideserver.readers.registry import ReaderRegistry, default_registry
+from slideserver.reports.targets import delivery_targets
 from slideserver.security import Security
 from slideserver.services.iiif import IIIFService
 from slideserver.services.links import LinkService, accession_policy
 from slideserver.services.mllp_intake import MllpIntake
+from slideserver.services.reports import open_reports
 from slideserver.services.tiles import TileService
 from slideserver.settings import Settings
 
@@ -180,6 +183,7 @@ def create_app(
     security = Security(settings)
     policy = accession_policy(settings)  # a malformed LIS setting fails here, not per message
     cors = cors_policy(settings)
+    report_targets = delivery_targets(settings)  # issue 14: a malformed target fails here
     backups = backup_schedule(settings, metrics)  # None unless SLIDESERVER_BACKUP_DIR is set
     drain = Drain()
     if settings.auth == "open":
@@ -200,6 +204,8 @@ def create_app(
             settings, catalog, handles, cache, service, metrics, IIIFService(service), links
         )
         await run_sync(security.open)
+        reports = await run_sync(open_reports, settings, catalog, links, service, report_targets)
+        app.state.reports = reports  # issue 14
         mllp = await start_mllp(settings, links, security, metrics) if settings.mllp_port else None
         freeze_startup_objects()
         stop_draining_hook = drain.install(settings.drain_seconds)
@@ -208,6 +214,8 @@ def create_app(
                 tasks.start_soon(security.run_flusher)
                 if backups is not None:
                     tasks.start_soon(backups.run)
+                if reports is not None:  # issue 14: report delivery
+                    tasks.start_soon(reports.worker.run)
                 try:
                     yield
                 finally:
@@ -233,6 +241,7 @@ def create_app(
         *session.routes(),
         # --- issue 13: DICOMweb ---
         # --- issue 14: EHR lookup, reports ---
+        *report_routes(),
         # --- issue 16: annotations ---
         # --- issue 17: OpenAPI, API reference ---
     ]

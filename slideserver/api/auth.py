@@ -214,8 +214,8 @@ class RouteGuard:
     ) -> AuditEvent:
         slide, case, patient = subjects
         noted = scope.get("state", {}).get(NOTED_SUBJECTS)
-        if noted is not None and case is None and patient is None:
-            case, patient = (_clip(value) for value in noted)
+        if noted is not None:  # what the route found fills in what the URL does not name
+            case, patient = case or _clip(noted[0]), patient or _clip(noted[1])
         return AuditEvent(
             at=datetime.now(UTC),
             kind=kind,

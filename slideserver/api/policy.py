@@ -35,6 +35,8 @@ CLINICAL: Roles = frozenset({ADMIN, PATHOLOGIST})
 IMAGES: Roles = frozenset({ADMIN, PATHOLOGIST, RESEARCHER})
 CATALOG: Roles = frozenset({ADMIN, PATHOLOGIST, LIS})
 WRITERS: Roles = frozenset({ADMIN, LIS})
+PATHOLOGISTS: Roles = frozenset({PATHOLOGIST})
+"""Who writes and signs reports (issue 14)."""
 
 
 class PolicyError(RuntimeError):
@@ -110,6 +112,12 @@ POLICY: dict[str, Rule] = {
     "/static/viewer": PUBLIC,
     # --- DICOMweb and DICOM storage (issue 13) ---
     # --- EHR pull and sign-out reports (issue 14) ---
+    "/api/cases/{accession}/reports": Rule(read=CLINICAL, write=PATHOLOGISTS, phi=True),
+    "/api/reports/{id}": Rule(read=CLINICAL, write=PATHOLOGISTS, phi=True),
+    "/api/reports/{id}/sign": Rule(write=PATHOLOGISTS, phi=True),
+    "/api/reports/{id}/amend": Rule(write=PATHOLOGISTS, phi=True),
+    "/api/reports/{id}/pdf": Rule(read=CLINICAL, phi=True),
+    "/api/reports/{id}/deliveries/retry": Rule(write=frozenset({ADMIN}), phi=True),
     # --- annotations (issue 16) ---
     # --- OpenAPI description and API reference (issue 17) ---
 }

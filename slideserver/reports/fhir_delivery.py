@@ -194,7 +194,9 @@ class FhirTarget:
             found = await client.get(f"{self.base_url}/{kind}", params={"identifier": query})
             _check(found, f"search {kind}")
             entries = [e for e in found.json().get("entry") or [] if "resource" in e]
-            matches = [e["resource"] for e in entries if e.get("search", {}).get("mode") != "include"]
+            matches = [
+                e["resource"] for e in entries if e.get("search", {}).get("mode") != "include"
+            ]
             if len(matches) > 1:
                 raise DeliveryFailed(f"{len(matches)} {kind}s carry identifier {key}", True)
             if matches:

@@ -21,6 +21,7 @@ from slideserver.reports.outbox import DeliveryFailed, Outgoing
 
 SENDING_APPLICATION = "SLIDESERVER"
 ACCEPTED = frozenset({"AA", "CA"})
+DIAGNOSIS_CODE = "22637-3^Pathology report final diagnosis^LN"
 _ESCAPER = hl7.parse("MSH|^~\\&|X")
 
 
@@ -42,7 +43,8 @@ def build_oru(item: Outgoing, control_id: str | None = None) -> hl7.Message:
     signed = _ts(version.signed_at)
     pid = "PID|1||"
     if patient is not None:
-        pid += f"{_e(patient.identifier)}^^^{_e(patient.issuer)}^{_e(patient.identifier_type or 'MR')}"
+        kind = _e(patient.identifier_type or "MR")
+        pid += f"{_e(patient.identifier)}^^^{_e(patient.issuer)}^{kind}"
         pid += f"||{_e(patient.name or '')}||{_e((patient.birth_date or '').replace('-', ''))}"
         pid += f"|{_e(patient.sex or '')}"
     accession = _e(version.accession)
@@ -57,9 +59,7 @@ def build_oru(item: Outgoing, control_id: str | None = None) -> hl7.Message:
     ]
     lines = (version.body.diagnosis or "").splitlines() or [""]
     for number, line in enumerate(lines, start=1):
-        segments.append(
-            f"OBX|{number}|TX|22637-3^Pathology report final diagnosis^LN|1|{_e(line)}||||||{status}"
-        )
+        segments.append(f"OBX|{number}|TX|{DIAGNOSIS_CODE}|1|{_e(line)}||||||{status}")
     pdf = base64.b64encode(item.pdf).decode()
     segments.append(
         f"OBX|{len(lines) + 1}|ED|11526-1^Pathology study^LN|2|"
@@ -98,20 +98,16 @@ class OruTarget:
         except (OSError, EOFError) as exc:
             raise DeliveryFailed(f"the LIS closed the connection: {type(exc).__name__}") from exc
         except Exception as exc:  # an answer that is not HL7
-            raise DeliveryFailed(f"the LIS answered something other than HL7: {exc!r}"[:200]) from exc
+            detail = f"the LIS answered something other than HL7 ({type(exc).__name__})"
+            raise DeliveryFailed(detail) from exc
         finally:
             writer.close()
         try:
             code = str(ack.segment("MSA")[1])
         except (KeyError, IndexError) as exc:
             raise DeliveryFailed("the LIS answered without an MSA segment") from exc
-        if code not in ACCEPTED:
-            text = ""
-            try:
-                text = str(ack.segment("MSA")[3])[:100]
-            except (KeyError, IndexError):
-                pass
-            raise DeliveryFailed(f"the LIS answered {code}" + (f": {text}" if text else ""))
+        if code not in ACCEPTED:  # the LIS's own text is not shown: it may quote the patient
+            raise DeliveryFailed(f"the LIS answered {code}")
         return f"ACK {code} {item.control_id}"
 
 

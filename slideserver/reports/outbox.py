@@ -153,6 +153,7 @@ class Outbox:
         """Record the outcome of one attempt (only while this owner still holds the lease)."""
         at = now()
         attempts = claim.attempts + 1
+        values: dict[str, object]
         if failure is None:
             values = {"state": DELIVERED, "detail": detail[:MAX_DETAIL]}
         elif failure.permanent or attempts >= max_attempts:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from xml.sax.saxutils import escape
 
 from PIL import Image
 from reportlab.lib import colors
@@ -30,7 +31,6 @@ from reportlab.platypus import (
     Table,
     TableStyle,
 )
-from xml.sax.saxutils import escape
 
 from slideserver.catalog.cases import CaseView
 from slideserver.reports.model import DRAFT, FINAL, ReportVersion
@@ -122,7 +122,7 @@ class NumberedCanvas(Canvas):  # type: ignore[misc]
         self._pages: list[dict[str, Any]] = []
         self.footer = ""
 
-    def showPage(self) -> None:  # noqa: N802 - reportlab's name
+    def showPage(self) -> None:
         self._pages.append(dict(self.__dict__))
         self._startPage()
 

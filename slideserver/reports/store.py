@@ -27,6 +27,7 @@ from slideserver.reports.model import (
     DRAFT,
     FINAL,
     SIGNED,
+    Delivery,
     ReportBody,
     ReportVersion,
     body_from_json,
@@ -295,7 +296,7 @@ def _version(
     head: Row[Any],
     row: Row[Any],
     listed: tuple[tuple[int, str], ...],
-    deliveries: tuple[outbox.Delivery, ...],
+    deliveries: tuple[Delivery, ...],
 ) -> ReportVersion:
     return ReportVersion(
         report_id=str(head.id),
