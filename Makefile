@@ -63,10 +63,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install viewer
+FHIR_SERVER := tests/fhir_server/node_modules/.package-lock.json
+pytest: install viewer $(FHIR_SERVER)
 	$(BIN)/pytest -q
 
 test: system-deps install viewer lint typecheck pytest
+
+# The medplum FHIR server the EHR tests run (issue 14).
+$(FHIR_SERVER): tests/fhir_server/package-lock.json
+	cd tests/fhir_server && npm ci --no-audit --no-fund --loglevel=error
 
 bench: system-deps install
 	$(BIN)/python -m bench.run
