@@ -2,8 +2,9 @@
 
 ``tests/fhir_server/server.mjs`` is a few lines of Node HTTP glue around medplum's own router and
 in-memory repository (search with ``_lastUpdated``, ``_include``, conditional create and update,
-transactions); the glue adds ``Bundle.link[next]`` paging and, with a public key, a SMART Backend
-Services token endpoint. Its packages are installed once with ``npm ci`` (``make test`` does it
+transactions); the glue adds ``Bundle.link[next]`` paging, ``POST /$reset`` (one server serves
+the session, each test starts from an empty EHR) and, with a public key, a SMART Backend Services
+token endpoint. Its packages are installed once with ``npm ci`` (``make test`` does it
 too). :meth:`FhirServer.stop` between pages is an EHR outage; :meth:`start` brings it back on the
 same port, empty (the repository lives in memory), so tests seed again what they need.
 """
@@ -59,8 +60,27 @@ class FhirServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def smart_base_url(self) -> str:
+        """The same repository, answering only with a SMART Backend Services access token."""
+        return f"{self.base_url}/smart"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/auth/token"
+
+    @property
+    def private_key(self) -> Path:
+        """The SMART client's private key (PEM) matching the server's public key."""
+        return self.folder / "smart-client.pem"
+
+    def tokens_issued(self) -> int:
+        """How many access tokens the token endpoint has issued so far."""
+        issued: int = httpx.get(f"{self.base_url}/auth/issued", timeout=10.0).json()["issued"]
+        return issued
+
     def start(self, wait: float = 60.0) -> None:
-        """Start the server and wait until it says it listens (it indexes FHIR definitions first)."""
+        """Start the server; wait until it answers (it indexes the FHIR definitions first)."""
         if self.process is not None and self.process.poll() is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -96,7 +116,13 @@ class FhirServer:
                 self.process.wait(timeout=5)
         self.process = None
 
-    def transaction(self, entries: list[dict[str, Any]], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def reset(self) -> None:
+        """Empty the server's repository (every resource and its history)."""
+        httpx.post(f"{self.base_url}/$reset", timeout=10.0).raise_for_status()
+
+    def transaction(
+        self, entries: list[dict[str, Any]], headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """POST a transaction Bundle of ``entries``; return the transaction-response Bundle."""
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         answer = httpx.post(
@@ -115,8 +141,10 @@ def urn() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
 
 
-def upsert(resource: dict[str, Any], identifier: str, full_url: str | None = None) -> dict[str, Any]:
-    """A transaction entry: conditional update of ``resource`` on ``identifier`` (``system|value``)."""
+def upsert(
+    resource: dict[str, Any], identifier: str, full_url: str | None = None
+) -> dict[str, Any]:
+    """A transaction entry: update ``resource`` on ``identifier`` (``system|value``)."""
     entry: dict[str, Any] = {
         "resource": resource,
         "request": {"method": "PUT", "url": f"{resource['resourceType']}?identifier={identifier}"},
@@ -130,15 +158,48 @@ def npm_available() -> bool:
     return shutil.which("node") is not None and shutil.which("npm") is not None
 
 
-@pytest.fixture
-def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
-    """A real medplum FHIR server on 127.0.0.1 (free port), empty, always stopped afterwards."""
+@pytest.fixture(scope="session")
+def fhir_server_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
+    """One medplum FHIR server for the session (it takes seconds to index the FHIR definitions)."""
     if not npm_available():
         pytest.skip("Node.js and npm are needed for the medplum FHIR server")
     install()
-    server = FhirServer(tmp_path_factory.mktemp("fhir"))
+    folder = tmp_path_factory.mktemp("fhir")
+    server = FhirServer(folder, env={"FHIR_SMART_PUBLIC_KEY": str(write_key_pair(folder))})
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def write_key_pair(folder: Path) -> Path:
+    """Write an RSA key pair (``smart-client.pem``, ``smart-client.pub.pem``) for the SMART
+    client; return the public key's path (the server checks client assertions with it)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (folder / "smart-client.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = folder / "smart-client.pub.pem"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return public
+
+
+@pytest.fixture
+def fhir_server(fhir_server_session: FhirServer) -> FhirServer:
+    """The session's medplum FHIR server, emptied for this test (and restarted if it was not
+    running: a test may have stopped it)."""
+    fhir_server_session.start()
+    fhir_server_session.reset()
+    return fhir_server_session

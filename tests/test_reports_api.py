@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+
 import pytest
 from PIL import Image
 from pypdf import PdfReader
@@ -144,9 +145,7 @@ def test_report_reads_are_audited_with_the_case_and_patient(app: ReportApp) -> N
         rows = conn.execute(
             select(audit_events).where(audit_events.c.request_id == "rep-aud-1")
         ).all()
-    assert [(r.case_id, r.patient_id, r.subject) for r in rows] == [
-        (ACCESSION, MRN, "token:admin")
-    ]
+    assert [(r.case_id, r.patient_id, r.subject) for r in rows] == [(ACCESSION, MRN, "token:admin")]
 
 
 def test_open_mode_cannot_sign(samples_root: Path, tmp_path: Path) -> None:
@@ -199,7 +198,8 @@ def test_the_signed_pdf_holds_every_part(app: ReportApp, tmp_path: Path) -> None
         "Page 1 of",
     ):
         assert expected in text, expected
-    images = [image for page in PdfReader(io.BytesIO(answer.content)).pages for image in page.images]
+    pages = PdfReader(io.BytesIO(answer.content)).pages
+    images = [image for page in pages for image in page.images]
     assert len(images) == 1
     assert images[0].image is not None and images[0].image.width == 600  # the region's own pixels
     # The same bytes every time: the signed PDF is stored, not made again.
@@ -213,9 +213,9 @@ def test_the_first_page_renders(app: ReportApp, tmp_path: Path) -> None:
     signed = app.signed({"diagnosis": "Invasive ductal carcinoma", "figures": [figure]})
     pdf = tmp_path / "report.pdf"
     pdf.write_bytes(app.call("pathologist", "GET", f"/api/reports/{signed['id']}/pdf").content)
+    stem = str(tmp_path / "report-page-1")
     subprocess.run(
-        ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(pdf)]
-        + [str(tmp_path / "report-page-1")],
+        ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(pdf), stem],
         check=True,
         timeout=60,
     )

@@ -140,7 +140,8 @@ def validated(model: Any, resource: dict[str, Any]) -> dict[str, Any]:
     try:
         parsed = model.model_validate(clean)
     except ValidationError as exc:
-        raise ValueError(f"invalid {resource['resourceType']}: {exc.error_count()} errors") from exc
+        where = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:3])
+        raise ValueError(f"invalid {resource['resourceType']} at {where}") from exc
     result: dict[str, Any] = parsed.model_dump(mode="json", exclude_none=True)
     return result
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
@@ -292,6 +292,13 @@ class ReportStore:
             return int(conn.execute(select(func.count()).select_from(reports)).scalar() or 0)
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite gives back naive datetimes: they were written in UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
 def _version(
     head: Row[Any],
     row: Row[Any],
@@ -306,9 +313,9 @@ def _version(
         body=body_from_json(json.loads(row.body)),
         revision=int(row.revision),
         author=str(row.author),
-        created_at=row.created_at,
+        created_at=_utc(row.created_at) or row.created_at,
         signer=row.signer,
-        signed_at=row.signed_at,
+        signed_at=_utc(row.signed_at),
         reason=str(row.reason or ""),
         deliveries=deliveries,
         versions=listed,

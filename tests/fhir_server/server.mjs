@@ -1,8 +1,10 @@
 // A real FHIR R4 server for the tests: medplum's FhirRouter over its MemoryRepository (search,
 // _include, conditional create/update, transactions are medplum's). This glue only speaks HTTP,
 // adds Bundle.link[next] to searchsets (the memory repository pages by _offset but links nothing)
-// and, when FHIR_SMART_PUBLIC_KEY is set, guards FHIR with SMART Backend Services tokens issued at
-// /auth/token for a private_key_jwt client assertion (RS384) checked against that public key.
+// and, when FHIR_SMART_PUBLIC_KEY is set, serves the same repository under /smart guarded by SMART
+// Backend Services tokens, issued at /auth/token for a private_key_jwt client assertion (RS384)
+// checked against that public key.
+// POST /$reset empties the repository (the tests share one server, each starting empty).
 // Usage: node server.mjs PORT   (prints "listening PORT" once ready)
 import { createPublicKey, randomBytes, verify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -55,7 +57,7 @@ function issueToken(form) {
 }
 
 function authorized(req) {
-  if (!smartKey) return true;
+  if (!smartKey) return false;
   const token = (req.headers.authorization ?? '').replace(/^Bearer /, '');
   return (tokens.get(token) ?? 0) > Date.now();
 }
@@ -81,12 +83,18 @@ const server = createServer(async (req, res) => {
       const answer = issueToken(new URLSearchParams(text));
       return answer ? send(res, 200, answer, { 'content-type': 'application/json' }) : send(res, 401, { error: 'invalid_client' });
     }
+    if (url.pathname === '/$reset' && req.method === 'POST') {
+      repo.clear(); // the tests share one server: each starts from an empty EHR
+      return send(res, 200, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational' }] });
+    }
     if (url.pathname === '/auth/issued') return send(res, 200, { issued: tokensIssued }, { 'content-type': 'application/json' });
-    if (!authorized(req)) return send(res, 401, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'login' }] });
+    const guarded = url.pathname === '/smart' || url.pathname.startsWith('/smart/');
+    if (guarded && !authorized(req)) return send(res, 401, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'login' }] });
+    const path = guarded ? url.pathname.slice('/smart'.length) || '/' : url.pathname;
     const query = {};
     for (const [k, v] of url.searchParams) query[k] = k in query ? [].concat(query[k], v) : v;
     const [outcome, resource] = await router.handleRequest(
-      { method: req.method, url: url.pathname + url.search, query, params: {}, headers: req.headers, body: text ? JSON.parse(text) : undefined, config: { transactions: true } },
+      { method: req.method, url: path + url.search, query, params: {}, headers: req.headers, body: text ? JSON.parse(text) : undefined, config: { transactions: true } },
       repo,
     );
     if (resource?.resourceType === 'Bundle' && resource.type === 'searchset') addNextLink(url, resource);
