@@ -47,6 +47,15 @@ REQUESTS: list[tuple[str, str, bytes | None, str]] = [
     ("GET", "/fhir/Endpoint/nothing", None, "/fhir/Endpoint/{id}"),
     ("GET", "/api/audit", None, "/api/audit"),
     ("GET", "/api/session", None, "/api/session"),
+    # sign-out reports (issue 14)
+    ("GET", f"/api/cases/{ACCESSION}/reports", None, "/api/cases/{accession}/reports"),
+    ("POST", f"/api/cases/{ACCESSION}/reports", b"{}", "/api/cases/{accession}/reports"),
+    ("GET", "/api/reports/nothing", None, "/api/reports/{id}"),
+    ("PUT", "/api/reports/nothing", b"{}", "/api/reports/{id}"),
+    ("POST", "/api/reports/nothing/sign", None, "/api/reports/{id}/sign"),
+    ("POST", "/api/reports/nothing/amend", b"{}", "/api/reports/{id}/amend"),
+    ("GET", "/api/reports/nothing/pdf", None, "/api/reports/{id}/pdf"),
+    ("POST", "/api/reports/nothing/deliveries/retry", None, "/api/reports/{id}/deliveries/retry"),
 ]
 
 
