@@ -34,6 +34,9 @@ EXPECTED: dict[type[errors.SlideServerError], int] = {
     errors.BackendUnavailable: 503,
     errors.SlideStorageTimeout: 504,
     errors.InsufficientStorage: 507,
+    errors.Conflict: 409,
+    errors.PreconditionFailed: 412,
+    errors.PreconditionRequired: 428,
 }
 """Every error class of slideserver.errors and the status the API answers it with."""
 
