@@ -178,12 +178,20 @@ export async function renderReportPanel(container: HTMLElement, accession: strin
       const saveBtn = h("button", { type: "button", id: "report-save" }, "Save draft");
       saveBtn.addEventListener("click", () => save().then(() => (say("Draft saved."), show())).catch(fail));
       const preview = h("button", { type: "button", id: "report-preview" }, "Preview PDF");
-      preview.addEventListener("click", () =>
+      preview.addEventListener("click", () => {
+        // opened now, in the click (a window opened after an await is a blocked popup)
+        const win = window.open("about:blank", "_blank");
+        if (win) win.opener = null;
         save()
-          .then(() => window.open(reportUrl(r.id, "/pdf"), "_blank", "noopener"))
-          .then(() => show())
-          .catch(fail),
-      );
+          .then(() => {
+            if (win) win.location.href = reportUrl(r.id, "/pdf");
+            show();
+          })
+          .catch((err) => {
+            win?.close();
+            fail(err);
+          });
+      });
       const sign = h("button.primary", { type: "button", id: "report-sign" }, "Sign");
       sign.addEventListener("click", async () => {
         try {
