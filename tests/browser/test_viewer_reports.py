@@ -25,7 +25,7 @@ def test_a_pathologist_writes_signs_and_amends_a_report_with_a_figure(
     sign_in(page, auth_server.tokens["pathologist"])
     page.wait_for_function("() => document.getElementById('app').dataset.ready === 'true'")
     page.click("#add-figure")
-    page.wait_for_function("() => document.getElementById('add-figure').textContent === 'Added (1)'")
+    page.wait_for_selector("#add-figure:has-text('Added (1)')")
 
     page.goto(f"/case/{ACCESSION}")
     page.wait_for_selector("section.report-panel #report-new")
