@@ -209,7 +209,9 @@ def test_the_signed_pdf_holds_every_part(app: ReportApp, tmp_path: Path) -> None
 
 @pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils not installed")
 def test_the_first_page_renders(app: ReportApp, tmp_path: Path) -> None:
-    figure = {"slide_id": app.svs, "region": {"x": 0, "y": 0, "width": 1000, "height": 700}}
+    slide = app.call("pathologist", "GET", f"/api/slides/{app.svs}").json()
+    middle = {"x": slide["width"] // 2 - 800, "y": slide["height"] // 2 - 560}
+    figure = {"slide_id": app.svs, "region": {**middle, "width": 1600, "height": 1120}}
     signed = app.signed({"diagnosis": "Invasive ductal carcinoma", "figures": [figure]})
     pdf = tmp_path / "report.pdf"
     pdf.write_bytes(app.call("pathologist", "GET", f"/api/reports/{signed['id']}/pdf").content)
