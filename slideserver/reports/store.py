@@ -159,7 +159,7 @@ class ReportStore:
         """Replace the draft's body; ``etag`` must be the draft's current ETag."""
         with self.writer.begin() as conn:
             current = self._get(conn, report_id, None)
-            self._check_draft(current, etag)
+            self.check_draft(current, etag)
             conn.execute(
                 update(report_versions)
                 .where(
@@ -256,7 +256,8 @@ class ReportStore:
             return self._get(conn, report_id, None) if report_id else None
 
     @staticmethod
-    def _check_draft(current: ReportVersion, etag: str) -> None:
+    def check_draft(current: ReportVersion, etag: str) -> None:
+        """Raise unless ``current`` is a draft whose ETag is ``etag`` (weak or strong)."""
         if current.status != DRAFT:
             raise ReportSigned(
                 f"report {current.report_id} is {current.status}: amend it instead of editing"

@@ -121,7 +121,7 @@ class ReportService:
         if current.status != DRAFT:
             raise ReportSigned(f"report {report_id} version {current.version} is signed")
         if etag is not None:
-            self.store._check_draft(current, etag)
+            self.store.check_draft(current, etag)
         signed_at = now()
         signed = replace(current, status=FINAL, signer=signer, signed_at=signed_at)
         pdf = await self.render_pdf(signed)
