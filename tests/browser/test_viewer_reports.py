@@ -39,6 +39,7 @@ def test_a_pathologist_writes_signs_and_amends_a_report_with_a_figure(
     with page.expect_popup() as popup:  # the PDF preview opens in its own tab
         page.click("#report-preview")
     popup.value.close()
+    page.wait_for_selector(".report-status:has-text('the PDF opens')")
 
     page.click("#report-sign")
     page.wait_for_selector(".report-head[data-status=final]")

@@ -173,51 +173,65 @@ export async function renderReportPanel(container: HTMLElement, accession: strin
     const pdfLink = (version: number, label: string) => h("a.pdf", { href: reportUrl(r.id, `/pdf?version=${version}`), target: "_blank", rel: "noopener" }, label);
 
     const actions = h("div.report-actions");
+    // One operation at a time: two saves sent with one ETag would refuse each other (412).
+    const busy = (on: boolean) => {
+      for (const b of body.querySelectorAll<HTMLButtonElement>(".report-actions button, .amend button")) b.disabled = on;
+    };
+    const run = (op: () => Promise<void>) => {
+      busy(true);
+      op()
+        .catch(fail)
+        .finally(() => busy(false));
+    };
     const amendBox = h("div.amend");
     if (draft) {
       const saveBtn = h("button", { type: "button", id: "report-save" }, "Save draft");
-      saveBtn.addEventListener("click", () => save().then(() => (say("Draft saved."), show())).catch(fail));
+      saveBtn.addEventListener("click", () =>
+        run(async () => {
+          await save();
+          say("Draft saved.");
+          show();
+        }),
+      );
       const preview = h("button", { type: "button", id: "report-preview" }, "Preview PDF");
       preview.addEventListener("click", () => {
         // opened now, in the click (a window opened after an await is a blocked popup)
         const win = window.open("about:blank", "_blank");
         if (win) win.opener = null;
-        save()
-          .then(() => {
-            if (win) win.location.href = reportUrl(r.id, "/pdf");
-            show();
-          })
-          .catch((err) => {
+        run(async () => {
+          try {
+            await save();
+          } catch (err) {
             win?.close();
-            fail(err);
-          });
+            throw err;
+          }
+          if (win) win.location.href = reportUrl(r.id, "/pdf");
+          say("Draft saved; the PDF opens in its own tab.");
+          show();
+        });
       });
       const sign = h("button.primary", { type: "button", id: "report-sign" }, "Sign");
-      sign.addEventListener("click", async () => {
-        try {
+      sign.addEventListener("click", () =>
+        run(async () => {
           await save();
           current = await send(reportUrl(r.id, "/sign"), "POST", undefined, { "If-Match": current!.etag });
           say(`Signed version ${current.report.version}.`);
           show();
-        } catch (err) {
-          fail(err);
-        }
-      });
+        }),
+      );
       actions.append(saveBtn, preview, sign);
     } else {
       const kind = h("select", { id: "report-amend-status", "aria-label": "Amendment kind" }, h("option", { value: "amended" }, "Amended"), h("option", { value: "corrected" }, "Corrected"));
       const reason = h("input", { type: "text", id: "report-amend-reason", placeholder: "Reason for the amendment" });
       const amend = h("button.primary", { type: "button", id: "report-amend" }, "Sign amendment");
-      amend.addEventListener("click", async () => {
-        try {
+      amend.addEventListener("click", () =>
+        run(async () => {
           current = await send(reportUrl(r.id, "/amend"), "POST", { ...collect(), status: kind.value, reason: reason.value });
           localStorage.removeItem(pendingKey(accession));
           say(`Signed version ${current.report.version} (${current.report.status}).`);
           show();
-        } catch (err) {
-          fail(err);
-        }
-      });
+        }),
+      );
       amendBox.append(kind, reason, amend);
       actions.append(pdfLink(r.version, "PDF"));
     }
