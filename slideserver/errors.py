@@ -151,7 +151,8 @@ class Unprocessable(SlideServerError):
 
 
 class Conflict(SlideServerError):
-    """The request conflicts with what is stored (an identifier reused for other content)."""
+    """The request conflicts with what is stored (an identifier reused for other content, a
+    signed report edited)."""
 
     code = "conflict"
 

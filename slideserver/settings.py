@@ -223,6 +223,22 @@ class Settings:
     """Resources asked for per page of a poll (``_count``)."""
     ehr_timeout: float = 30.0
     """Seconds one request to the EHR may take before it counts as a failure."""
+    reports_fhir_url: str = ""
+    """FHIR base URL signed reports are sent to as DiagnosticReports (the EHR); empty: none."""
+    reports_fhir_token: str = ""
+    """Static bearer token for ``reports_fhir_url``; empty: no Authorization header."""
+    reports_document_reference: bool = False
+    """Also send each signed version as a DocumentReference (the PDF) to ``reports_fhir_url``."""
+    reports_identifier_system: str = "urn:slideserver:report"
+    """System of the report identifier, by which deliveries update rather than duplicate."""
+    lis_mllp_url: str = ""
+    """``mllp://HOST:PORT`` of the LIS that receives signed reports as ORU^R01; empty: none."""
+    reports_retry_seconds: float = 5.0
+    """First wait before a failed delivery is tried again (doubled each time, at most 1 h)."""
+    reports_max_attempts: int = 20
+    """Attempts before a delivery is given up (an admin can retry it afterwards)."""
+    reports_send_timeout: float = 30.0
+    """Seconds a delivery may take (connect, send, answer) before it counts as failed."""
 
     # --- annotations (issue 16) ---
     annotation_classes: str = ""

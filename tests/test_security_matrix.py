@@ -65,6 +65,48 @@ REQUESTS: list[tuple[str, str, bytes | None, str]] = [
     # issue 13: STOW-RS (no DICOM store in this app: allowed callers get 404)
     ("POST", "/dicomweb/studies", b"not multipart", "/dicomweb/studies"),
     ("POST", "/dicomweb/studies/1.2.3", b"not multipart", "/dicomweb/studies/{study}"),
+    # sign-out reports (issue 14)
+    ("GET", f"/api/cases/{ACCESSION}/reports", None, "/api/cases/{accession}/reports"),
+    ("POST", f"/api/cases/{ACCESSION}/reports", b"{}", "/api/cases/{accession}/reports"),
+    ("GET", "/api/reports/nothing", None, "/api/reports/{id}"),
+    ("PUT", "/api/reports/nothing", b"{}", "/api/reports/{id}"),
+    ("POST", "/api/reports/nothing/sign", None, "/api/reports/{id}/sign"),
+    ("POST", "/api/reports/nothing/amend", b"{}", "/api/reports/{id}/amend"),
+    ("GET", "/api/reports/nothing/pdf", None, "/api/reports/{id}/pdf"),
+    ("POST", "/api/reports/nothing/deliveries/retry", None, "/api/reports/{id}/deliveries/retry"),
+    # annotations (issue 16); a layer's own rules (annotations/access.py) come after these
+    ("GET", "/api/slides/{sid}/annotations", None, "/api/slides/{slide_id}/annotations"),
+    ("POST", "/api/slides/{sid}/annotations", b"{}", "/api/slides/{slide_id}/annotations"),
+    (
+        "POST",
+        "/api/slides/{sid}/annotations/import?format=geojson",
+        b"{}",
+        "/api/slides/{slide_id}/annotations/import",
+    ),
+    (
+        "GET",
+        "/api/slides/{sid}/annotations/export?format=geojson",
+        None,
+        "/api/slides/{slide_id}/annotations/export",
+    ),
+    (
+        "GET",
+        "/api/slides/{sid}/annotation-layers",
+        None,
+        "/api/slides/{slide_id}/annotation-layers",
+    ),
+    (
+        "POST",
+        "/api/slides/{sid}/annotation-layers",
+        b"{}",
+        "/api/slides/{slide_id}/annotation-layers",
+    ),
+    ("GET", "/api/annotations/nothing", None, "/api/annotations/{annotation_id}"),
+    ("PUT", "/api/annotations/nothing", b"{}", "/api/annotations/{annotation_id}"),
+    ("DELETE", "/api/annotations/nothing", None, "/api/annotations/{annotation_id}"),
+    ("GET", "/api/annotations/nothing/history", None, "/api/annotations/{annotation_id}/history"),
+    ("PUT", "/api/annotation-layers/nothing", b"{}", "/api/annotation-layers/{layer_id}"),
+    ("DELETE", "/api/annotation-layers/nothing", None, "/api/annotation-layers/{layer_id}"),
 ]
 
 

@@ -26,7 +26,6 @@ from slideserver.api.policy import secure_routes
 from slideserver.api.routes import (
     annotations as annotation_routes,  # issue 16
 )
-from slideserver.api.routes import (
     audit,
     cases,
     deepzoom,
@@ -37,9 +36,9 @@ from slideserver.api.routes import (
     lis,
     session,
     slides,
-)
 from slideserver.api.routes import openapi as openapi_routes  # issue 17
 from slideserver.api.routes.dicomweb_store import routes as stow_routes
+from slideserver.api.routes.reports import routes as report_routes
 from slideserver.api.state import AppState
 from slideserver.api.tile_lane import TileLane
 from slideserver.cache.base import TileCache
@@ -54,10 +53,12 @@ from slideserver.metrics import Metrics
 from slideserver.ops.schedule import backup_schedule
 from slideserver.readers.base import quiet_backend_logs
 from slideserver.readers.registry import ReaderRegistry, default_registry
+from slideserver.reports.targets import delivery_targets
 from slideserver.security import Security
 from slideserver.services.iiif import IIIFService
 from slideserver.services.links import LinkService, accession_policy
 from slideserver.services.mllp_intake import MllpIntake
+from slideserver.services.reports import open_reports
 from slideserver.services.tiles import TileService
 from slideserver.settings import Settings
 
@@ -202,6 +203,7 @@ def create_app(
     security = Security(settings)
     policy = accession_policy(settings)  # a malformed LIS setting fails here, not per message
     cors = cors_policy(settings)
+    report_targets = delivery_targets(settings)  # issue 14: a malformed target fails here
     backups = backup_schedule(settings, metrics)  # None unless SLIDESERVER_BACKUP_DIR is set
     drain = Drain()
     if settings.auth == "open":
@@ -225,6 +227,8 @@ def create_app(
         await run_sync(security.open)
         # --- issue 16: annotations (the store shares the catalog database) ---
         app.state.annotations = await run_sync(annotation_routes.open_store, settings)
+        reports = await run_sync(open_reports, settings, catalog, links, service, report_targets)
+        app.state.reports = reports  # issue 14
         mllp = await start_mllp(settings, links, security, metrics) if settings.mllp_port else None
         dicom = await start_dicom(settings, catalog.refresh, security)  # issue 13: store, SCP
         app.state.dicom_intake = dicom.intake if dicom is not None else None
@@ -241,6 +245,8 @@ def create_app(
                     tasks.start_soon(dicom.intake.run)
                 if pacs is not None:
                     tasks.start_soon(pacs.run, catalog.refresh)
+                if reports is not None:  # issue 14: report delivery
+                    tasks.start_soon(reports.worker.run)
                 try:
                     yield
                 finally:
@@ -274,6 +280,7 @@ def create_app(
         *stow_routes(),
         # --- issue 14: EHR lookup, reports ---
         *ehr.routes(),
+        *report_routes(),
         # --- issue 16: annotations ---
         *annotation_routes.routes(),
         # --- issue 17: OpenAPI, API reference ---

@@ -35,6 +35,8 @@ CLINICAL: Roles = frozenset({ADMIN, PATHOLOGIST})
 IMAGES: Roles = frozenset({ADMIN, PATHOLOGIST, RESEARCHER})
 CATALOG: Roles = frozenset({ADMIN, PATHOLOGIST, LIS})
 WRITERS: Roles = frozenset({ADMIN, LIS})
+PATHOLOGISTS: Roles = frozenset({PATHOLOGIST})
+"""Who writes and signs reports (issue 14)."""
 
 
 class PolicyError(RuntimeError):
@@ -142,6 +144,12 @@ POLICY: dict[str, Rule] = {
     "/dicomweb/studies/{study}": Rule(write=WRITERS, phi=True),
     # --- EHR pull and sign-out reports (issue 14) ---
     "/api/ehr/lookup": Rule(write=CLINICAL, phi=True),
+    "/api/cases/{accession}/reports": Rule(read=CLINICAL, write=PATHOLOGISTS, phi=True),
+    "/api/reports/{id}": Rule(read=CLINICAL, write=PATHOLOGISTS, phi=True),
+    "/api/reports/{id}/sign": Rule(write=PATHOLOGISTS, phi=True),
+    "/api/reports/{id}/amend": Rule(write=PATHOLOGISTS, phi=True),
+    "/api/reports/{id}/pdf": Rule(read=CLINICAL, phi=True),
+    "/api/reports/{id}/deliveries/retry": Rule(write=frozenset({ADMIN}), phi=True),
     # --- annotations (issue 16) ---
     # Roles here; per layer (personal, case, research, granted) in annotations/access.py.
     "/api/slides/{slide_id}/annotations": Rule(read=IMAGES, write=IMAGES, phi=True),

@@ -1,7 +1,8 @@
 // The case view at /case/{accession}: the patient, then every slide of the accession grouped by
 // specimen and block, with thumbnails; open one, or compare 2-4 side by side.
 import { ApiError, type CaseDetail, getCaseOrSearch, isViewable, type SlideSummary, statusLabel, thumbnailUrl } from "./api";
-import { seesPhi } from "./session";
+import { renderReportPanel } from "./report";
+import { currentSession, seesPhi } from "./session";
 import { appHeader, ctx, rememberContext, setHelpPage, showHelp, viewerHref } from "./shell";
 import { h, isTyping, lazyImage, personName } from "./util";
 
@@ -48,6 +49,9 @@ export async function renderCase(root: HTMLElement, accession: string): Promise<
       h("section.patient-card", { "aria-label": "Patient" }, h("h2", {}, personName(p.name) ?? "Patient"), h("div.muted", {}, [p.id ? "ID " + p.id : null, p.birth_date ? "born " + p.birth_date : null].filter(Boolean).join(" · "))),
     );
   }
+
+  const role = currentSession()?.role;
+  if (!role || role === "pathologist" || role === "admin") void renderReportPanel(body, c.accession); // issue 14
 
   // Group by specimen -> block: from the case's structure, else from each slide's case link.
   const groups = new Map<string, SlideSummary[]>();

@@ -9,6 +9,7 @@
 import { getCaseOrSearch, isViewable, type SlideDetail, type SlideSummary, thumbnailUrl } from "./api";
 import { caseSlides } from "./case";
 import { type Adjustments, MAGNIFICATIONS, NEUTRAL, Pane, perfLog } from "./pane";
+import { figureButton } from "./report";
 import { appHeader, caseHref, type ContextSlide, ctx, recallContext, setHelpPage, showHelp, viewerHref } from "./shell";
 import { onTeardown } from "./session";
 import { debounce, fillImage, formatDate, formatLength, h, isTyping, lazyImage, personName } from "./util";
@@ -435,6 +436,7 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
   updateToolbar();
   void renderPanel();
   void loadStrip(panes[0].slide);
+  toolbar.lastElementChild?.append(figureButton(() => active)); // issue 14: figures for the report
 
   // For tests and for scripting from the console.
   Object.assign(window, {
