@@ -23,9 +23,8 @@ from slideserver.api.drain import Drain
 from slideserver.api.errors import EXCEPTION_HANDLERS
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.policy import secure_routes
+from slideserver.api.routes import annotations as annotation_routes  # issue 16
 from slideserver.api.routes import (
-    annotations as annotation_routes,  # issue 16
-)
     audit,
     cases,
     deepzoom,
@@ -36,6 +35,7 @@ from slideserver.api.routes import (
     lis,
     session,
     slides,
+)
 from slideserver.api.routes import openapi as openapi_routes  # issue 17
 from slideserver.api.routes.dicomweb_store import routes as stow_routes
 from slideserver.api.routes.reports import routes as report_routes
