@@ -1,0 +1,23 @@
+// The annotation classes offered in the class picker, each with the colour it is drawn in.
+// A class the server sends that is not listed here is drawn in its feature's own colour, else grey.
+
+export interface AnnotationClass {
+  name: string;
+  label: string;
+  color: string;
+}
+
+export const CLASSES: AnnotationClass[] = [
+  { name: "tumour", label: "Tumour", color: "#e0245e" },
+  { name: "stroma", label: "Stroma", color: "#1f9d55" },
+  { name: "necrosis", label: "Necrosis", color: "#6b4f1d" },
+  { name: "mitosis", label: "Mitosis", color: "#ff8c00" },
+  { name: "margin", label: "Margin", color: "#2456c8" },
+];
+
+const FALLBACK = "#7a7f8c";
+
+export function classColor(name: string | undefined, own?: string | null): string {
+  if (own && /^#[0-9a-f]{6}$/i.test(own)) return own;
+  return CLASSES.find((c) => c.name === name)?.color ?? FALLBACK;
+}

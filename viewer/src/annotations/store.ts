@@ -1,0 +1,289 @@
+// One slide's annotations as the viewer knows them, shared by every pane showing that slide (so a
+// shape saved in one pane appears in the others). It loads what a view needs by bbox, remembers
+// which boxes are fully loaded, and switches a view to the density grid when more features are in
+// it than FEATURE_BUDGET. Every change goes to the server first and is applied when it answers.
+import * as client from "./client";
+import { DensityGrid } from "./density";
+import { type Annotation, type BBox, contains, type Feature, geometryBBox, intersects } from "./model";
+
+/** Most features a view may load and draw as shapes; above, dense layers show as a heat map. */
+export const FEATURE_BUDGET = 20_000;
+/** A layer with more features than this over the slide is shown as a heat map at low zoom. */
+export const DENSE_LAYER = 5_000;
+/** Features kept in memory before the cache is emptied (views reload what they need). */
+const CACHE_LIMIT = 60_000;
+/** The layer of features the server sends without one. */
+export const NO_LAYER = "(default)";
+
+export type ViewMode = "features" | "density";
+
+export interface LayerState {
+  name: string;
+  visible: boolean;
+  locked: boolean;
+}
+
+export interface StoreStats {
+  /** Features received for views (shape mode), since the store was made. */
+  featuresFetched: number;
+  /** Features read only to count them into the density grid. */
+  densityFetched: number;
+  viewRequests: number;
+}
+
+export function layerOf(f: Feature): string {
+  const l = f.properties.layer;
+  return l === undefined || l === null || l === "" ? NO_LAYER : String(l);
+}
+
+export class AnnotationStore {
+  readonly annotations = new Map<string, Annotation>();
+  readonly layers = new Map<string, LayerState>();
+  readonly grids = new Map<string, DensityGrid>();
+  readonly stats: StoreStats = { featuresFetched: 0, densityFetched: 0, viewRequests: 0 };
+  /** Whether the density grids count every feature of the slide. */
+  gridComplete = false;
+  private gridLoading: Promise<void> | null = null;
+  private loaded: BBox[] = [];
+  /** Layers held entirely in memory (sparse layers, after the grid was counted). */
+  private readonly wholeLayers = new Set<string>();
+  private readonly listeners = new Set<() => void>();
+  private readonly inflight = new Map<object, AbortController>();
+  private denseHint = 0; // features per level-0 px² at least, from a truncated view query
+
+  constructor(
+    readonly slideId: string,
+    readonly width: number,
+    readonly height: number,
+  ) {}
+
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  changed(): void {
+    for (const fn of this.listeners) fn();
+  }
+
+  layer(name: string): LayerState {
+    let l = this.layers.get(name);
+    if (!l) {
+      l = { name, visible: true, locked: false };
+      this.layers.set(name, l);
+    }
+    return l;
+  }
+
+  setLayer(name: string, patch: Partial<Omit<LayerState, "name">>): void {
+    Object.assign(this.layer(name), patch);
+    this.changed();
+  }
+
+  isDenseLayer(name: string): boolean {
+    const g = this.grids.get(name);
+    return !!g && g.total > DENSE_LAYER && !this.wholeLayers.has(name);
+  }
+
+  /** How a view of ``bbox`` is drawn: shapes, or the heat map for its dense layers. */
+  modeFor(bbox: BBox): ViewMode {
+    const area = Math.max(1, (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]));
+    if (this.gridComplete) {
+      let n = 0;
+      for (const [name, g] of this.grids) if (!this.wholeLayers.has(name) && this.layer(name).visible) n += g.countIn(...bbox);
+      return n > FEATURE_BUDGET ? "density" : "features";
+    }
+    return this.denseHint * area > FEATURE_BUDGET ? "density" : "features";
+  }
+
+  private isLoaded(bbox: BBox): boolean {
+    return this.loaded.some((r) => contains(r, bbox));
+  }
+
+  /**
+   * Make sure what ``owner``'s view (``bbox``, level-0) needs is here: the features in it, or the
+   * density grid. A new call from the same owner cancels its previous request.
+   */
+  async ensure(owner: object, bbox: BBox): Promise<ViewMode> {
+    const mode = this.modeFor(bbox);
+    if (mode === "density") {
+      void this.loadGrid();
+      return mode;
+    }
+    if (this.isLoaded(bbox)) return mode;
+    this.inflight.get(owner)?.abort();
+    const ctl = new AbortController();
+    this.inflight.set(owner, ctl);
+    // ask for a margin around the view, so small pans need nothing new
+    const w = bbox[2] - bbox[0];
+    const hgt = bbox[3] - bbox[1];
+    const want: BBox = [
+      Math.max(0, bbox[0] - w / 2),
+      Math.max(0, bbox[1] - hgt / 2),
+      Math.min(this.width, bbox[2] + w / 2),
+      Math.min(this.height, bbox[3] + hgt / 2),
+    ];
+    this.stats.viewRequests++;
+    try {
+      const res = await client.fetchInBBox(this.slideId, want, FEATURE_BUDGET, ctl.signal, (page) => {
+        this.stats.featuresFetched += page.length;
+        this.addFeatures(page);
+        this.changed();
+      });
+      if (res.truncated) {
+        const area = (want[2] - want[0]) * (want[3] - want[1]);
+        this.denseHint = Math.max(this.denseHint, FEATURE_BUDGET / Math.max(1, area));
+        void this.loadGrid();
+        this.changed();
+        return "density";
+      }
+      this.loaded.push(want);
+      if (this.loaded.length > 64) this.loaded.splice(0, this.loaded.length - 64);
+      return mode;
+    } catch (err) {
+      if ((err as Error).name === "AbortError") return mode;
+      throw err;
+    } finally {
+      if (this.inflight.get(owner) === ctl) this.inflight.delete(owner);
+    }
+  }
+
+  private addFeatures(features: Feature[]): void {
+    if (this.annotations.size + features.length > CACHE_LIMIT) {
+      this.annotations.clear();
+      this.loaded = [];
+    }
+    for (const f of features) {
+      const a = client.toAnnotation(f);
+      if (!a) continue;
+      const old = this.annotations.get(a.id);
+      if (old && (old.feature.properties.version ?? 0) > (a.feature.properties.version ?? 0)) continue;
+      if (old?.etag && old.feature.properties.version === a.feature.properties.version) a.etag = old.etag;
+      this.annotations.set(a.id, a);
+      this.layer(layerOf(f));
+    }
+  }
+
+  /** Count every feature of the slide into per-layer grids, page by page, once. */
+  loadGrid(): Promise<void> {
+    if (this.gridLoading) return this.gridLoading;
+    const held = new Map<string, Feature[]>(); // sparse layers' features, until they turn out dense
+    const dense = new Set<string>();
+    const all: BBox = [0, 0, this.width, this.height];
+    this.gridLoading = client
+      .fetchInBBox(this.slideId, all, Infinity, undefined, (page) => {
+        this.stats.densityFetched += page.length;
+        for (const f of page) {
+          const name = layerOf(f);
+          this.layer(name);
+          let g = this.grids.get(name);
+          if (!g) this.grids.set(name, (g = new DensityGrid(this.width, this.height)));
+          const b = geometryBBox(f.geometry);
+          g.add((b[0] + b[2]) / 2, (b[1] + b[3]) / 2);
+          if (dense.has(name)) continue;
+          const list = held.get(name) ?? [];
+          list.push(f);
+          held.set(name, list);
+          if (list.length > DENSE_LAYER) {
+            dense.add(name);
+            held.delete(name);
+          }
+        }
+        this.changed();
+      })
+      .then(() => {
+        for (const [name, list] of held) {
+          this.wholeLayers.add(name);
+          this.addFeatures(list);
+        }
+        this.gridComplete = true;
+        this.changed();
+      })
+      .catch((err) => {
+        this.gridLoading = null;
+        throw err;
+      });
+    return this.gridLoading;
+  }
+
+  /** Annotations whose box meets ``bbox``, of visible layers; dense layers left out in density mode. */
+  *inView(bbox: BBox, mode: ViewMode): Iterable<Annotation> {
+    for (const a of this.annotations.values()) {
+      if (!intersects(a.bbox, bbox)) continue;
+      const name = layerOf(a.feature);
+      if (!this.layer(name).visible) continue;
+      if (mode === "density" && !this.wholeLayers.has(name) && this.grids.has(name)) continue;
+      yield a;
+    }
+  }
+
+  // ---- changes: server first, then here ----
+
+  private put(a: Annotation): void {
+    const before = this.annotations.get(a.id);
+    this.annotations.set(a.id, a);
+    this.layer(layerOf(a.feature));
+    const grid = this.grids.get(layerOf(a.feature));
+    if (grid) {
+      if (before) grid.add((before.bbox[0] + before.bbox[2]) / 2, (before.bbox[1] + before.bbox[3]) / 2, -1);
+      grid.add((a.bbox[0] + a.bbox[2]) / 2, (a.bbox[1] + a.bbox[3]) / 2);
+    }
+    this.changed();
+  }
+
+  async create(f: Feature): Promise<Annotation> {
+    const a = await client.createFeature(this.slideId, f);
+    this.put(a);
+    return a;
+  }
+
+  async update(id: string, f: Feature): Promise<Annotation> {
+    const current = this.annotations.get(id) ?? (await client.getFeature(id));
+    try {
+      const a = await client.updateFeature(current, f);
+      this.put(a);
+      return a;
+    } catch (err) {
+      if (err instanceof client.ConflictError) await this.reload(id);
+      throw err;
+    }
+  }
+
+  async remove(id: string): Promise<void> {
+    const current = this.annotations.get(id);
+    if (!current) return;
+    try {
+      await client.deleteFeature(current);
+    } catch (err) {
+      if (err instanceof client.ConflictError) await this.reload(id);
+      throw err;
+    }
+    this.annotations.delete(id);
+    this.grids.get(layerOf(current.feature))?.add((current.bbox[0] + current.bbox[2]) / 2, (current.bbox[1] + current.bbox[3]) / 2, -1);
+    this.changed();
+  }
+
+  /** Replace our copy with the server's (after a 412), or drop it when it is gone. */
+  async reload(id: string): Promise<void> {
+    try {
+      this.put(await client.getFeature(id));
+    } catch {
+      this.annotations.delete(id);
+      this.changed();
+    }
+  }
+}
+
+const stores = new Map<string, AnnotationStore>();
+
+/** The one store of a slide, shared by all panes that show it. */
+export function storeFor(slideId: string, width: number, height: number): AnnotationStore {
+  let s = stores.get(slideId);
+  if (!s) stores.set(slideId, (s = new AnnotationStore(slideId, width, height)));
+  return s;
+}
+
+export function allStores(): AnnotationStore[] {
+  return [...stores.values()];
+}
+
