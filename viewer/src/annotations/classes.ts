@@ -1,4 +1,5 @@
-// The annotation classes offered in the class picker, each with the colour it is drawn in.
+// The annotation classes offered in the class picker, each with the colour it is drawn in (the
+// server's defaults, QuPath's where it has one).
 // A class the server sends that is not listed here is drawn in its feature's own colour, else grey.
 
 export interface AnnotationClass {
@@ -8,11 +9,11 @@ export interface AnnotationClass {
 }
 
 export const CLASSES: AnnotationClass[] = [
-  { name: "tumour", label: "Tumour", color: "#e0245e" },
-  { name: "stroma", label: "Stroma", color: "#1f9d55" },
-  { name: "necrosis", label: "Necrosis", color: "#6b4f1d" },
-  { name: "mitosis", label: "Mitosis", color: "#ff8c00" },
-  { name: "margin", label: "Margin", color: "#2456c8" },
+  { name: "tumour", label: "Tumour", color: "#c83232" },
+  { name: "stroma", label: "Stroma", color: "#96c896" },
+  { name: "necrosis", label: "Necrosis", color: "#323232" },
+  { name: "mitosis", label: "Mitosis", color: "#f0a000" },
+  { name: "margin", label: "Margin", color: "#0064c8" },
 ];
 
 const FALLBACK = "#7a7f8c";

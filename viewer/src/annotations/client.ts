@@ -78,16 +78,24 @@ async function readFeatures(resp: Response): Promise<Annotation[]> {
   return feats.map((f) => toAnnotation(f, feats.length === 1 ? etag : null)).filter((a): a is Annotation => a !== null);
 }
 
-/** Create one feature; the server answers with it (id, version, measurements). */
+/**
+ * Create one feature under an id chosen here, so that a retry after a lost answer finds it stored
+ * instead of storing it twice; then read it back (version, ETag, the server's measurements).
+ */
 export async function createFeature(slideId: string, f: Feature): Promise<Annotation> {
+  const id = f.properties.id ?? crypto.randomUUID();
+  const body: Feature = { ...f, properties: { ...f.properties, id } };
   const resp = await apiFetch(slideBase(slideId), {
     method: "POST",
-    headers: { "Content-Type": "application/geo+json", "Idempotency-Key": crypto.randomUUID() },
-    body: JSON.stringify(f),
+    headers: { "Content-Type": "application/geo+json" },
+    body: JSON.stringify(body),
   });
-  const [a] = await readFeatures(resp);
-  if (!a) throw new ApiError(502, "bad_answer", "the server did not return the saved annotation");
-  return a;
+  const answer = (await resp.json()) as Partial<Feature & { created: string[]; existing: string[] }>;
+  if (answer.type === "Feature" && resp.headers.get("ETag")) {
+    const a = toAnnotation(answer as Feature, resp.headers.get("ETag"));
+    if (a) return a;
+  }
+  return getFeature(id);
 }
 
 export async function getFeature(id: string): Promise<Annotation> {

@@ -38,6 +38,8 @@ export class Editor {
   selection: Selection | null = null;
   /** A moved or reshaped copy of the selection while the pointer drags it. */
   preview: Geometry | null = null;
+  /** What the preview is: the selection moved whole, or one of its vertices moved. */
+  previewKind: "move" | "vertex" = "move";
   readonly history: History;
   private readonly listeners = new Set<() => void>();
   private saving = false;
@@ -66,7 +68,7 @@ export class Editor {
     const sel = this.selected();
     if (sel && sel.feature.properties.class !== name) {
       const f = writableFeature(sel.feature);
-      f.properties = { ...f.properties, class: name, color: classColor(name) };
+      f.properties = { ...f.properties, class: name, colour: classColor(name) };
       void this.saveUpdate(this.selection!.store, sel, f);
     }
     this.changed();
@@ -93,8 +95,9 @@ export class Editor {
     const a = this.selected();
     if (!a) return "";
     if (this.preview) return describe(measure(this.preview, this.selection!.mpp));
-    const m = a.feature.properties.measurements;
-    if (m === null || (m === undefined && !this.selection!.mpp)) return "no MPP: no measurements";
+    const p = a.feature.properties;
+    const m = p.measurements;
+    if (p.measurements_unavailable || m === null || (m === undefined && !this.selection!.mpp)) return "no MPP: no measurements";
     return describe(m ?? measure(a.feature.geometry, this.selection!.mpp));
   }
 
@@ -156,10 +159,9 @@ export class Editor {
       return;
     }
     this.draft = null;
-    const properties: Feature["properties"] = { class: this.className, color: classColor(this.className) };
+    const properties: Feature["properties"] = { class: this.className, colour: classColor(this.className) };
     if (this.layer) properties.layer = this.layer;
     if (d.tool === "rectangle" || d.tool === "ellipse") properties.shape = d.tool;
-    if (d.tool === "polyline") properties.shape = "ruler";
     const feature: Feature = { type: "Feature", geometry: g, properties };
     this.saving = true;
     this.changed();
@@ -183,6 +185,8 @@ export class Editor {
     const g = this.preview;
     if (!a || !g || !this.selection) return;
     const f = writableFeature(a.feature);
+    // a moved vertex makes a rectangle or an ellipse a plain polygon
+    if (this.previewKind === "vertex") delete f.properties.shape;
     f.geometry = cloneGeometry(g);
     await this.saveUpdate(this.selection.store, a, f);
   }

@@ -10,7 +10,7 @@ export type Change =
   | { kind: "delete"; store: AnnotationStore; id: string; feature: Feature };
 
 function strip(f: Feature): Feature {
-  const { id: _id, version: _v, measurements: _m, author: _a, ...props } = f.properties;
+  const { id: _id, version: _v, measurements: _m, author: _a, measurements_unavailable: _u, created: _c, updated: _d, ...props } = f.properties;
   return { type: "Feature", geometry: f.geometry, properties: props };
 }
 

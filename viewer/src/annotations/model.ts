@@ -21,12 +21,15 @@ export interface FeatureProperties {
   layer?: string | null;
   author?: string | null;
   version?: number;
+  colour?: string | null;
   color?: string | null;
   label?: string | null;
   note?: string | null;
   /** How the shape was drawn (rectangle and ellipse travel as polygons). */
   shape?: string | null;
   measurements?: Measurements | null;
+  /** Set when the slide has no MPP: the server cannot measure. */
+  measurements_unavailable?: boolean | string | null;
   [key: string]: unknown;
 }
 

@@ -168,7 +168,7 @@ export class PaneOverlay {
     for (const ann of store.inView(box, mode)) {
       if (ann.id === sel) continue;
       const p = ann.feature.properties;
-      const c = classColor(p.class, p.color);
+      const c = classColor(p.class, p.colour ?? p.color);
       let list = byColor.get(c);
       if (!list) byColor.set(c, (list = []));
       list.push(ann);
@@ -181,7 +181,7 @@ export class PaneOverlay {
     if (sel && selected) {
       const g = this.editor.preview ?? selected.feature.geometry;
       const p = selected.feature.properties;
-      this.strokeShapes([g], a, classColor(p.class, p.color), true);
+      this.strokeShapes([g], a, classColor(p.class, p.colour ?? p.color), true);
       this.drawHandles(g, a);
       this.drawnShapes++;
     }
@@ -325,9 +325,11 @@ export class PaneOverlay {
           if (Math.hypot(last[0] - p[0], last[1] - p[1]) >= 3 * this.l0PerPx()) d.points.push(p);
         } else if (this.drag.kind === "move") {
           const sel = ed.selected();
+          ed.previewKind = "move";
           if (sel) ed.preview = translate(sel.feature.geometry, p[0] - this.drag.from[0], p[1] - this.drag.from[1]);
         } else if (this.drag.kind === "vertex") {
           const sel = ed.selected();
+          ed.previewKind = "vertex";
           if (sel) ed.preview = moveVertex(sel.feature.geometry, this.drag.ring!, this.drag.index!, p);
         }
         ed.changed();
