@@ -45,7 +45,7 @@ def server(browser_slides_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 def call(
     server: Server, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], Any]:
-    """One API call as a script makes it: status, headers and the JSON answer (None if empty)."""
+    """One API call as a script makes it: status, headers (lower-case names), the JSON answer."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(server.url(path), data=data, method=method)
     req.add_header("X-Requested-With", "slideserver")
@@ -56,10 +56,10 @@ def call(
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
             raw = resp.read()
-            return resp.status, dict(resp.headers), json.loads(raw) if raw else None
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(raw) if raw else None
     except urllib.error.HTTPError as err:
         raw = err.read()
-        return err.code, dict(err.headers), json.loads(raw) if raw else None
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, json.loads(raw) if raw else None
 
 
 def slide_with_mpp(server: Server, largest: bool = False) -> dict[str, Any]:
@@ -76,8 +76,27 @@ def features(server: Server, slide_id: str) -> list[dict[str, Any]]:
     return body["features"]  # type: ignore[no-any-return]
 
 
+def clear(server: Server, slide_id: str) -> None:
+    """Delete every annotation of the slide (each with its ETag), so a test starts from none."""
+    for f in features(server, slide_id):
+        aid = f["properties"]["id"]
+        status, headers, _ = call(server, "GET", f"/api/annotations/{aid}")
+        assert status == 200
+        status, _, body = call(
+            server, "DELETE", f"/api/annotations/{aid}", headers={"If-Match": headers["etag"]}
+        )
+        assert status in (200, 204), body
+    assert features(server, slide_id) == []
+
+
 def polygon(cx: float, cy: float, w: float, h: float) -> dict[str, Any]:
-    ring = [[cx - w, cy - h], [cx + w, cy - h], [cx + w, cy + h], [cx - w, cy + h], [cx - w, cy - h]]
+    ring = [
+        [cx - w, cy - h],
+        [cx + w, cy - h],
+        [cx + w, cy + h],
+        [cx - w, cy + h],
+        [cx - w, cy - h],
+    ]
     return {
         "type": "Feature",
         "geometry": {"type": "Polygon", "coordinates": [ring]},
@@ -102,6 +121,20 @@ def open_viewer(page: Any, ids: list[str]) -> None:
     page.wait_for_timeout(800)  # OpenSeadragon's spring, then the debounced bbox request
 
 
+def wait_status(page: Any, pattern: str) -> None:
+    """Wait until the annotation status line matches ``pattern`` (a JavaScript regex)."""
+    page.wait_for_function(
+        "p => new RegExp(p).test(document.querySelector('.annot-status').textContent)", arg=pattern
+    )
+
+
+def wait_pane(page: Any, key: str, value: str) -> None:
+    """Wait until the first pane's ``data-<key>`` is ``value``."""
+    page.wait_for_function(
+        "([k, v]) => document.querySelector('.pane').dataset[k] === v", arg=[key, value]
+    )
+
+
 def shapes(page: Any, pane: int = 0) -> int:
     """How many annotations the pane drew in its last frame."""
     value = page.locator(".pane").nth(pane).get_attribute("data-annotation-shapes")
@@ -115,7 +148,7 @@ def pane_point(page: Any, fx: float, fy: float, pane: int = 0) -> tuple[float, f
 
 
 def draw_polygon(page: Any, pane: int = 0) -> list[tuple[float, float]]:
-    """Draw a 200 x 120 pixel rectangle with the polygon tool, vertex by vertex; finish with Enter."""
+    """Draw a 200 x 120 pixel rectangle with the polygon tool, one click a vertex, then Enter."""
     page.get_by_role("button", name="Polygon").click()
     cx, cy = pane_point(page, 0.5, 0.5, pane)
     corners = [(cx - 100, cy - 60), (cx + 100, cy - 60), (cx + 100, cy + 60), (cx - 100, cy + 60)]
@@ -140,10 +173,11 @@ def test_a_drawn_polygon_shows_its_area_and_is_there_after_a_reload(
     page: Any, server: Server, console: Console
 ) -> None:
     slide = slide_with_mpp(server)
+    clear(server, slide["id"])
     open_viewer(page, [slide["id"]])
     um_per_px = page.evaluate("() => window.slideviewer.views()[0].um_per_px")
     draw_polygon(page)
-    page.wait_for_function("() => document.querySelector('.annot-status').textContent === 'Saved.'")
+    wait_status(page, "^Saved.$")
 
     saved = features(server, slide["id"])
     assert len(saved) == 1
@@ -158,7 +192,9 @@ def test_a_drawn_polygon_shows_its_area_and_is_there_after_a_reload(
     page.keyboard.press("v")  # select
     x, y = pane_point(page, 0.5, 0.5)
     page.mouse.click(x, y)
-    page.wait_for_function("() => /area/.test(document.querySelector('output.annot-measure').textContent)")
+    page.wait_for_function(
+        "() => /area/.test(document.querySelector('output.annot-measure').textContent)"
+    )
     assert shown_area_um2(page) == pytest.approx(server_area, rel=0.01)
     assert console.errors == []
 
@@ -167,6 +203,7 @@ def test_a_second_pane_on_the_same_slide_shows_annotations_and_new_ones(
     page: Any, server: Server
 ) -> None:
     slide = slide_with_mpp(server)
+    clear(server, slide["id"])
     cx, cy = slide["width"] / 2, slide["height"] / 2
     create(server, slide["id"], polygon(cx, cy, slide["width"] / 8, slide["height"] / 8))
     before = len(features(server, slide["id"]))
@@ -189,6 +226,7 @@ def test_a_second_pane_on_the_same_slide_shows_annotations_and_new_ones(
 
 def test_undo_and_redo_remove_and_restore_a_shape_on_the_server(page: Any, server: Server) -> None:
     slide = slide_with_mpp(server)
+    clear(server, slide["id"])
     open_viewer(page, [slide["id"]])
     before = len(features(server, slide["id"]))
     page.keyboard.press("t")  # rectangle
@@ -198,36 +236,39 @@ def test_undo_and_redo_remove_and_restore_a_shape_on_the_server(page: Any, serve
     page.mouse.down()
     page.mouse.move(x1, y1, steps=5)
     page.mouse.up()
-    page.wait_for_function("() => document.querySelector('.annot-status').textContent === 'Saved.'")
+    wait_status(page, "^Saved.$")
     made = features(server, slide["id"])
     assert len(made) == before + 1
     assert any(f["properties"].get("shape") == "rectangle" for f in made)
 
     page.keyboard.press("Control+z")
-    page.wait_for_function("() => document.querySelector('.annot-status').textContent === 'Undone.'")
+    wait_status(page, "^Undone.$")
     assert len(features(server, slide["id"])) == before
     page.keyboard.press("Control+Shift+z")
-    page.wait_for_function("() => document.querySelector('.annot-status').textContent === 'Redone.'")
+    wait_status(page, "^Redone.$")
     assert len(features(server, slide["id"])) == before + 1
 
 
 def test_an_edit_that_lost_a_race_is_reloaded_and_the_user_told(page: Any, server: Server) -> None:
     slide = slide_with_mpp(server)
+    clear(server, slide["id"])
     w, h = slide["width"], slide["height"]
     mine = create(server, slide["id"], polygon(w * 0.5, h * 0.5, w / 10, h / 10))
     open_viewer(page, [slide["id"]])
     page.keyboard.press("v")
     x, y = pane_point(page, 0.5, 0.5)
     page.mouse.click(x, y)
-    page.wait_for_function("() => !document.querySelector('button[aria-label=\"Delete annotation\"]').disabled")
+    page.wait_for_function(
+        "() => !document.querySelector('button[aria-label=\"Delete annotation\"]').disabled"
+    )
 
     # someone else moves it first
     aid = mine["properties"]["id"]
-    status, headers, current = call(server, "GET", f"/api/annotations/{aid}")
+    status, headers, _ = call(server, "GET", f"/api/annotations/{aid}")
     assert status == 200
     theirs = polygon(w * 0.25, h * 0.25, w / 10, h / 10)
     status, _, body = call(
-        server, "PUT", f"/api/annotations/{aid}", theirs, {"If-Match": headers["ETag"]}
+        server, "PUT", f"/api/annotations/{aid}", theirs, {"If-Match": headers["etag"]}
     )
     assert status == 200, body
 
@@ -235,7 +276,9 @@ def test_an_edit_that_lost_a_race_is_reloaded_and_the_user_told(page: Any, serve
     page.mouse.down()
     page.mouse.move(x + 40, y + 30, steps=4)
     page.mouse.up()
-    page.wait_for_function("() => /Someone else changed/.test(document.querySelector('.annot-status').textContent)")
+    page.wait_for_function(
+        "() => /Someone else changed/.test(document.querySelector('.annot-status').textContent)"
+    )
     shown = page.evaluate(
         "id => window.slideannotations.stores().flatMap(s => [...s.annotations.values()])"
         ".find(a => a.id === id).feature.geometry.coordinates[0][0]",
@@ -248,13 +291,16 @@ def test_an_edit_that_lost_a_race_is_reloaded_and_the_user_told(page: Any, serve
 
 def test_a_hidden_layer_is_not_drawn(page: Any, server: Server) -> None:
     slide = slide_with_mpp(server)
+    clear(server, slide["id"])
     create(server, slide["id"], polygon(slide["width"] / 2, slide["height"] / 2, 50, 50))
     open_viewer(page, [slide["id"]])
-    page.wait_for_function("() => Number(document.querySelector('.pane').dataset.annotationShapes) > 0")
+    page.wait_for_function(
+        "() => Number(document.querySelector('.pane').dataset.annotationShapes) > 0"
+    )
     page.get_by_role("button", name="Layers").click()
     for box in page.get_by_role("checkbox", name=re.compile("^Show layer")).all():
         box.uncheck()
-    page.wait_for_function("() => document.querySelector('.pane').dataset.annotationShapes === '0'")
+    wait_pane(page, "annotationShapes", "0")
 
 
 # --- many shapes ---
@@ -336,7 +382,9 @@ def test_200000_detections_pan_as_a_heat_map_then_as_bounded_shapes(
     state = "() => window.slideannotations.state()[0]"
     # the whole slide: too many to draw one by one, so the heat map
     page.wait_for_function(f"() => ({state})().gridComplete", timeout=120_000)
-    page.wait_for_function("() => document.querySelector('.pane').dataset.annotationMode === 'density'")
+    page.wait_for_function(
+        "() => document.querySelector('.pane').dataset.annotationMode === 'density'"
+    )
     low = page.evaluate(state)
     assert low["mode"] == "density"
     assert low["drawn"] < 100  # no detection drawn as a shape
@@ -344,7 +392,9 @@ def test_200000_detections_pan_as_a_heat_map_then_as_bounded_shapes(
 
     # 40x: shapes again, only those near the view
     page.keyboard.press("6")
-    page.wait_for_function("() => document.querySelector('.pane').dataset.annotationMode === 'features'")
+    page.wait_for_function(
+        "() => document.querySelector('.pane').dataset.annotationMode === 'features'"
+    )
     page.wait_for_timeout(1000)
     fetched_before = page.evaluate(state)["stats"]["featuresFetched"]
     high_frames = scripted_pan(page, "annotations-pan-shapes")

@@ -63,7 +63,7 @@ export class DensityGrid {
       img.data[i * 4] = color[0];
       img.data[i * 4 + 1] = color[1];
       img.data[i * 4 + 2] = color[2];
-      img.data[i * 4 + 3] = Math.round(60 + 170 * t);
+      img.data[i * 4 + 3] = Math.round(25 + 165 * t);
     }
     ctx.putImageData(img, 0, 0);
     this.image = canvas;

@@ -39,12 +39,12 @@ export function annotationPanel(editor: Editor, toggleTool: (t: Tool) => void): 
     return h("button.tool", { type: "button", "data-tool": t, "aria-label": label, "aria-pressed": "false", title: `${label} (${TOOL_KEYS[t]})`, onclick: () => toggleTool(t) }, glyph);
   });
   const classSelect = h("select.annot-class", { "aria-label": "Annotation class", title: "Class of new shapes (and of the selected one)" });
-  for (const c of CLASSES) classSelect.append(h("option", { value: c.name }, c.label));
+  for (const c of CLASSES) classSelect.append(h("option", { value: c.name }, "● " + c.label));
   const swatch = h("span.swatch", { "aria-hidden": "true" });
   classSelect.addEventListener("change", () => editor.setClass(classSelect.value));
   const undoBtn = h("button", { type: "button", "aria-label": "Undo", title: "Undo (Ctrl+Z)", onclick: () => void editor.undo() }, "↶");
   const redoBtn = h("button", { type: "button", "aria-label": "Redo", title: "Redo (Ctrl+Shift+Z)", onclick: () => void editor.redo() }, "↷");
-  const deleteBtn = h("button", { type: "button", "aria-label": "Delete annotation", title: "Delete the selected annotation (Delete)", onclick: () => void editor.deleteSelected() }, "🗑");
+  const deleteBtn = h("button", { type: "button", "aria-label": "Delete annotation", title: "Delete the selected annotation (Delete)", onclick: () => void editor.deleteSelected() }, "✕");
   const layersBtn = h("button", { type: "button", "aria-label": "Layers", "aria-pressed": "false", title: "Annotation layers" }, "☰");
   const measure = h("output.annot-measure", { "aria-label": "Measurement", "aria-live": "polite" });
   const status = h("div.annot-status", { role: "status", "aria-live": "polite" });

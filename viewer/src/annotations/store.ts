@@ -2,9 +2,11 @@
 // shape saved in one pane appears in the others). It loads what a view needs by bbox, remembers
 // which boxes are fully loaded, and switches a view to the density grid when more features are in
 // it than FEATURE_BUDGET. Every change goes to the server first and is applied when it answers.
+import { ApiError } from "../api";
 import * as client from "./client";
 import { DensityGrid } from "./density";
-import { type Annotation, type BBox, contains, type Feature, geometryBBox, intersects } from "./model";
+import { type Annotation, type BBox, contains, type Feature, geometryBBox } from "./model";
+import { SpatialIndex } from "./spatial";
 
 /** Most features a view may load and draw as shapes; above, dense layers show as a heat map. */
 export const FEATURE_BUDGET = 20_000;
@@ -43,11 +45,14 @@ export class AnnotationStore {
   readonly stats: StoreStats = { featuresFetched: 0, densityFetched: 0, viewRequests: 0 };
   /** Whether the density grids count every feature of the slide. */
   gridComplete = false;
+  /** Why this slide's annotations cannot be read (not allowed, no such API): stop asking. */
+  unavailable: string | null = null;
   private gridLoading: Promise<void> | null = null;
   private loaded: BBox[] = [];
   /** Layers held entirely in memory (sparse layers, after the grid was counted). */
   private readonly wholeLayers = new Set<string>();
   private readonly listeners = new Set<() => void>();
+  private readonly index: SpatialIndex;
   private readonly inflight = new Map<object, AbortController>();
   private denseHint = 0; // features per level-0 px² at least, from a truncated view query
 
@@ -55,7 +60,9 @@ export class AnnotationStore {
     readonly slideId: string,
     readonly width: number,
     readonly height: number,
-  ) {}
+  ) {
+    this.index = new SpatialIndex(width, height);
+  }
 
   subscribe(fn: () => void): () => void {
     this.listeners.add(fn);
@@ -106,6 +113,7 @@ export class AnnotationStore {
    */
   async ensure(owner: object, bbox: BBox): Promise<ViewMode> {
     const mode = this.modeFor(bbox);
+    if (this.unavailable) return mode;
     if (mode === "density") {
       void this.loadGrid();
       return mode;
@@ -114,34 +122,38 @@ export class AnnotationStore {
     this.inflight.get(owner)?.abort();
     const ctl = new AbortController();
     this.inflight.set(owner, ctl);
-    // ask for a margin around the view, so small pans need nothing new
+    // ask for a margin around the view, so small pans need nothing new; if that is too much,
+    // for the view alone; if even that is, the view is dense
     const w = bbox[2] - bbox[0];
     const hgt = bbox[3] - bbox[1];
-    const want: BBox = [
-      Math.max(0, bbox[0] - w / 2),
-      Math.max(0, bbox[1] - hgt / 2),
-      Math.min(this.width, bbox[2] + w / 2),
-      Math.min(this.height, bbox[3] + hgt / 2),
+    const padded: BBox = [
+      Math.max(0, bbox[0] - w / 4),
+      Math.max(0, bbox[1] - hgt / 4),
+      Math.min(this.width, bbox[2] + w / 4),
+      Math.min(this.height, bbox[3] + hgt / 4),
     ];
-    this.stats.viewRequests++;
     try {
-      const res = await client.fetchInBBox(this.slideId, want, FEATURE_BUDGET, ctl.signal, (page) => {
-        this.stats.featuresFetched += page.length;
-        this.addFeatures(page);
-        this.changed();
-      });
-      if (res.truncated) {
-        const area = (want[2] - want[0]) * (want[3] - want[1]);
-        this.denseHint = Math.max(this.denseHint, FEATURE_BUDGET / Math.max(1, area));
-        void this.loadGrid();
-        this.changed();
-        return "density";
+      for (const want of [padded, bbox]) {
+        this.stats.viewRequests++;
+        const res = await client.fetchInBBox(this.slideId, want, FEATURE_BUDGET, ctl.signal, (page) => {
+          this.stats.featuresFetched += page.length;
+          this.addFeatures(page);
+          this.changed();
+        });
+        if (!res.truncated) {
+          this.loaded.push(want);
+          if (this.loaded.length > 64) this.loaded.splice(0, this.loaded.length - 64);
+          return mode;
+        }
       }
-      this.loaded.push(want);
-      if (this.loaded.length > 64) this.loaded.splice(0, this.loaded.length - 64);
-      return mode;
+      const area = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]);
+      this.denseHint = Math.max(this.denseHint, FEATURE_BUDGET / Math.max(1, area));
+      void this.loadGrid();
+      this.changed();
+      return "density";
     } catch (err) {
       if ((err as Error).name === "AbortError") return mode;
+      if (err instanceof ApiError && [401, 403, 404, 405].includes(err.status)) this.unavailable = err.message || err.code;
       throw err;
     } finally {
       if (this.inflight.get(owner) === ctl) this.inflight.delete(owner);
@@ -151,6 +163,7 @@ export class AnnotationStore {
   private addFeatures(features: Feature[]): void {
     if (this.annotations.size + features.length > CACHE_LIMIT) {
       this.annotations.clear();
+      this.index.clear();
       this.loaded = [];
     }
     for (const f of features) {
@@ -160,6 +173,7 @@ export class AnnotationStore {
       if (old && (old.feature.properties.version ?? 0) > (a.feature.properties.version ?? 0)) continue;
       if (old?.etag && old.feature.properties.version === a.feature.properties.version) a.etag = old.etag;
       this.annotations.set(a.id, a);
+      this.index.put(a);
       this.layer(layerOf(f));
     }
   }
@@ -200,21 +214,26 @@ export class AnnotationStore {
         this.changed();
       })
       .catch((err) => {
-        this.gridLoading = null;
-        throw err;
+        if (err instanceof ApiError && [401, 403, 404, 405].includes(err.status)) this.unavailable = err.message || err.code;
+        else this.gridLoading = null;
       });
     return this.gridLoading;
   }
 
   /** Annotations whose box meets ``bbox``, of visible layers; dense layers left out in density mode. */
-  *inView(bbox: BBox, mode: ViewMode): Iterable<Annotation> {
-    for (const a of this.annotations.values()) {
-      if (!intersects(a.bbox, bbox)) continue;
+  inView(bbox: BBox, mode: ViewMode): Annotation[] {
+    const out: Annotation[] = [];
+    const shown = new Map<string, boolean>();
+    this.index.query(bbox, (a) => {
       const name = layerOf(a.feature);
-      if (!this.layer(name).visible) continue;
-      if (mode === "density" && !this.wholeLayers.has(name) && this.grids.has(name)) continue;
-      yield a;
-    }
+      let ok = shown.get(name);
+      if (ok === undefined) {
+        ok = this.layer(name).visible && !(mode === "density" && !this.wholeLayers.has(name) && this.grids.has(name));
+        shown.set(name, ok);
+      }
+      if (ok) out.push(a);
+    });
+    return out;
   }
 
   // ---- changes: server first, then here ----
@@ -222,6 +241,7 @@ export class AnnotationStore {
   private put(a: Annotation): void {
     const before = this.annotations.get(a.id);
     this.annotations.set(a.id, a);
+    this.index.put(a);
     this.layer(layerOf(a.feature));
     const grid = this.grids.get(layerOf(a.feature));
     if (grid) {
@@ -259,6 +279,7 @@ export class AnnotationStore {
       throw err;
     }
     this.annotations.delete(id);
+    this.index.remove(id);
     this.grids.get(layerOf(current.feature))?.add((current.bbox[0] + current.bbox[2]) / 2, (current.bbox[1] + current.bbox[3]) / 2, -1);
     this.changed();
   }
@@ -269,6 +290,7 @@ export class AnnotationStore {
       this.put(await client.getFeature(id));
     } catch {
       this.annotations.delete(id);
+      this.index.remove(id);
       this.changed();
     }
   }
