@@ -42,6 +42,8 @@ export interface PageResult {
   features: Feature[];
   /** Whether more features match than were returned (the caller asked for at most ``max``). */
   truncated: boolean;
+  /** The next page's URL when truncated. */
+  next: string | null;
 }
 
 /**
@@ -54,9 +56,10 @@ export async function fetchInBBox(
   max: number,
   signal?: AbortSignal,
   onPage?: (features: Feature[]) => void,
+  from?: string,
 ): Promise<PageResult> {
   const q = new URLSearchParams({ bbox: bbox.map((v) => Math.round(v)).join(","), limit: String(Math.min(PAGE_LIMIT, max)) });
-  let url: string | null = slideBase(slideId) + "?" + q.toString();
+  let url: string | null = from ?? slideBase(slideId) + "?" + q.toString();
   const out: Feature[] = [];
   while (url) {
     const resp = await apiFetch(url, { headers: { Accept: "application/geo+json, application/json" }, signal });
@@ -65,10 +68,10 @@ export async function fetchInBBox(
     out.push(...page);
     onPage?.(page);
     const next = nextUrl(body, url);
-    if (out.length >= max) return { features: out, truncated: next !== null || out.length > max };
+    if (out.length >= max && next !== null) return { features: out, truncated: true, next };
     url = next;
   }
-  return { features: out, truncated: false };
+  return { features: out, truncated: false, next: null };
 }
 
 async function readFeatures(resp: Response): Promise<Annotation[]> {
@@ -96,6 +99,21 @@ export async function createFeature(slideId: string, f: Feature): Promise<Annota
     if (a) return a;
   }
   return getFeature(id);
+}
+
+/** A layer as the server describes it (issue 16's layer management). */
+export interface LayerInfo {
+  id: string;
+  name: string;
+  kind?: string;
+  locked?: boolean;
+  writable?: boolean;
+}
+
+export async function getLayers(slideId: string): Promise<LayerInfo[]> {
+  const resp = await apiFetch("/api/slides/" + encodeURIComponent(slideId) + "/annotation-layers", { headers: { Accept: "application/json" } });
+  const body = (await resp.json()) as { layers?: LayerInfo[] };
+  return body.layers ?? [];
 }
 
 export async function getFeature(id: string): Promise<Annotation> {

@@ -160,7 +160,7 @@ export class Editor {
     }
     this.draft = null;
     const properties: Feature["properties"] = { class: this.className, colour: classColor(this.className) };
-    if (this.layer) properties.layer = this.layer;
+    if (this.layer && d.store.layers.has(this.layer)) properties.layer = this.layer;
     if (d.tool === "rectangle" || d.tool === "ellipse") properties.shape = d.tool;
     const feature: Feature = { type: "Feature", geometry: g, properties };
     this.saving = true;

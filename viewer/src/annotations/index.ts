@@ -89,6 +89,7 @@ export function installAnnotations(panes: PaneLike[], active: () => PaneLike): A
           loaded: o.store?.annotations.size ?? 0,
           stats: o.store ? { ...o.store.stats } : null,
           gridComplete: o.store?.gridComplete ?? false,
+          counted: o.store ? [...o.store.grids.values()].reduce((n, g) => n + g.total, 0) : 0,
         })),
     },
   });

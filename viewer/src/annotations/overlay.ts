@@ -38,6 +38,8 @@ export class PaneOverlay {
   mode: ViewMode = "features";
   /** Shapes drawn in the last frame (for the tests: bounded whatever the slide holds). */
   drawnShapes = 0;
+  /** How long the last frames' drawing took (ms), newest last, for the tests and the curious. */
+  readonly drawTimes: number[] = [];
   private readonly ctx: CanvasRenderingContext2D;
   private unsubscribe: (() => void) | null = null;
   private frameRequested = false;
@@ -67,6 +69,7 @@ export class PaneOverlay {
     this.unsubscribe?.();
     this.store = s ? storeFor(s.id, s.width, s.height) : null;
     this.unsubscribe = this.store ? this.store.subscribe(() => this.requestFrame()) : null;
+    void this.store?.loadLayers();
     this.viewChanged();
   }
 
@@ -90,12 +93,11 @@ export class PaneOverlay {
     const box = this.viewBBox();
     if (!store || !box) return;
     try {
-      this.mode = await store.ensure(this, box);
+      await store.ensure(this, box);
     } catch {
       /* a failed read leaves what is drawn; the next view change retries */
     }
-    this.pane.el.dataset.annotationMode = this.mode;
-    this.requestFrame();
+    this.requestFrame(); // the frame decides the mode (store.modeFor) and says it in data-annotation-mode
   }
 
   // ---- coordinates ----
@@ -137,6 +139,13 @@ export class PaneOverlay {
   // ---- drawing ----
 
   draw(): void {
+    const t0 = performance.now();
+    this.paint();
+    this.drawTimes.push(performance.now() - t0);
+    if (this.drawTimes.length > 2000) this.drawTimes.splice(0, 1000);
+  }
+
+  private paint(): void {
     const ctx = this.ctx;
     const dpr = window.devicePixelRatio || 1;
     const w = this.canvas.clientWidth;

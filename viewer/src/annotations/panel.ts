@@ -87,13 +87,14 @@ export function annotationPanel(editor: Editor, toggleTool: (t: Tool) => void): 
       ...(rows.length
         ? rows.map((l) => {
             const count = store!.grids.get(l.name)?.total;
-            const show = h("input", { type: "checkbox", "aria-label": `Show layer ${l.name}`, checked: l.visible });
-            const lock = h("input", { type: "checkbox", "aria-label": `Lock layer ${l.name}`, checked: l.locked });
+            const title = l.label ?? l.name;
+            const show = h("input", { type: "checkbox", "aria-label": `Show layer ${title}`, checked: l.visible });
+            const lock = h("input", { type: "checkbox", "aria-label": `Lock layer ${title}`, checked: l.locked, disabled: l.writable === false });
             show.addEventListener("change", () => store!.setLayer(l.name, { visible: show.checked }));
             lock.addEventListener("change", () => store!.setLayer(l.name, { locked: lock.checked }));
-            const target = h("input", { type: "radio", name: "annot-target", "aria-label": `Draw in layer ${l.name}`, checked: editor.layer === l.name });
+            const target = h("input", { type: "radio", name: "annot-target", "aria-label": `Draw in layer ${title}`, checked: editor.layer === l.name, disabled: l.writable === false });
             target.addEventListener("change", () => (editor.layer = l.name));
-            return h("div.layer-row", { "data-layer": l.name }, show, h("span.name", {}, l.name, count !== undefined ? h("span.muted", {}, ` ${count.toLocaleString("en")}`) : ""), h("label", { title: "Locked layers cannot be selected or edited" }, lock, "lock"), target);
+            return h("div.layer-row", { "data-layer": l.name }, show, h("span.name", { title: l.name }, title, count !== undefined ? h("span.muted", {}, ` ${count.toLocaleString("en")}`) : ""), h("label", { title: "Locked layers cannot be selected or edited" }, lock, "lock"), target);
           })
         : [h("p.muted", {}, "No annotations loaded.")]),
     );

@@ -9,7 +9,7 @@ import { type Annotation, type BBox, contains, type Feature, geometryBBox } from
 import { SpatialIndex } from "./spatial";
 
 /** Most features a view may load and draw as shapes; above, dense layers show as a heat map. */
-export const FEATURE_BUDGET = 20_000;
+export const FEATURE_BUDGET = 10_000;
 /** A layer with more features than this over the slide is shown as a heat map at low zoom. */
 export const DENSE_LAYER = 5_000;
 /** Features kept in memory before the cache is emptied (views reload what they need). */
@@ -20,9 +20,14 @@ export const NO_LAYER = "(default)";
 export type ViewMode = "features" | "density";
 
 export interface LayerState {
+  /** The layer's id (what features carry in properties.layer). */
   name: string;
+  /** Its name for people, when the server told it. */
+  label?: string;
   visible: boolean;
   locked: boolean;
+  /** Whether the caller may add to it (from the server; unknown: assume so). */
+  writable?: boolean;
 }
 
 export interface StoreStats {
@@ -82,6 +87,25 @@ export class AnnotationStore {
     return l;
   }
 
+  private layersRead = false;
+
+  /** Names, locks and write rights of the slide's layers, from the server (once). */
+  async loadLayers(): Promise<void> {
+    if (this.layersRead || this.unavailable) return;
+    this.layersRead = true;
+    try {
+      for (const info of await client.getLayers(this.slideId)) {
+        const l = this.layer(info.id);
+        l.label = info.name;
+        l.writable = info.writable !== false && !info.locked;
+        if (info.locked) l.locked = true;
+      }
+      this.changed();
+    } catch {
+      this.layersRead = false; // shown by id until a later try succeeds
+    }
+  }
+
   setLayer(name: string, patch: Partial<Omit<LayerState, "name">>): void {
     Object.assign(this.layer(name), patch);
     this.changed();
@@ -100,7 +124,7 @@ export class AnnotationStore {
       for (const [name, g] of this.grids) if (!this.wholeLayers.has(name) && this.layer(name).visible) n += g.countIn(...bbox);
       return n > FEATURE_BUDGET ? "density" : "features";
     }
-    return this.denseHint * area > FEATURE_BUDGET ? "density" : "features";
+    return this.denseHint * area >= FEATURE_BUDGET ? "density" : "features";
   }
 
   private isLoaded(bbox: BBox): boolean {
@@ -132,8 +156,10 @@ export class AnnotationStore {
       Math.min(this.width, bbox[2] + w / 4),
       Math.min(this.height, bbox[3] + hgt / 4),
     ];
+    const whole = (b: BBox) => b[0] <= 0 && b[1] <= 0 && b[2] >= this.width && b[3] >= this.height;
+    const tries = contains(bbox, padded) ? [bbox] : [padded, bbox];
     try {
-      for (const want of [padded, bbox]) {
+      for (const want of tries) {
         this.stats.viewRequests++;
         const res = await client.fetchInBBox(this.slideId, want, FEATURE_BUDGET, ctl.signal, (page) => {
           this.stats.featuresFetched += page.length;
@@ -145,9 +171,14 @@ export class AnnotationStore {
           if (this.loaded.length > 64) this.loaded.splice(0, this.loaded.length - 64);
           return mode;
         }
+        if (whole(want)) {
+          // the whole slide was being read: count what came and go on from there
+          this.switchToDensity(bbox);
+          void this.loadGrid(res.features, res.next);
+          return "density";
+        }
       }
-      const area = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]);
-      this.denseHint = Math.max(this.denseHint, FEATURE_BUDGET / Math.max(1, area));
+      this.switchToDensity(bbox);
       void this.loadGrid();
       this.changed();
       return "density";
@@ -158,6 +189,11 @@ export class AnnotationStore {
     } finally {
       if (this.inflight.get(owner) === ctl) this.inflight.delete(owner);
     }
+  }
+
+  private switchToDensity(bbox: BBox): void {
+    const area = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]);
+    this.denseHint = Math.max(this.denseHint, FEATURE_BUDGET / Math.max(1, area));
   }
 
   private addFeatures(features: Feature[]): void {
@@ -178,33 +214,42 @@ export class AnnotationStore {
     }
   }
 
-  /** Count every feature of the slide into per-layer grids, page by page, once. */
-  loadGrid(): Promise<void> {
+  /**
+   * Count every feature of the slide into per-layer grids, page by page, once; ``first`` and
+   * ``from``: the pages of a whole-slide read already made, and where it stopped.
+   */
+  loadGrid(first: Feature[] = [], from: string | null = null): Promise<void> {
     if (this.gridLoading) return this.gridLoading;
     const held = new Map<string, Feature[]>(); // sparse layers' features, until they turn out dense
     const dense = new Set<string>();
     const all: BBox = [0, 0, this.width, this.height];
-    this.gridLoading = client
-      .fetchInBBox(this.slideId, all, Infinity, undefined, (page) => {
-        this.stats.densityFetched += page.length;
-        for (const f of page) {
-          const name = layerOf(f);
-          this.layer(name);
-          let g = this.grids.get(name);
-          if (!g) this.grids.set(name, (g = new DensityGrid(this.width, this.height)));
-          const b = geometryBBox(f.geometry);
-          g.add((b[0] + b[2]) / 2, (b[1] + b[3]) / 2);
-          if (dense.has(name)) continue;
-          const list = held.get(name) ?? [];
-          list.push(f);
-          held.set(name, list);
-          if (list.length > DENSE_LAYER) {
-            dense.add(name);
-            held.delete(name);
-          }
+    this.grids.clear(); // a retry after a failed read counts from nothing again
+    const count = (page: Feature[]) => {
+      for (const f of page) {
+        const name = layerOf(f);
+        this.layer(name);
+        let g = this.grids.get(name);
+        if (!g) this.grids.set(name, (g = new DensityGrid(this.width, this.height)));
+        const b = geometryBBox(f.geometry);
+        g.add((b[0] + b[2]) / 2, (b[1] + b[3]) / 2);
+        if (dense.has(name)) continue;
+        const list = held.get(name) ?? [];
+        list.push(f);
+        held.set(name, list);
+        if (list.length > DENSE_LAYER) {
+          dense.add(name);
+          held.delete(name);
         }
-        this.changed();
-      })
+      }
+      this.changed();
+    };
+    count(first);
+    const onPage = (page: Feature[]) => {
+      this.stats.densityFetched += page.length;
+      count(page);
+    };
+    const rest = from === null && first.length ? Promise.resolve(null) : client.fetchInBBox(this.slideId, all, Infinity, undefined, onPage, from ?? undefined);
+    this.gridLoading = rest
       .then(() => {
         for (const [name, list] of held) {
           this.wholeLayers.add(name);
