@@ -313,10 +313,14 @@ export class PaneOverlay {
         ed.begin(this.store, this.mpp, p);
         void ed.finish();
       } else {
-        // polyline, polygon: one vertex per click; a click on the last vertex is the double-click's
+        // polyline, polygon: one vertex per click; a click on the last vertex (the second click of
+        // a double-click) finishes the shape
         const d = ed.draft;
         const last = d?.store === this.store ? d.points[d.points.length - 1] : null;
-        if (last && Math.hypot(last[0] - p[0], last[1] - p[1]) <= 3 * this.l0PerPx()) return;
+        if (last && Math.hypot(last[0] - p[0], last[1] - p[1]) <= 3 * this.l0PerPx()) {
+          void ed.finish();
+          return;
+        }
         ed.begin(this.store, this.mpp, p);
       }
     }, { capture: true });

@@ -83,18 +83,26 @@ export class AnnotationStore {
     if (!l) {
       l = { name, visible: true, locked: false };
       this.layers.set(name, l);
+      // a layer we have not heard of (made since, e.g. one's own on the first save): ask its name
+      if (this.layersRead && !this.readingLayers) {
+        this.layersRead = false;
+        void this.loadLayers();
+      }
     }
     return l;
   }
 
   private layersRead = false;
+  private readingLayers = false;
 
   /** Names, locks and write rights of the slide's layers, from the server (once). */
   async loadLayers(): Promise<void> {
     if (this.layersRead || this.unavailable) return;
     this.layersRead = true;
     try {
-      for (const info of await client.getLayers(this.slideId)) {
+      const infos = await client.getLayers(this.slideId);
+      this.readingLayers = true;
+      for (const info of infos) {
         const l = this.layer(info.id);
         l.label = info.name;
         l.writable = info.writable !== false && !info.locked;
@@ -103,6 +111,8 @@ export class AnnotationStore {
       this.changed();
     } catch {
       this.layersRead = false; // shown by id until a later try succeeds
+    } finally {
+      this.readingLayers = false;
     }
   }
 
