@@ -55,6 +55,8 @@ export class Pane {
   private ruler: { l0_a: OpenSeadragon.Point; l0_b: OpenSeadragon.Point } | null = null;
   private rulerMode = false;
   private openToken = 0;
+  /** Called when a slide is open (annotations: load its layer) and when the viewport moves. */
+  readonly listeners = { open: new Set<() => void>(), view: new Set<() => void>() };
 
   constructor(
     parent: HTMLElement,
@@ -242,6 +244,7 @@ export class Pane {
     this.el.dataset.slide = id;
     if (previous) this.setRelativeView(previous);
     this.applyAdjustments();
+    for (const fn of this.listeners.open) fn();
     this.redrawOverlays();
   }
 
@@ -355,6 +358,7 @@ export class Pane {
       this.scaleBar.style.width = "0";
     }
     this.drawRuler();
+    for (const fn of this.listeners.view) fn();
   }
 
   setRulerMode(on: boolean): void {

@@ -7,6 +7,7 @@
 //   rot    rotation in degrees (0, 90, 180, 270)
 //   lock=0 side-by-side panes move independently
 import { getCaseOrSearch, isViewable, type SlideDetail, type SlideSummary, thumbnailUrl } from "./api";
+import { installAnnotations } from "./annotations";
 import { caseSlides } from "./case";
 import { type Adjustments, MAGNIFICATIONS, NEUTRAL, Pane, perfLog } from "./pane";
 import { figureButton } from "./report";
@@ -55,12 +56,13 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
     h("div.group", {}, rulerBtn, adjustBtn, lockBtn, infoBtn, fsBtn),
   );
   const adjust = adjustPopover();
+  const stage = h("div.stage", {}, panesEl, adjust.el);
   root.replaceChildren(
     h(
       "div.viewer-page",
       {},
       appHeader("", caseLink, toolbar),
-      h("div.viewer-body", {}, strip, h("div.stage", {}, panesEl, adjust.el), panel),
+      h("div.viewer-body", {}, strip, stage, panel),
     ),
   );
 
@@ -81,6 +83,7 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
     active = p;
     for (const q of panes) q.el.classList.toggle("active", q === p);
     adjust.show(p.adjustments);
+    annotations.activated(p);
     void renderPanel();
     highlightStrip();
     updateToolbar();
@@ -100,6 +103,13 @@ export async function renderViewer(root: HTMLElement, ids: string[]): Promise<vo
   onTeardown(() => panes.forEach((p) => p.osd.destroy()));
   active = panes[0];
   panes[0].el.classList.add("active");
+  // annotations: drawn over every pane, saved to the server, shared by panes showing one slide
+  const annotations = installAnnotations(panes, () => active);
+  stage.append(annotations.el);
+  for (const p of panes) {
+    p.listeners.open.add(() => annotations.opened(p));
+    p.listeners.view.add(() => annotations.viewChanged(p));
+  }
   lockBtn.setAttribute("aria-pressed", String(locked));
   lockBtn.textContent = locked ? "Locked" : "Unlocked";
 

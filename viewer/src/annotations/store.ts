@@ -1,0 +1,366 @@
+// One slide's annotations as the viewer knows them, shared by every pane showing that slide (so a
+// shape saved in one pane appears in the others). It loads what a view needs by bbox, remembers
+// which boxes are fully loaded, and switches a view to the density grid when more features are in
+// it than FEATURE_BUDGET. Every change goes to the server first and is applied when it answers.
+import { ApiError } from "../api";
+import * as client from "./client";
+import { DensityGrid } from "./density";
+import { type Annotation, type BBox, contains, type Feature, geometryBBox } from "./model";
+import { SpatialIndex } from "./spatial";
+
+/** Most features a view may load and draw as shapes; above, dense layers show as a heat map. */
+export const FEATURE_BUDGET = 10_000;
+/** A layer with more features than this over the slide is shown as a heat map at low zoom. */
+export const DENSE_LAYER = 5_000;
+/** Features kept in memory before the cache is emptied (views reload what they need). */
+const CACHE_LIMIT = 60_000;
+/** The layer of features the server sends without one. */
+export const NO_LAYER = "(default)";
+
+export type ViewMode = "features" | "density";
+
+export interface LayerState {
+  /** The layer's id (what features carry in properties.layer). */
+  name: string;
+  /** Its name for people, when the server told it. */
+  label?: string;
+  visible: boolean;
+  locked: boolean;
+  /** Whether the caller may add to it (from the server; unknown: assume so). */
+  writable?: boolean;
+}
+
+export interface StoreStats {
+  /** Features received for views (shape mode), since the store was made. */
+  featuresFetched: number;
+  /** Features read only to count them into the density grid. */
+  densityFetched: number;
+  viewRequests: number;
+}
+
+export function layerOf(f: Feature): string {
+  const l = f.properties.layer;
+  return l === undefined || l === null || l === "" ? NO_LAYER : String(l);
+}
+
+export class AnnotationStore {
+  readonly annotations = new Map<string, Annotation>();
+  readonly layers = new Map<string, LayerState>();
+  readonly grids = new Map<string, DensityGrid>();
+  readonly stats: StoreStats = { featuresFetched: 0, densityFetched: 0, viewRequests: 0 };
+  /** Whether the density grids count every feature of the slide. */
+  gridComplete = false;
+  /** Why this slide's annotations cannot be read (not allowed, no such API): stop asking. */
+  unavailable: string | null = null;
+  private gridLoading: Promise<void> | null = null;
+  private loaded: BBox[] = [];
+  /** Layers held entirely in memory (sparse layers, after the grid was counted). */
+  private readonly wholeLayers = new Set<string>();
+  private readonly listeners = new Set<() => void>();
+  private readonly index: SpatialIndex;
+  private readonly inflight = new Map<object, AbortController>();
+  private denseHint = 0; // features per level-0 px² at least, from a truncated view query
+
+  constructor(
+    readonly slideId: string,
+    readonly width: number,
+    readonly height: number,
+  ) {
+    this.index = new SpatialIndex(width, height);
+  }
+
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  changed(): void {
+    for (const fn of this.listeners) fn();
+  }
+
+  layer(name: string): LayerState {
+    let l = this.layers.get(name);
+    if (!l) {
+      l = { name, visible: true, locked: false };
+      this.layers.set(name, l);
+      // a layer we have not heard of (made since, e.g. one's own on the first save): ask its name
+      if (this.layersRead && !this.readingLayers) {
+        this.layersRead = false;
+        void this.loadLayers();
+      }
+    }
+    return l;
+  }
+
+  private layersRead = false;
+  private readingLayers = false;
+
+  /** Names, locks and write rights of the slide's layers, from the server (once). */
+  async loadLayers(): Promise<void> {
+    if (this.layersRead || this.unavailable) return;
+    this.layersRead = true;
+    try {
+      const infos = await client.getLayers(this.slideId);
+      this.readingLayers = true;
+      for (const info of infos) {
+        const l = this.layer(info.id);
+        l.label = info.name;
+        l.writable = info.writable !== false && !info.locked;
+        if (info.locked) l.locked = true;
+      }
+      this.changed();
+    } catch {
+      this.layersRead = false; // shown by id until a later try succeeds
+    } finally {
+      this.readingLayers = false;
+    }
+  }
+
+  setLayer(name: string, patch: Partial<Omit<LayerState, "name">>): void {
+    Object.assign(this.layer(name), patch);
+    this.changed();
+  }
+
+  isDenseLayer(name: string): boolean {
+    const g = this.grids.get(name);
+    return !!g && g.total > DENSE_LAYER && !this.wholeLayers.has(name);
+  }
+
+  /** How a view of ``bbox`` is drawn: shapes, or the heat map for its dense layers. */
+  modeFor(bbox: BBox): ViewMode {
+    const area = Math.max(1, (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]));
+    if (this.gridComplete) {
+      let n = 0;
+      for (const [name, g] of this.grids) if (!this.wholeLayers.has(name) && this.layer(name).visible) n += g.countIn(...bbox);
+      return n > FEATURE_BUDGET ? "density" : "features";
+    }
+    return this.denseHint * area >= FEATURE_BUDGET ? "density" : "features";
+  }
+
+  private isLoaded(bbox: BBox): boolean {
+    return this.loaded.some((r) => contains(r, bbox));
+  }
+
+  /**
+   * Make sure what ``owner``'s view (``bbox``, level-0) needs is here: the features in it, or the
+   * density grid. A new call from the same owner cancels its previous request.
+   */
+  async ensure(owner: object, bbox: BBox): Promise<ViewMode> {
+    const mode = this.modeFor(bbox);
+    if (this.unavailable) return mode;
+    if (mode === "density") {
+      void this.loadGrid();
+      return mode;
+    }
+    if (this.isLoaded(bbox)) return mode;
+    this.inflight.get(owner)?.abort();
+    const ctl = new AbortController();
+    this.inflight.set(owner, ctl);
+    // ask for a margin around the view, so small pans need nothing new; if that is too much,
+    // for the view alone; if even that is, the view is dense
+    const w = bbox[2] - bbox[0];
+    const hgt = bbox[3] - bbox[1];
+    const padded: BBox = [
+      Math.max(0, bbox[0] - w / 4),
+      Math.max(0, bbox[1] - hgt / 4),
+      Math.min(this.width, bbox[2] + w / 4),
+      Math.min(this.height, bbox[3] + hgt / 4),
+    ];
+    const whole = (b: BBox) => b[0] <= 0 && b[1] <= 0 && b[2] >= this.width && b[3] >= this.height;
+    const tries = contains(bbox, padded) ? [bbox] : [padded, bbox];
+    try {
+      for (const want of tries) {
+        this.stats.viewRequests++;
+        const res = await client.fetchInBBox(this.slideId, want, FEATURE_BUDGET, ctl.signal, (page) => {
+          this.stats.featuresFetched += page.length;
+          this.addFeatures(page);
+          this.changed();
+        });
+        if (!res.truncated) {
+          this.loaded.push(want);
+          if (this.loaded.length > 64) this.loaded.splice(0, this.loaded.length - 64);
+          return mode;
+        }
+        if (whole(want)) {
+          // the whole slide was being read: count what came and go on from there
+          this.switchToDensity(bbox);
+          void this.loadGrid(res.features, res.next);
+          return "density";
+        }
+      }
+      this.switchToDensity(bbox);
+      void this.loadGrid();
+      this.changed();
+      return "density";
+    } catch (err) {
+      if ((err as Error).name === "AbortError") return mode;
+      if (err instanceof ApiError && [401, 403, 404, 405].includes(err.status)) this.unavailable = err.message || err.code;
+      throw err;
+    } finally {
+      if (this.inflight.get(owner) === ctl) this.inflight.delete(owner);
+    }
+  }
+
+  private switchToDensity(bbox: BBox): void {
+    const area = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]);
+    this.denseHint = Math.max(this.denseHint, FEATURE_BUDGET / Math.max(1, area));
+  }
+
+  private addFeatures(features: Feature[]): void {
+    if (this.annotations.size + features.length > CACHE_LIMIT) {
+      this.annotations.clear();
+      this.index.clear();
+      this.loaded = [];
+    }
+    for (const f of features) {
+      const a = client.toAnnotation(f);
+      if (!a) continue;
+      const old = this.annotations.get(a.id);
+      if (old && (old.feature.properties.version ?? 0) > (a.feature.properties.version ?? 0)) continue;
+      if (old?.etag && old.feature.properties.version === a.feature.properties.version) a.etag = old.etag;
+      this.annotations.set(a.id, a);
+      this.index.put(a);
+      this.layer(layerOf(f));
+    }
+  }
+
+  /**
+   * Count every feature of the slide into per-layer grids, page by page, once; ``first`` and
+   * ``from``: the pages of a whole-slide read already made, and where it stopped.
+   */
+  loadGrid(first: Feature[] = [], from: string | null = null): Promise<void> {
+    if (this.gridLoading) return this.gridLoading;
+    const held = new Map<string, Feature[]>(); // sparse layers' features, until they turn out dense
+    const dense = new Set<string>();
+    const all: BBox = [0, 0, this.width, this.height];
+    this.grids.clear(); // a retry after a failed read counts from nothing again
+    const count = (page: Feature[]) => {
+      for (const f of page) {
+        const name = layerOf(f);
+        this.layer(name);
+        let g = this.grids.get(name);
+        if (!g) this.grids.set(name, (g = new DensityGrid(this.width, this.height)));
+        const b = geometryBBox(f.geometry);
+        g.add((b[0] + b[2]) / 2, (b[1] + b[3]) / 2);
+        if (dense.has(name)) continue;
+        const list = held.get(name) ?? [];
+        list.push(f);
+        held.set(name, list);
+        if (list.length > DENSE_LAYER) {
+          dense.add(name);
+          held.delete(name);
+        }
+      }
+      this.changed();
+    };
+    count(first);
+    const onPage = (page: Feature[]) => {
+      this.stats.densityFetched += page.length;
+      count(page);
+    };
+    const rest = from === null && first.length ? Promise.resolve(null) : client.fetchInBBox(this.slideId, all, Infinity, undefined, onPage, from ?? undefined);
+    this.gridLoading = rest
+      .then(() => {
+        for (const [name, list] of held) {
+          this.wholeLayers.add(name);
+          this.addFeatures(list);
+        }
+        this.gridComplete = true;
+        this.changed();
+      })
+      .catch((err) => {
+        if (err instanceof ApiError && [401, 403, 404, 405].includes(err.status)) this.unavailable = err.message || err.code;
+        else this.gridLoading = null;
+      });
+    return this.gridLoading;
+  }
+
+  /** Annotations whose box meets ``bbox``, of visible layers; dense layers left out in density mode. */
+  inView(bbox: BBox, mode: ViewMode): Annotation[] {
+    const out: Annotation[] = [];
+    const shown = new Map<string, boolean>();
+    this.index.query(bbox, (a) => {
+      const name = layerOf(a.feature);
+      let ok = shown.get(name);
+      if (ok === undefined) {
+        ok = this.layer(name).visible && !(mode === "density" && !this.wholeLayers.has(name) && this.grids.has(name));
+        shown.set(name, ok);
+      }
+      if (ok) out.push(a);
+    });
+    return out;
+  }
+
+  // ---- changes: server first, then here ----
+
+  private put(a: Annotation): void {
+    const before = this.annotations.get(a.id);
+    this.annotations.set(a.id, a);
+    this.index.put(a);
+    this.layer(layerOf(a.feature));
+    const grid = this.grids.get(layerOf(a.feature));
+    if (grid) {
+      if (before) grid.add((before.bbox[0] + before.bbox[2]) / 2, (before.bbox[1] + before.bbox[3]) / 2, -1);
+      grid.add((a.bbox[0] + a.bbox[2]) / 2, (a.bbox[1] + a.bbox[3]) / 2);
+    }
+    this.changed();
+  }
+
+  async create(f: Feature): Promise<Annotation> {
+    const a = await client.createFeature(this.slideId, f);
+    this.put(a);
+    return a;
+  }
+
+  async update(id: string, f: Feature): Promise<Annotation> {
+    const current = this.annotations.get(id) ?? (await client.getFeature(id));
+    try {
+      const a = await client.updateFeature(current, f);
+      this.put(a);
+      return a;
+    } catch (err) {
+      if (err instanceof client.ConflictError) await this.reload(id);
+      throw err;
+    }
+  }
+
+  async remove(id: string): Promise<void> {
+    const current = this.annotations.get(id);
+    if (!current) return;
+    try {
+      await client.deleteFeature(current);
+    } catch (err) {
+      if (err instanceof client.ConflictError) await this.reload(id);
+      throw err;
+    }
+    this.annotations.delete(id);
+    this.index.remove(id);
+    this.grids.get(layerOf(current.feature))?.add((current.bbox[0] + current.bbox[2]) / 2, (current.bbox[1] + current.bbox[3]) / 2, -1);
+    this.changed();
+  }
+
+  /** Replace our copy with the server's (after a 412), or drop it when it is gone. */
+  async reload(id: string): Promise<void> {
+    try {
+      this.put(await client.getFeature(id));
+    } catch {
+      this.annotations.delete(id);
+      this.index.remove(id);
+      this.changed();
+    }
+  }
+}
+
+const stores = new Map<string, AnnotationStore>();
+
+/** The one store of a slide, shared by all panes that show it. */
+export function storeFor(slideId: string, width: number, height: number): AnnotationStore {
+  let s = stores.get(slideId);
+  if (!s) stores.set(slideId, (s = new AnnotationStore(slideId, width, height)));
+  return s;
+}
+
+export function allStores(): AnnotationStore[] {
+  return [...stores.values()];
+}
+
