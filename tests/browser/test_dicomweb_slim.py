@@ -1,0 +1,123 @@
+"""Slim's viewer library, ``dicom-microscopy-viewer``, shows an Aperio slide of ours over DICOMweb.
+
+The page (``tests/browser/dmv``, built from npm) does what Slim does: a QIDO-RS series search,
+WADO-RS series metadata, then a ``VolumeImageViewer`` that fetches the frames it needs with
+``dicomweb-client`` and decodes them in its WebAssembly worker. DICOMweb is not open to other
+origins (its metadata holds PHI), so the test serves the page on the server's own origin by
+answering ``/__dmv__/`` requests from the built folder in the browser (Playwright routing); every
+DICOMweb request goes to the real server.
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.browser.dmv_page import build_page
+from tests.live_server import live_server
+from tests.realworld import copy_slides
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SVS = "CMU-1-Small-Region.svs"
+"""A real Aperio slide (JPEG tiles, 2220 x 2967) from libvips' test images."""
+PAGE_PREFIX = "/__dmv__/"
+"""Where the page is answered from the built folder; the server has no route there."""
+FRAMES_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def dmv_dist() -> Path:
+    return build_page()
+
+
+@pytest.fixture(scope="module")
+def svs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = copy_slides({f"libvips/{SVS}": SVS}, tmp_path_factory.mktemp("dmv-slides"))
+    with live_server([root]) as base:
+        yield base
+
+
+def series_uid(base: str) -> str:
+    (series,) = httpx.get(f"{base}/dicomweb/series", params={"Modality": "SM"}, timeout=30).json()
+    uid: str = series["0020000E"]["Value"][0]
+    return uid
+
+
+def serve_page_from(context: Any, base: str, dist: Path) -> None:
+    """Answer ``base + /__dmv__/<file>`` from ``dist`` inside the browser (same origin)."""
+
+    def fulfill(route: Any) -> None:
+        name = route.request.url.split("?")[0][len(base + PAGE_PREFIX) :] or "index.html"
+        path = (dist / name).resolve()
+        if dist.resolve() not in path.parents or not path.is_file():
+            route.fulfill(status=404, body="not in the test page")
+            return
+        kind = "application/wasm" if path.suffix == ".wasm" else mimetypes.guess_type(path)[0]
+        route.fulfill(status=200, body=path.read_bytes(), content_type=kind or "text/plain")
+
+    context.route(base + PAGE_PREFIX + "**", fulfill)
+
+
+def non_background_fraction(png: bytes) -> float:
+    """The share of pixels that are neither white nor transparent nor black."""
+    with Image.open(io.BytesIO(png)) as img:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.int16)
+    rgb, alpha = rgba[..., :3], rgba[..., 3]
+    blank = (alpha == 0) | (rgb.min(axis=-1) >= 245) | (rgb.max(axis=-1) <= 10)
+    return float(1.0 - blank.mean())
+
+
+def test_dicom_microscopy_viewer_shows_an_svs_slide_over_dicomweb(
+    chromium: Any, svs_server: str, dmv_dist: Path, tmp_path: Path
+) -> None:
+    base = svs_server
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(FRAMES_TIMEOUT_MS)
+    serve_page_from(context, base, dmv_dist)
+    page = context.new_page()
+    errors: list[str] = []
+    frames: list[tuple[int, str]] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+
+    def on_response(resp: Any) -> None:
+        if "/dicomweb/" in resp.url and "/frames/" in resp.url:
+            frames.append((resp.status, resp.url))
+
+    context.on("response", on_response)
+    try:
+        page.goto(f"{base}{PAGE_PREFIX}index.html?series={series_uid(base)}")
+        page.wait_for_function(
+            "() => window.dmvState && ['rendered', 'failed'].includes(window.dmvState.stage)"
+        )
+        state = page.evaluate("window.dmvState")
+        assert state["stage"] == "rendered", f"{state}\nconsole errors: {errors}"
+        assert state["instances"] >= 1
+
+        page.wait_for_function(
+            "() => performance.getEntriesByType('resource')"
+            ".some(e => e.name.includes('/frames/'))"
+        )
+        canvas = page.locator("#viewport canvas").first
+        fraction = 0.0
+        for _ in range(int(FRAMES_TIMEOUT_MS / 500)):
+            fraction = non_background_fraction(canvas.screenshot())
+            if fraction > 0.2:
+                break
+            page.wait_for_timeout(500)
+        page.screenshot(path=str(tmp_path / "dmv.png"))
+        assert fraction > 0.2, f"canvas mostly background ({fraction:.3f}); console: {errors}"
+        ok = [url for status, url in frames if status == 200]
+        assert ok, f"no frames answered 200: {frames[:5]}; console: {errors}"
+        assert not [f for f in frames if f[0] != 200], frames
+    finally:
+        context.close()
