@@ -28,7 +28,8 @@ def _npm(*args: str, timeout: float) -> None:
         ["npm", *args], cwd=PAGE_DIR, timeout=timeout, capture_output=True, text=True
     )
     if done.returncode != 0:
-        raise RuntimeError(f"npm {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
+        output = done.stdout[-2000:] + done.stderr[-4000:]
+        raise RuntimeError(f"npm {' '.join(args)} failed:\n{output}")
 
 
 def build_page(timeout: float = 300.0) -> Path:
