@@ -1,4 +1,4 @@
-"""Slim's viewer library, ``dicom-microscopy-viewer``, shows an Aperio slide of ours over DICOMweb.
+"""Slim's viewer library, ``dicom-microscopy-viewer``, shows our slides over DICOMweb.
 
 The page (``tests/browser/dmv``, built from npm) does what Slim does: a QIDO-RS series search,
 WADO-RS series metadata, then a ``VolumeImageViewer`` that fetches the frames it needs with
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import mimetypes
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,20 @@ from tests.realworld import copy_slides
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SVS = "CMU-1-Small-Region.svs"
-"""A real Aperio slide (JPEG tiles, 2220 x 2967) from libvips' test images."""
+"""A real Aperio slide (JPEG tiles, 2220 x 2967, one level) from libvips' test images: a virtual
+DICOM series of ours, UIDs derived from the slide."""
+DICOM_SAMPLE = "S24-05678_B2_PAS"
+"""The generated DICOM WSI sample (three pyramid levels, label, overview): its own UIDs."""
+ACCESSION = {"aperio-svs": None, "dicom-wsi": "S24-05678"}
+"""Which series each case shows, by its AccessionNumber (the SVS has none)."""
 PAGE_PREFIX = "/__dmv__/"
 """Where the page is answered from the built folder; the server has no route there."""
 FRAMES_TIMEOUT_MS = 60_000
 POLL_MS = 500
 MIN_SLIDE_FRACTION = 0.2
-"""The share of the canvas that must be tissue (this region of the slide is mostly tissue)."""
+"""The share of the canvas that must be stained tissue (both slides show mostly tissue)."""
+STAIN_CHROMA = 25
+"""H&E and PAS tissue differs by more than this between its colour channels; glass does not."""
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +51,25 @@ def dmv_dist() -> Path:
 
 
 @pytest.fixture(scope="module")
-def svs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def slides_server(
+    samples_dir: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A live server holding the Aperio SVS and the DICOM sample."""
     root = copy_slides({f"libvips/{SVS}": SVS}, tmp_path_factory.mktemp("dmv-slides"))
+    shutil.copytree(samples_dir[DICOM_SAMPLE], root / DICOM_SAMPLE)
     with live_server([root]) as base:
         yield base
 
 
-def series_uid(base: str) -> str:
-    (series,) = httpx.get(f"{base}/dicomweb/series", params={"Modality": "SM"}, timeout=30).json()
-    uid: str = series["0020000E"]["Value"][0]
-    return uid
+def series_uid(base: str, accession: str | None) -> str:
+    """The SeriesInstanceUID of the one SM series with this AccessionNumber (QIDO-RS)."""
+    found = httpx.get(f"{base}/dicomweb/series", params={"Modality": "SM"}, timeout=30).json()
+    (uid,) = [
+        s["0020000E"]["Value"][0]
+        for s in found
+        if s.get("00080050", {}).get("Value", [None])[0] == accession
+    ]
+    return str(uid)
 
 
 def serve_page_from(context: Any, base: str, dist: Path) -> None:
@@ -70,19 +87,21 @@ def serve_page_from(context: Any, base: str, dist: Path) -> None:
     context.route(base + PAGE_PREFIX + "**", fulfill)
 
 
-def non_background_fraction(png: bytes) -> float:
-    """The share of pixels that are neither white nor transparent nor black."""
+def stained_fraction(png: bytes) -> float:
+    """The share of opaque pixels with the colour of stained tissue (glass, white, black and
+    transparent pixels are grey or clear, and do not count)."""
     with Image.open(io.BytesIO(png)) as img:
         rgba = np.asarray(img.convert("RGBA"), dtype=np.int16)
     rgb, alpha = rgba[..., :3], rgba[..., 3]
-    blank = (alpha == 0) | (rgb.min(axis=-1) >= 245) | (rgb.max(axis=-1) <= 10)
-    return float(1.0 - blank.mean())
+    chroma = rgb.max(axis=-1) - rgb.min(axis=-1)
+    return float(((alpha > 0) & (chroma > STAIN_CHROMA)).mean())
 
 
-def test_dicom_microscopy_viewer_shows_an_svs_slide_over_dicomweb(
-    chromium: Any, svs_server: str, dmv_dist: Path, tmp_path: Path
+@pytest.mark.parametrize("case", sorted(ACCESSION))
+def test_dicom_microscopy_viewer_shows_a_slide_over_dicomweb(
+    chromium: Any, slides_server: str, dmv_dist: Path, tmp_path: Path, case: str
 ) -> None:
-    base = svs_server
+    base = slides_server
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(FRAMES_TIMEOUT_MS)
     serve_page_from(context, base, dmv_dist)
@@ -98,7 +117,7 @@ def test_dicom_microscopy_viewer_shows_an_svs_slide_over_dicomweb(
 
     context.on("response", on_response)
     try:
-        page.goto(f"{base}{PAGE_PREFIX}index.html?series={series_uid(base)}")
+        page.goto(f"{base}{PAGE_PREFIX}index.html?series={series_uid(base, ACCESSION[case])}")
         page.wait_for_function(
             "() => window.dmvState && ['rendered', 'failed'].includes(window.dmvState.stage)"
         )
@@ -110,7 +129,7 @@ def test_dicom_microscopy_viewer_shows_an_svs_slide_over_dicomweb(
         fraction = 0.0
         for _ in range(FRAMES_TIMEOUT_MS // POLL_MS):
             if frames:
-                fraction = non_background_fraction(canvas.screenshot())
+                fraction = stained_fraction(canvas.screenshot())
                 if fraction > MIN_SLIDE_FRACTION:
                     break
             page.wait_for_timeout(POLL_MS)
