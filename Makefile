@@ -64,7 +64,8 @@ typecheck: install
 	$(BIN)/mypy
 
 FHIR_SERVER := tests/fhir_server/node_modules/.package-lock.json
-pytest: install viewer $(FHIR_SERVER)
+DMV_PAGE := tests/browser/dmv/dist/main.js
+pytest: install viewer $(FHIR_SERVER) $(DMV_PAGE)
 	$(BIN)/pytest -q
 
 test: system-deps install viewer lint typecheck pytest
@@ -72,6 +73,10 @@ test: system-deps install viewer lint typecheck pytest
 # The medplum FHIR server the EHR tests run (issue 14).
 $(FHIR_SERVER): tests/fhir_server/package-lock.json
 	cd tests/fhir_server && npm ci --no-audit --no-fund --loglevel=error
+
+# Slim's viewer library on a test page, for tests/browser/test_dicomweb_slim.py (issue 13).
+$(DMV_PAGE): $(wildcard tests/browser/dmv/package-lock.json tests/browser/dmv/build.mjs tests/browser/dmv/src/*)
+	cd tests/browser/dmv && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent
 
 bench: system-deps install
 	$(BIN)/python -m bench.run
