@@ -379,6 +379,24 @@ class DicomWebService:
             out.append((str(syntax), self._stream(view, instance, syntax)))
         return out, item
 
+    async def study_part10(
+        self, audience: Audience, study: str, accept: str
+    ) -> tuple[list[tuple[str, AsyncIterator[bytes]]], list[VirtualSeries]]:
+        """Return every instance of every series of a study ``audience`` may see, as
+        (transfer syntax, Part 10 stream), series after series; 404 when it sees none.
+
+        Every size is checked before anything is sent, so a refusal is an answer, not a cut body.
+        """
+        found = await self.locate(audience, study)
+        out = []
+        for item in found:
+            view = await self.tiles.view(item.slide_id)
+            for instance in item.instances:
+                syntax, _ = framing.negotiate_instance(accept, instance.stored_syntax)
+                _check_size(instance, syntax)
+                out.append((str(syntax), self._stream(view, instance, syntax)))
+        return out, found
+
     async def _stream(
         self, view: SlideView, instance: VirtualInstance, syntax: UID
     ) -> AsyncIterator[bytes]:
