@@ -1,0 +1,136 @@
+"""DICOMweb over an Aperio SVS with JPEG 2000 tiles (compression 33005, RGB components).
+
+Its levels are offered as stored (JPEG 2000, ``1.2.840.10008.1.2.4.91``): frames are the
+stored codestreams byte for byte, whole instances encapsulate them, and uncompressed frames
+are still there on request. The file is written by the test with tifffile and OpenJPEG
+(imagecodecs), as Aperio lays it out; OpenSlide reads it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+import tifffile
+from pydicom.uid import JPEG2000, ExplicitVRLittleEndian
+from starlette.testclient import TestClient
+
+from slideserver.api.app import create_app
+from slideserver.samples.tiff import AperioInfo, aperio_description
+from slideserver.settings import Settings
+from tests.test_dicomweb_api import parts, value
+
+WIDTH, HEIGHT, TILE = 1024, 768, 256
+
+
+def gradient() -> np.ndarray[Any, np.dtype[np.uint8]]:
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    return np.stack([x * 255 // WIDTH, y * 255 // HEIGHT, (x + y) % 256], -1).astype(np.uint8)
+
+
+def write_jpeg2000_svs(path: Path) -> Path:
+    """Two levels of 256-pixel JPEG 2000 tiles (33005), Aperio's descriptions."""
+    pixels = gradient()
+    info = AperioInfo(filename="j2k", barcode="J2K-1", mpp=0.5)
+    with tifffile.TiffWriter(path) as tif:
+        for index, step in enumerate((1, 4)):
+            level = np.ascontiguousarray(pixels[::step, ::step])
+            size = None if index == 0 else (level.shape[1], level.shape[0])
+            tif.write(
+                level,
+                tile=(TILE, TILE),
+                photometric="rgb",
+                compression=33005,
+                compressionargs={"level": 80},
+                description=aperio_description(info, WIDTH, HEIGHT, level=size),
+                metadata=None,
+            )
+    return path
+
+
+def stored_tile(path: Path, index: int) -> bytes:
+    """The bytes of level-0 tile ``index`` as the file stores them."""
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        tif.filehandle.seek(page.dataoffsets[index])
+        return bytes(tif.filehandle.read(page.databytecounts[index]))
+
+
+@pytest.fixture(scope="module")
+def svs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("j2k")
+    return write_jpeg2000_svs(root / "S24-09000_A1_HE.svs")
+
+
+@pytest.fixture(scope="module")
+def client(svs: Path) -> Iterator[TestClient]:
+    db = svs.parent.parent / f"{svs.parent.name}.sqlite"
+    app = create_app(Settings(roots=(svs.parent,), database_url=f"sqlite:///{db}"))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def base_level(client: TestClient) -> tuple[str, dict[str, Any]]:
+    """The URL of the level-0 instance and its QIDO result."""
+    instances = client.get(
+        "/dicomweb/instances", params={"includefield": "AvailableTransferSyntaxUID"}
+    ).json()
+    item = max(instances, key=lambda i: value(i, "00280011") or 0)  # the most Columns
+    study, series, sop = (value(item, t) for t in ("0020000D", "0020000E", "00080018"))
+    return f"/dicomweb/studies/{study}/series/{series}/instances/{sop}", item
+
+
+def test_jpeg2000_levels_are_offered_as_stored(client: TestClient) -> None:
+    _, item = base_level(client)
+    assert item["00083002"]["Value"] == [JPEG2000, ExplicitVRLittleEndian]
+
+
+def test_jpeg2000_frames_are_the_stored_codestreams_byte_for_byte(
+    client: TestClient, svs: Path
+) -> None:
+    url, _ = base_level(client)
+    accept = f'multipart/related; type="image/jp2"; transfer-syntax={JPEG2000}'
+    response = client.get(f"{url}/frames/1,2", headers={"Accept": accept})
+    assert response.status_code == 200
+    got = parts(response)
+    assert [c.replace('"', "") for c, _ in got] == [f"image/jp2; transfer-syntax={JPEG2000}"] * 2
+    assert [body for _, body in got] == [stored_tile(svs, 0), stored_tile(svs, 1)]
+
+
+def test_frames_as_stored_without_a_transfer_syntax_are_jpeg2000(
+    client: TestClient, svs: Path
+) -> None:
+    url, _ = base_level(client)
+    response = client.get(f"{url}/frames/3")
+    assert response.status_code == 200
+    ((content_type, body),) = parts(response)
+    assert content_type.replace('"', "") == f"image/jp2; transfer-syntax={JPEG2000}"
+    assert body == stored_tile(svs, 2)
+
+
+def test_uncompressed_frames_of_a_jpeg2000_level_on_request(client: TestClient) -> None:
+    url, _ = base_level(client)
+    raw = ExplicitVRLittleEndian
+    accept = f'multipart/related; type="application/octet-stream"; transfer-syntax={raw}'
+    ((_, body),) = parts(client.get(f"{url}/frames/1", headers={"Accept": accept}))
+    frame = np.frombuffer(body, np.uint8).reshape(TILE, TILE, 3)
+    assert np.abs(frame.astype(int) - gradient()[:TILE, :TILE]).mean() < 2
+
+
+def test_a_jpeg2000_instance_is_a_part10_file_pydicom_decodes(client: TestClient) -> None:
+    url, _ = base_level(client)
+    response = client.get(url)
+    assert response.status_code == 200
+    ds = pydicom.dcmread(io.BytesIO(response.content))
+    assert ds.file_meta.TransferSyntaxUID == JPEG2000
+    assert ds.PhotometricInterpretation == "YBR_ICT"
+    assert ds.LossyImageCompressionMethod == "ISO_15444_1"
+    frames = ds.pixel_array
+    assert frames.shape == (12, TILE, TILE, 3)
+    top_left = frames[0]
+    assert np.abs(top_left.astype(int) - gradient()[:TILE, :TILE]).mean() < 2
