@@ -3,26 +3,32 @@
 Its levels are offered as stored (JPEG 2000, ``1.2.840.10008.1.2.4.91``): frames are the
 stored codestreams byte for byte, whole instances encapsulate them, and uncompressed frames
 are still there on request. The file is written by the test with tifffile and OpenJPEG
-(imagecodecs), as Aperio lays it out; OpenSlide reads it.
+(imagecodecs), as Aperio lays it out; OpenSlide reads it. A DICOM WSI whose frames are JPEG 2000
+(the sample series, transcoded by the test) goes out as stored too, through wsidicom.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import imagecodecs
 import numpy as np
 import pydicom
 import pytest
 import tifffile
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian
 from starlette.testclient import TestClient
 
 from slideserver.api.app import create_app
 from slideserver.samples.tiff import AperioInfo, aperio_description
 from slideserver.settings import Settings
+from tests.dicom_wsi import LEVELS, write_slide
+from tests.dicom_wsi import WIDTH as DICOM_WIDTH
 from tests.test_dicomweb_api import parts, value
 
 WIDTH, HEIGHT, TILE = 1024, 768, 256
@@ -67,20 +73,48 @@ def svs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_jpeg2000_svs(root / "S24-09000_A1_HE.svs")
 
 
+def write_jpeg2000_dicom(folder: Path) -> Path:
+    """The sample DICOM WSI series with its pyramid's frames JPEG 2000 coded (YBR_ICT)."""
+    write_slide(folder)
+    for name in LEVELS:
+        path = folder / name
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array.reshape(-1, int(ds.Rows), int(ds.Columns), 3)
+        frames = [
+            bytes(imagecodecs.jpeg2k_encode(f, codecformat="J2K", mct=True, reversible=False))
+            for f in pixels
+        ]
+        ds.PixelData = encapsulate(frames)
+        ds.file_meta.TransferSyntaxUID = JPEG2000
+        ds.PhotometricInterpretation = "YBR_ICT"
+        ds.LossyImageCompressionMethod = "ISO_15444_1"
+        ds.save_as(path, enforce_file_format=True)
+    return folder
+
+
+def stored_frame(path: Path, index: int) -> bytes:
+    """Frame ``index`` of a DICOM file as it encapsulates it."""
+    ds = pydicom.dcmread(path)
+    return next(itertools.islice(generate_frames(ds.PixelData), index, None))
+
+
 @pytest.fixture(scope="module")
-def client(svs: Path) -> Iterator[TestClient]:
+def dicom(svs: Path) -> Path:
+    return write_jpeg2000_dicom(svs.parent / "S24-09001_A1_HE")
+
+
+@pytest.fixture(scope="module")
+def client(svs: Path, dicom: Path) -> Iterator[TestClient]:
     db = svs.parent.parent / f"{svs.parent.name}.sqlite"
     app = create_app(Settings(roots=(svs.parent,), database_url=f"sqlite:///{db}"))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
-def base_level(client: TestClient) -> tuple[str, dict[str, Any]]:
-    """The URL of the level-0 instance and its QIDO result."""
-    instances = client.get(
-        "/dicomweb/instances", params={"includefield": "AvailableTransferSyntaxUID"}
-    ).json()
-    item = max(instances, key=lambda i: value(i, "00280011") or 0)  # the most Columns
+def base_level(client: TestClient, width: int = WIDTH) -> tuple[str, dict[str, Any]]:
+    """The URL of the level-0 instance of the slide ``width`` wide, and its QIDO result."""
+    instances = client.get("/dicomweb/instances", params={"includefield": "all"}).json()
+    (item,) = [i for i in instances if value(i, "00480006") == width]  # TotalPixelMatrixColumns
     study, series, sop = (value(item, t) for t in ("0020000D", "0020000E", "00080018"))
     return f"/dicomweb/studies/{study}/series/{series}/instances/{sop}", item
 
@@ -134,3 +168,23 @@ def test_a_jpeg2000_instance_is_a_part10_file_pydicom_decodes(client: TestClient
     assert frames.shape == (12, TILE, TILE, 3)
     top_left = frames[0]
     assert np.abs(top_left.astype(int) - gradient()[:TILE, :TILE]).mean() < 2
+
+
+def test_jpeg2000_frames_of_a_dicom_slide_go_out_as_stored(client: TestClient, dicom: Path) -> None:
+    url, item = base_level(client, DICOM_WIDTH)
+    assert item["00083002"]["Value"] == [JPEG2000, ExplicitVRLittleEndian]
+    accept = f'multipart/related; type="image/jp2"; transfer-syntax={JPEG2000}'
+    response = client.get(f"{url}/frames/1,4", headers={"Accept": accept})
+    assert response.status_code == 200
+    bodies = [body for _, body in parts(response)]
+    assert bodies == [stored_frame(dicom / LEVELS[0], 0), stored_frame(dicom / LEVELS[0], 3)]
+
+
+def test_a_jpeg2000_dicom_instance_keeps_its_photometric_interpretation(
+    client: TestClient,
+) -> None:
+    url, _ = base_level(client, DICOM_WIDTH)
+    ds = pydicom.dcmread(io.BytesIO(client.get(url).content))
+    assert ds.file_meta.TransferSyntaxUID == JPEG2000
+    assert ds.PhotometricInterpretation == "YBR_ICT"
+    assert ds.pixel_array.shape == (4, 256, 256, 3)
