@@ -20,15 +20,18 @@ import numpy as np
 import pydicom
 import pytest
 import tifffile
+from dicomweb_client.api import DICOMwebClient
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian
 from starlette.testclient import TestClient
+from wsidicom import WsiDicom, WsiDicomWebClient
 
 from slideserver.api.app import create_app
 from slideserver.samples.tiff import AperioInfo, aperio_description
 from slideserver.settings import Settings
 from tests.dicom_wsi import LEVELS, write_slide
 from tests.dicom_wsi import WIDTH as DICOM_WIDTH
+from tests.live_server import live_server
 from tests.test_dicomweb_api import parts, value
 
 WIDTH, HEIGHT, TILE = 1024, 768, 256
@@ -188,3 +191,18 @@ def test_a_jpeg2000_dicom_instance_keeps_its_photometric_interpretation(
     assert ds.file_meta.TransferSyntaxUID == JPEG2000
     assert ds.PhotometricInterpretation == "YBR_ICT"
     assert ds.pixel_array.shape == (4, 256, 256, 3)
+
+
+def test_wsidicom_reads_the_jpeg2000_svs_through_dicomweb(svs: Path, tmp_path: Path) -> None:
+    root = tmp_path / "slides"
+    root.mkdir()
+    write_jpeg2000_svs(root / svs.name)
+    db = ["--database-url", f"sqlite:///{tmp_path / 'db.sqlite'}"]
+    with live_server([root], *db, scrub_env=True) as base:
+        client = DICOMwebClient(f"{base}/dicomweb")
+        (series,) = client.search_for_series()
+        study_uid, series_uid = (series[t]["Value"][0] for t in ("0020000D", "0020000E"))
+        slide = WsiDicom.open_web(WsiDicomWebClient(client), study_uid, series_uid)
+        assert slide.levels[0].default_instance.image_data.transfer_syntax == JPEG2000
+        region = np.asarray(slide.read_region((0, 0), 0, (512, 512)).convert("RGB"))
+    assert np.abs(region.astype(int) - gradient()[:512, :512]).mean() < 2
