@@ -258,6 +258,38 @@ def test_an_instance_in_an_unknown_syntax_is_406(client: Any) -> None:
     assert_error(client.get(url, headers={"Accept": accept}), 406, "not_acceptable")
 
 
+def test_a_study_is_every_instance_of_its_series_as_part10_files(client: Any) -> None:
+    study, _, _ = series_of(client, SVS)  # case S24-01234: the SVS and the generic TIFF
+    listed = client.get(f"/dicomweb/studies/{study}/instances").json()
+    response = client.get(f"/dicomweb/studies/{study}")
+    assert response.status_code == 200
+    content_type = response.headers["content-type"]
+    assert content_type.startswith('multipart/related; type="application/dicom"')
+    datasets = [pydicom.dcmread(io.BytesIO(body)) for _, body in parts(response)]
+    assert sorted(ds.SOPInstanceUID for ds in datasets) == sorted(
+        value(i, "00080018") for i in listed
+    )
+    assert len({ds.SeriesInstanceUID for ds in datasets}) == 2
+    assert {ds.StudyInstanceUID for ds in datasets} == {study}
+    for ds in datasets:
+        assert ds.pixel_array.shape[-1] == 3
+
+
+def test_a_study_in_an_unknown_syntax_or_media_type_is_406(client: Any) -> None:
+    study, _, _ = series_of(client, SVS)
+    for accept in (
+        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.80',
+        "application/dicom+json",
+    ):
+        response = client.get(f"/dicomweb/studies/{study}", headers={"Accept": accept})
+        assert_error(response, 406, "not_acceptable")
+
+
+def test_an_unknown_or_malformed_study_is_404_or_400(client: Any) -> None:
+    assert_error(client.get("/dicomweb/studies/1.2.3"), 404, "dicom_not_found")
+    assert_error(client.get("/dicomweb/studies/not-a-uid"), 400)
+
+
 # --- rendered images --------------------------------------------------------------------------
 
 

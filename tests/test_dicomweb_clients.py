@@ -139,3 +139,13 @@ def test_dicomweb_client_retrieves_a_whole_series(client: DICOMwebClient) -> Non
     )
     for ds in datasets:
         assert ds.pixel_array.shape[-1] == 3
+
+
+def test_dicomweb_client_retrieves_a_whole_study(client: DICOMwebClient) -> None:
+    study_uid, series_uid = uids_of(client)
+    instances = client.search_for_instances(study_uid)
+    datasets = client.retrieve_study(study_uid)
+    assert sorted(ds.SOPInstanceUID for ds in datasets) == sorted(
+        i["00080018"]["Value"][0] for i in instances
+    )
+    assert {ds.SeriesInstanceUID for ds in datasets} == {series_uid}

@@ -8,6 +8,8 @@ tiles.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import io
 from pathlib import Path
 from typing import Any
@@ -166,3 +168,59 @@ def test_a_token_limited_to_collections_sees_only_those(samples_root: Path, tmp_
         url = f"/dicomweb/studies/{study}/series/{uid}/metadata"
         assert get(client, tokens["admin"], url).status_code == 200
         assert get(client, tokens["limited"], url).status_code == 404
+
+
+def test_researcher_study_retrieval_is_de_identified(secure_env: Any) -> None:
+    client, tokens = secure_env
+    research = everything(client, tokens["researcher"])
+    study = research[0]["0020000D"]["Value"][0]
+    response = get(client, tokens["researcher"], f"/dicomweb/studies/{study}")
+    assert response.status_code == 200
+    assert not any(a.encode() in response.content for a in (*ACCESSIONS, SAMPLE_MRN))
+    datasets = [pydicom.dcmread(io.BytesIO(body)) for body in part_bodies(response)]
+    assert sorted(ds.SOPInstanceUID for ds in datasets) == sorted(
+        i["00080018"]["Value"][0] for i in research if i["0020000D"]["Value"][0] == study
+    )
+    for ds in datasets:
+        assert ds.PatientIdentityRemoved == "YES" and not ds.PatientID and not ds.PatientName
+        assert not ds.AccessionNumber and not ds.StudyDate
+        assert ds.ImageType[2] == "VOLUME"
+
+
+def test_researcher_cannot_retrieve_a_clinical_study(secure_env: Any) -> None:
+    client, tokens = secure_env
+    study = next(iter(uids(everything(client, tokens["pathologist"]), "0020000D")))
+    response = get(client, tokens["researcher"], f"/dicomweb/studies/{study}")
+    assert response.status_code == 404
+    assert_no_case(response)
+
+
+def test_pathologist_study_retrieval_is_audited_with_the_patient(secure_env: Any) -> None:
+    client, tokens = secure_env
+    params = {"PatientID": SAMPLE_MRN}
+    found = get(client, tokens["pathologist"], "/dicomweb/studies", params=params)
+    study = found.json()[0]["0020000D"]["Value"][0]
+    response = get(client, tokens["pathologist"], f"/dicomweb/studies/{study}")
+    assert response.status_code == 200
+    request_id = response.headers["x-request-id"]
+    with client.app.state.security.engine.connect() as conn:
+        rows = conn.execute(
+            select(audit_events).where(audit_events.c.request_id == request_id)
+        ).all()
+    events = [AuditEvent(**dict(r._mapping)) for r in rows]
+    assert [(e.kind, e.patient_id, e.role, e.action) for e in events] == [
+        ("request", SAMPLE_MRN, "pathologist", "GET /dicomweb/studies/{study}")
+    ]
+
+
+def test_the_lis_role_stores_studies_but_does_not_retrieve_them(secure_env: Any) -> None:
+    client, tokens = secure_env
+    study = next(iter(uids(everything(client, tokens["pathologist"]), "0020000D")))
+    assert get(client, tokens["lis"], f"/dicomweb/studies/{study}").status_code == 403
+
+
+def part_bodies(response: Any) -> list[bytes]:
+    """The bodies of a multipart/related answer's parts."""
+    head = f"Content-Type: {response.headers['content-type']}\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + response.content)
+    return [bytes(p.get_payload(decode=True)) for p in message.iter_parts()]

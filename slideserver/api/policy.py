@@ -139,9 +139,10 @@ POLICY: dict[str, Rule] = {
     ),
     # STOW-RS (routes/dicomweb_store.py) stores slides with patient data: the systems that send
     # slides (the LIS role: scanners' gateways, PACS, interface engines) and admins, never people
-    # who only read; audited with the patient of the instances. QIDO-RS searches the same path.
+    # who only read; audited with the patient of the instances. GET on the same paths is a QIDO-RS
+    # search and a WADO-RS study retrieval: readers, as on every DICOMweb read row.
     "/dicomweb/studies": Rule(read=IMAGES, write=WRITERS, phi=True),
-    "/dicomweb/studies/{study}": Rule(write=WRITERS, phi=True),
+    "/dicomweb/studies/{study}": Rule(read=IMAGES, write=WRITERS, phi=True),
     # --- EHR pull and sign-out reports (issue 14) ---
     "/api/ehr/lookup": Rule(write=CLINICAL, phi=True),
     "/api/cases/{accession}/reports": Rule(read=CLINICAL, write=PATHOLOGISTS, phi=True),

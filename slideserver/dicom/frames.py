@@ -1,12 +1,12 @@
 """Frames and what they are sent as: transfer syntax negotiation and raw pixel frames.
 
-A level's frame N is its stored tile N (TILED_FULL, row-major). Stored JPEG tiles go out as
-they are stored (``image/jpeg``, JPEG Baseline); every frame can also go out uncompressed
-(``application/octet-stream``, Explicit VR Little Endian: interleaved 8-bit RGB). What a client
-gets is negotiated from its ``Accept`` header (PS3.18 8.7.3): the first acceptable media type
-and transfer syntax it names, in order of preference; none acceptable is
-:class:`~slideserver.errors.NotAcceptable` (406). No ``transfer-syntax`` parameter, ``*`` or
-``*/*`` means "as stored".
+A level's frame N is its stored tile N (TILED_FULL, row-major). Stored JPEG and JPEG 2000 tiles
+go out as they are stored (``image/jpeg``, JPEG Baseline; ``image/jp2``, JPEG 2000); every frame
+can also go out uncompressed (``application/octet-stream``, Explicit VR Little Endian:
+interleaved 8-bit RGB). What a client gets is negotiated from its ``Accept`` header (PS3.18
+8.7.3): the first acceptable media type and transfer syntax it names, in order of preference;
+none acceptable is :class:`~slideserver.errors.NotAcceptable` (406). No ``transfer-syntax``
+parameter, ``*`` or ``*/*`` means "as stored".
 """
 
 from __future__ import annotations
@@ -16,16 +16,26 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import JPEG2000, UID, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit
 
 from slideserver.errors import BadRequest, NotAcceptable
 
 OCTET_STREAM = "application/octet-stream"
 JPEG = "image/jpeg"
+JP2 = "image/jp2"
 DICOM = "application/dicom"
-MEDIA_OF_SYNTAX = {JPEGBaseline8Bit: JPEG, ExplicitVRLittleEndian: OCTET_STREAM}
+MEDIA_OF_SYNTAX = {
+    JPEGBaseline8Bit: JPEG,
+    JPEG2000: JP2,
+    JPEG2000Lossless: JP2,
+    ExplicitVRLittleEndian: OCTET_STREAM,
+}
 """The frame media type of each transfer syntax we send."""
-DEFAULT_SYNTAX = {JPEG: JPEGBaseline8Bit, OCTET_STREAM: ExplicitVRLittleEndian}
+DEFAULT_SYNTAX = {
+    JPEG: JPEGBaseline8Bit,
+    JP2: JPEG2000Lossless,
+    OCTET_STREAM: ExplicitVRLittleEndian,
+}
 """PS3.18 Table 8.7.3-5: a media type's transfer syntax when the client names none."""
 MAX_FRAMES = 1000
 """Most frames one request may name."""
@@ -161,3 +171,26 @@ def decode_jpeg(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         return image.convert("RGB")
+
+
+def jpeg2000_photometric(codestream: bytes) -> str | None:
+    """The Photometric Interpretation of a 3-component JPEG 2000 codestream of RGB data:
+    ``YBR_ICT`` or ``YBR_RCT`` when its COD segment turns the multiple component transform on
+    (irreversible 9-7 or reversible 5-3 wavelet), ``RGB`` when it does not; ``None`` when no COD
+    segment is found in the main header (PS3.5 8.2.4)."""
+    position = 2  # after SOC (FF4F), marker segments: FF xx, 2-byte length, body
+    while position + 4 <= len(codestream):
+        marker = codestream[position : position + 2]
+        length = int.from_bytes(codestream[position + 2 : position + 4], "big")
+        if marker == b"\xff\x52":  # COD: Scod, progression (1), layers (2), MCT (1), ..., wavelet
+            body = codestream[position + 4 : position + 2 + length]
+            if len(body) < 10:
+                return None
+            mct, wavelet = body[4], body[9]
+            if not mct:
+                return "RGB"
+            return "YBR_RCT" if wavelet == 1 else "YBR_ICT"
+        if marker in (b"\xff\x90", b"\xff\x93") or length < 2:  # SOT, SOD: header over
+            return None
+        position += 2 + length
+    return None

@@ -58,11 +58,15 @@ def scp_refusal(settings: Settings) -> str | None:
     if not settings.dicom_port:
         return None
     if not settings.dicom_store_dir:
-        return "dicom_port needs dicom_store_dir: the folder received instances are stored in"
+        return (
+            "--dicom-port needs --dicom-store-dir (dicom_store_dir): the folder received "
+            "instances are stored in"
+        )
     if not allowed_aes(settings.dicom_allowed_aes) and not _loopback(settings.dicom_host):
         return (
-            f"refusing the DICOM SCP on {settings.dicom_host} without dicom_allowed_aes: any "
-            "calling AE on the network could store slides"
+            f"refusing the DICOM SCP on {settings.dicom_host} without --dicom-allowed-aes "
+            "(dicom_allowed_aes): any calling AE on the network could store slides. Name the AE "
+            "titles of the scanners and archives that may store, or bind --dicom-host 127.0.0.1"
         )
     return None
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import JPEG2000, UID, ExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from slideserver.dicom import uids
 from slideserver.models import SlideInfo
@@ -45,7 +45,10 @@ class LevelEncoding:
     stored_jpeg: bool
     """The stored tiles are JPEG baseline sent as they are; else frames are rendered."""
     photometric: str = "RGB"
-    """Of the stored JPEG tiles: ``YBR_FULL_422`` (YCbCr) or ``RGB`` (Adobe transform 0)."""
+    """Of the stored tiles: JPEG ``YBR_FULL_422`` (YCbCr) or ``RGB`` (Adobe transform 0);
+    JPEG 2000 ``RGB``, ``YBR_ICT`` or ``YBR_RCT`` (its own component transform)."""
+    stored_jpeg2000: bool = False
+    """The stored tiles are JPEG 2000 codestreams sent as they are (JPEG 2000, lossy or not)."""
 
 
 @dataclass(frozen=True)
@@ -251,10 +254,14 @@ def _image_attributes(
     ds.ExtendedDepthOfField = "NO"
     # "01" (lossy at some point) unless the frames are known lossless: a reader does not say
     # how its tiles were compressed, and claiming lossy for a lossless source is the safe error.
-    lossy = instance.stored_syntax == JPEGBaseline8Bit or facts.info.format != "generic-tiff"
+    lossy = instance.stored_syntax in (JPEGBaseline8Bit, JPEG2000) or (
+        facts.info.format != "generic-tiff"
+    )
     ds.LossyImageCompression = "01" if lossy else "00"
     if lossy and instance.stored_syntax == JPEGBaseline8Bit:
         ds.LossyImageCompressionMethod = "ISO_10918_1"
+    elif lossy and instance.stored_syntax == JPEG2000:
+        ds.LossyImageCompressionMethod = "ISO_15444_1"
     ds.SamplesPerPixel = 3
     ds.PhotometricInterpretation = photometric
     ds.PlanarConfiguration = 0
@@ -328,7 +335,10 @@ def build_series(facts: SlideFacts, *, deidentified: bool) -> VirtualSeries:
             scale_y = info.height / level.height
             spacing = (info.mpp_y * scale_y / 1000, info.mpp_x * scale_x / 1000)
         syntax = JPEGBaseline8Bit if encoding.stored_jpeg else ExplicitVRLittleEndian
-        photometric = encoding.photometric if encoding.stored_jpeg else "RGB"
+        if encoding.stored_jpeg2000:
+            syntax = JPEG2000
+        stored = encoding.stored_jpeg or encoding.stored_jpeg2000
+        photometric = encoding.photometric if stored else "RGB"
         instances.append(
             _instance(
                 facts,

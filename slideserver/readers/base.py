@@ -85,6 +85,14 @@ class SlideReader(ABC):
         """
         return None
 
+    def read_jpeg2000_tile(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
+        """Return one native tile's stored JPEG 2000 codestream (``image/jp2``), RGB components
+        (possibly with the codestream's own colour transform), or ``None``: no such tile here.
+
+        Not for browsers: DICOMweb sends these frames as stored (JPEG 2000 transfer syntax).
+        """
+        return None
+
     @abstractmethod
     def associated(self, name: str) -> Image.Image:
         """Return an associated image (``label``, ``macro``, ``thumbnail``) as RGB.

@@ -48,7 +48,12 @@ from typing import Any, TypeVar
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.uid import JPEGBaseline8Bit, VLWholeSlideMicroscopyImageStorage
+from pydicom.uid import (
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    VLWholeSlideMicroscopyImageStorage,
+)
 from wsidicom import WsiDicom
 
 from slideserver.errors import (
@@ -79,6 +84,8 @@ _HEADER_TAGS = [
 _ASSOCIATED_FLAVORS = frozenset({"LABEL", "OVERVIEW", "THUMBNAIL"})
 """Image types (third value) other than VOLUME that belong to a slide and wsidicom reads."""
 _PASSTHROUGH_PHOTOMETRICS = frozenset({"YBR_FULL_422", "YBR_FULL", "RGB"})
+_JPEG2000_PHOTOMETRICS = frozenset({"RGB", "YBR_ICT", "YBR_RCT"})
+"""JPEG 2000 frames whose components are RGB, transformed by the codestream or not."""
 _WHITE = (255, 255, 255)
 
 T = TypeVar("T")
@@ -388,6 +395,27 @@ class DicomReader(SlideReader):
         if browser_ready is None:
             return None
         return EncodedTile(browser_ready, "image/jpeg", width=tile_w, height=tile_h)
+
+    def read_jpeg2000_tile(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
+        wsi_level = self._level(level)
+        info = self._info.levels[level]
+        tile_w, tile_h = info.tile_width or info.width, info.tile_height or info.height
+        t_cols, t_rows = math.ceil(info.width / tile_w), math.ceil(info.height / tile_h)
+        if not (0 <= t_col < t_cols and 0 <= t_row < t_rows):
+            raise TileNotFound(f"tile {t_col},{t_row} outside {t_cols}x{t_rows} of level {level}")
+        image_data = wsi_level.default_instance.image_data
+        if image_data.transfer_syntax not in (JPEG2000, JPEG2000Lossless):
+            return None
+        photometric = str(image_data.photometric_interpretation)
+        if photometric not in _JPEG2000_PHOTOMETRICS or image_data.samples_per_pixel != 3:
+            return None  # components that are not RGB (YBR_FULL without a transform...)
+        data = _guard(
+            f"tile {t_col},{t_row} of level {level}",
+            lambda: self._wsi.read_encoded_tile(
+                wsi_level.level, (t_col, t_row), crop_to_image_boundary=False
+            ),
+        )
+        return EncodedTile(bytes(data), "image/jp2", width=tile_w, height=tile_h)
 
     def associated(self, name: str) -> Image.Image:
         if name not in self._info.associated:

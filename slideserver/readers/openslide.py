@@ -269,6 +269,19 @@ class OpenSlideReader(SlideReader):
             return None
         return stored.read(level, t_col, t_row, nowait=nowait)
 
+    def read_jpeg2000_tile(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
+        if not 0 <= level < len(self._info.levels):
+            raise TileNotFound(f"level {level} outside 0..{len(self._info.levels) - 1}")
+        if self._closed:
+            raise SlideUnreadable(f"{self.source.path.name!r} is closed")
+        stored = self._stored
+        info = self._info.levels[level]
+        if stored is None or info.tile_width is None:
+            return None
+        if stored.jpeg2000_tile_size(level) != (info.tile_width, info.tile_height):
+            return None  # not JPEG 2000, or not OpenSlide's tile grid
+        return stored.read_jpeg2000(level, t_col, t_row)
+
     def close(self) -> None:
         with self._lock:
             if self._closed:

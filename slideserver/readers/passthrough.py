@@ -23,6 +23,11 @@ from slideserver.models import EncodedTile
 from slideserver.readers.tiff.metadata import all_pages
 from slideserver.readers.tiff.segments import ImageLayout, SegmentFile, image_layout
 
+APERIO_JPEG2000_RGB = 33005
+"""TIFF compression of Aperio's JPEG 2000 tiles with RGB components (33003: YCbCr, not sent)."""
+JPEG2000_CODESTREAM = b"\xff\x4f\xff\x51"
+"""SOC then SIZ: a raw JPEG 2000 codestream (what Aperio stores, what DICOM encapsulates)."""
+
 
 def _check_jpeg_tile(data: bytes, layout: ImageLayout) -> bool:
     """Whether a stored tile is a complete JPEG of the native tile size (cheap header check).
@@ -207,6 +212,34 @@ class StoredTiles:
         if not 0 <= level < len(self._layouts):
             raise TileNotFound(f"level {level} outside 0..{len(self._layouts) - 1}")
         return self._passthrough.read(level, t_col, t_row, nowait=nowait)
+
+    def jpeg2000_tile_size(self, level: int) -> tuple[int, int] | None:
+        """The tile size of ``level`` when its tiles are Aperio JPEG 2000 with RGB components
+        (compression 33005: 8-bit, interleaved), else ``None``."""
+        layout = self._layouts[level] if 0 <= level < len(self._layouts) else None
+        if (
+            layout is None
+            or not layout.tiled
+            or layout.compression != APERIO_JPEG2000_RGB
+            or (layout.samples, layout.planes, layout.bits) != (3, 1, 8)
+        ):
+            return None
+        return layout.seg_width, layout.seg_height
+
+    def read_jpeg2000(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
+        """The stored codestream of a tile of a :meth:`jpeg2000_tile_size` level, else None."""
+        if self.jpeg2000_tile_size(level) is None:
+            return None
+        layout = self._layouts[level]
+        assert layout is not None
+        if not (0 <= t_col < layout.cols and 0 <= t_row < layout.rows):
+            raise TileNotFound(
+                f"tile ({t_col}, {t_row}) outside the {layout.cols}x{layout.rows} tile grid"
+            )
+        data = self._file.segment(layout, t_row * layout.cols + t_col)
+        if data is None or not data.startswith(JPEG2000_CODESTREAM):
+            return None
+        return EncodedTile(data, "image/jp2", layout.seg_width, layout.seg_height)
 
     def close(self) -> None:
         """Close the file descriptor."""

@@ -1,7 +1,8 @@
 """Serving the app with uvicorn: what may be served where, and the uvicorn call itself.
 
 The CLI parses flags into :class:`Settings`; this module decides whether those settings are safe
-to serve (open mode, plain HTTP and MLLP off loopback are refused unless stated), says how
+to serve (open mode, plain HTTP, MLLP and the DICOM SCP off loopback are refused unless stated;
+listeners and PACS listing in several worker processes are refused), says how
 clients reach the server, and hands the settings to uvicorn's worker processes through the
 environment (each worker builds its app with ``slideserver.api.asgi:app_from_env``).
 """
@@ -44,6 +45,8 @@ def refusal(settings: Settings) -> str | None:
         auth_refusal(settings)
         or transport_refusal(settings)
         or mllp_refusal(settings)
+        or dicom_refusal(settings)
+        or workers_refusal(settings)
         or cors_refusal(settings)
     )
 
@@ -153,6 +156,46 @@ def mllp_refusal(settings: Settings) -> str | None:
         settings.mllp_tls_certfile,
         settings.mllp_tls_keyfile,
         settings.mllp_tls_client_ca,
+    )
+
+
+def dicom_refusal(settings: Settings) -> str | None:
+    """Return why ``serve`` must not start the DICOM SCP as configured (off loopback without
+    allowed calling AE titles, nowhere to store), or ``None``."""
+    if not settings.dicom_port:
+        return None
+    from slideserver.dicom.scp import scp_refusal
+
+    return scp_refusal(settings)
+
+
+def workers_refusal(settings: Settings) -> str | None:
+    """Return why ``--workers N`` cannot serve these settings, or ``None``.
+
+    Every worker process runs the app's lifespan: each would bind the MLLP and DICOM ports (the
+    second fails, or the kernel spreads peers over processes), list the PACS sources and move the
+    same staged DICOM files, coordinated by locks that hold within one process only.
+    """
+    if settings.workers <= 1:
+        return None
+    single = [
+        name
+        for name, on in (
+            ("--mllp-port", settings.mllp_port),
+            ("--dicom-port", settings.dicom_port),
+            ("--dicom-store-dir", settings.dicom_store_dir),
+            ("SLIDESERVER_DICOMWEB_SOURCES", settings.dicomweb_sources),
+        )
+        if on
+    ]
+    if not single:
+        return None
+    return (
+        f"refusing --workers {settings.workers} with {', '.join(single)}: each worker process "
+        "would bind the same listener ports, list the same archives and move the same stored "
+        "files. Run them in an instance of their own with --workers 1 (its own --port, the same "
+        "--database-url); a multi-worker instance for viewers, without them, can serve the DICOM "
+        "store's folder as one of its slide folders."
     )
 
 

@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import imagecodecs
+import numpy as np
 from anyio.to_thread import run_sync
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import JPEG2000, UID, ExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from slideserver.catalog.base import SlideQuery, SlideRecord
 from slideserver.catalog.scanner import scan_date
@@ -152,7 +154,7 @@ class DicomWebService:
                 photometric = "RGB" if rgb else "YBR_FULL_422"
                 levels.append(LevelEncoding(width, height, True, photometric))
             else:
-                levels.append(LevelEncoding(width, height, False))
+                levels.append(_jpeg2000_level(reader, index, width, height))
         sizes: dict[str, tuple[int, int]] = {}
         for name in ("label", "macro"):
             if name in info.associated:
@@ -379,6 +381,24 @@ class DicomWebService:
             out.append((str(syntax), self._stream(view, instance, syntax)))
         return out, item
 
+    async def study_part10(
+        self, audience: Audience, study: str, accept: str
+    ) -> tuple[list[tuple[str, AsyncIterator[bytes]]], list[VirtualSeries]]:
+        """Return every instance of every series of a study ``audience`` may see, as
+        (transfer syntax, Part 10 stream), series after series; 404 when it sees none.
+
+        Every size is checked before anything is sent, so a refusal is an answer, not a cut body.
+        """
+        found = await self.locate(audience, study)
+        out = []
+        for item in found:
+            view = await self.tiles.view(item.slide_id)
+            for instance in item.instances:
+                syntax, _ = framing.negotiate_instance(accept, instance.stored_syntax)
+                _check_size(instance, syntax)
+                out.append((str(syntax), self._stream(view, instance, syntax)))
+        return out, found
+
     async def _stream(
         self, view: SlideView, instance: VirtualInstance, syntax: UID
     ) -> AsyncIterator[bytes]:
@@ -420,6 +440,17 @@ class DicomWebService:
         if instance.associated is not None:
             return await self.tiles.associated(item.slide_id, instance.associated), item
         return await self.tiles.thumbnail(item.slide_id, size), item
+
+
+def _jpeg2000_level(reader: SlideReader, index: int, width: int, height: int) -> LevelEncoding:
+    """A level whose stored JPEG 2000 tiles can go out as they are, else a rendered one."""
+    stored = None
+    with contextlib.suppress(SlideServerError):
+        stored = reader.read_jpeg2000_tile(index, 0, 0)
+    photometric = framing.jpeg2000_photometric(stored.data) if stored is not None else None
+    if stored is None or photometric is None or (stored.width, stored.height) != (width, height):
+        return LevelEncoding(width, height, False)
+    return LevelEncoding(width, height, False, photometric, stored_jpeg2000=True)
 
 
 def _native_length(instance: VirtualInstance) -> int:
@@ -493,7 +524,10 @@ def frame_bytes(
     """
     column, row = instance.tile_of(number)
     stored = None
-    if instance.level is not None and instance.stored_syntax == JPEGBaseline8Bit:
+    if instance.level is not None and instance.stored_syntax == JPEG2000:
+        if syntax == JPEG2000:
+            return _jpeg2000_frame(reader, view, instance, column, row)
+    elif instance.level is not None and instance.stored_syntax == JPEGBaseline8Bit:
         stored = reader.read_encoded_tile(instance.level, column, row)
         if stored is not None and stored.media_type != "image/jpeg":
             stored = None
@@ -505,6 +539,24 @@ def frame_bytes(
     if image is None:
         image = _region(reader, view, instance, column, row)
     return framing.raw_frame(image, instance.frame_width, instance.frame_height)
+
+
+def _jpeg2000_frame(
+    reader: SlideReader, view: SlideView, instance: VirtualInstance, column: int, row: int
+) -> bytes:
+    """A stored JPEG 2000 frame as it is; a tile the reader no longer hands out (sparse, say)
+    rendered and encoded with the level's colour transform (OpenJPEG through imagecodecs)."""
+    assert instance.level is not None
+    stored = reader.read_jpeg2000_tile(instance.level, column, row)
+    if stored is not None:
+        return stored.data
+    pixels = np.asarray(_region(reader, view, instance, column, row).convert("RGB"))
+    photometric = instance.dataset.PhotometricInterpretation
+    reversible = photometric == "YBR_RCT"
+    encoded = imagecodecs.jpeg2k_encode(
+        pixels, codecformat="J2K", mct=photometric != "RGB", reversible=reversible
+    )
+    return bytes(encoded)
 
 
 def _region(

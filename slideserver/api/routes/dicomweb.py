@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from slideserver.api.openapi import Param, Reply, operation
 from slideserver.api.params import parse_int
 from slideserver.api.responses import image_response
 from slideserver.api.state import state_of
@@ -230,6 +231,49 @@ async def series(request: Request) -> Response:
     return StreamingResponse(body(), headers=headers)
 
 
+@operation(
+    "Every instance of a study, as Part 10 files (WADO-RS)",
+    tag="dicomweb",
+    params=(Param("study", "StudyInstanceUID", where="path"),),
+    replies={
+        200: Reply(
+            "Part 10 files of every series of the study, in one multipart/related body",
+            {'multipart/related; type="application/dicom"': {"type": "string"}},
+        )
+    },
+    errors=(400, 404, 406, 413, 503, 504),
+)
+async def study(request: Request) -> Response:
+    """Retrieve a study: every instance of every series the caller may see, each as stored
+    unless uncompressed is asked, streamed (researchers get their de-identified series)."""
+    accept = request.headers.get("accept", "")
+    if accept.strip() and "multipart/related" not in accept and "*/*" not in accept:
+        raise NotAcceptable('a study is sent as multipart/related; type="application/dicom"')
+    instances, found = await dicomweb_of(request).study_part10(
+        _audience(request), _uid(request, "study"), accept
+    )
+    _note(request, found)
+    return part10_multipart(instances)
+
+
+def part10_multipart(instances: Sequence[tuple[str, AsyncIterator[bytes]]]) -> Response:
+    """Stream Part 10 files as one ``multipart/related; type="application/dicom"`` body."""
+    boundary = uuid.uuid4().hex
+
+    async def body() -> AsyncIterator[bytes]:
+        for syntax, chunks in instances:
+            part_type = f"application/dicom; transfer-syntax={syntax}"
+            yield f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode()
+            async for chunk in chunks:
+                yield chunk
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    headers = {"Content-Type": content_type, "Cache-Control": "no-store"}
+    return StreamingResponse(body(), headers=headers)
+
+
 def _image_format(request: Request) -> str:
     accept = request.headers.get("accept", "").lower()
     if not accept or "image/jpeg" in accept or "*/*" in accept or "image/*" in accept:
@@ -287,6 +331,7 @@ def routes() -> list[Route]:
         Route(SERIES + "/metadata", series_metadata, methods=get),
         Route(INSTANCE + "/metadata", instance_metadata, methods=get),
         Route(SERIES, series, methods=get),
+        Route(STUDY, study, methods=get),  # the same path's POST is STOW-RS (dicomweb_store.py)
         Route(INSTANCE, instance, methods=get),
         Route(INSTANCE + "/frames/{frames}", frames, methods=get),
         Route(INSTANCE + "/rendered", rendered, methods=get),
