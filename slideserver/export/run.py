@@ -42,7 +42,6 @@ PRELOAD = [
     "slideserver.readers.registry",
     "slideserver.readers.openslide",
     "slideserver.readers.tiff",
-    "slideserver.readers.dicom",
     "slideserver.imaging.regions",
     "slideserver.imaging.encode",
 ]
