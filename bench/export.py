@@ -167,7 +167,7 @@ def main() -> None:
     if f"exported {total} patches" not in said:
         raise RuntimeError(f"the export did not write the {total} planned patches: {said}")
     n = len(sample)
-    rows = [
+    rows: list[tuple[str, float, float]] = [
         ("naive loop (OpenSlide + Pillow), 1 core", n / loop.wall, n / loop.cpu),
         ("export fast path, 1 core, in-process", n / fast.wall, n / fast.cpu),
         (
@@ -181,11 +181,14 @@ def main() -> None:
         print(f"{name:48} {wall:12.1f} {cpu:12.1f}")
     print(
         f"whole export: {total} patches in {whole_wall:.1f} s wall, {whole_cpu:.1f} CPU s "
-        f"(command, fork server and workers)"
+        "(the command and every process it started)"
     )
     print(f"load average at end: {load()}")
-    for unit, column in (("per CPU second", 2), ("per wall second", 1)):
-        ratio = rows[2][column] / rows[0][column]
+    ratios = {
+        "per CPU second": rows[2][2] / rows[0][2],
+        "per wall second": rows[2][1] / rows[0][1],
+    }
+    for unit, ratio in ratios.items():
         mark = "✔" if ratio >= TARGET else "✘"
         print(f"{mark} export / naive {unit}: {ratio:.1f}x (target >= {TARGET:g}x)")
     print(

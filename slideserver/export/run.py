@@ -10,6 +10,7 @@ skips the shards ``done.txt`` lists, so an interrupted export resumes where it s
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import multiprocessing
 import os
@@ -97,6 +98,8 @@ def _start_method() -> BaseContext:
     a fresh server process that imported the readers once.
     """
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        # The collector of a worker would otherwise walk (and so copy) every inherited object.
+        gc.freeze()
         return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
