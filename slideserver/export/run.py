@@ -10,9 +10,11 @@ skips the shards ``done.txt`` lists, so an interrupted export resumes where it s
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -24,6 +26,7 @@ from concurrent.futures import (
 )
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +87,23 @@ def executor_for(scheduler: str | None, workers: int | None) -> Iterator[Executo
             yield thread
         return
 
-    # Workers fork from a server process that imported the readers once: no per-worker
-    # imports, and no thread or database handle of this process inherited.
+    with ProcessPoolExecutor(workers or usable_cores(), mp_context=_start_method()) as pool:
+        yield pool
+
+
+def _start_method() -> BaseContext:
+    """Fork the workers from this process when it runs no other thread: they start at once with
+    every module it imported (the readers, the codecs, the catalog's), instead of each importing
+    them again. With another thread running (a fork could copy a lock it holds), they fork from
+    a fresh server process that imported the readers once.
+    """
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        # The collector of a worker would otherwise walk (and so copy) every inherited object.
+        gc.freeze()
+        return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
-    with ProcessPoolExecutor(workers or usable_cores(), mp_context=context) as pool:
-        yield pool
+    return context
 
 
 def check_record(out: Path, options: ExportOptions, selection: Selection) -> None:
@@ -150,11 +164,12 @@ def run_export(
     summary = ExportSummary(slides=len(entries), missing=missing)
     already = done_shards(out)
     finished: list[str] = []
-    bar = tqdm(total=0, unit="patch", desc="export", disable=None if progress else True)
     with executor_for(scheduler, workers) as pool, (out / DONE).open("a") as record:
         pending: dict[Future[Any], str] = {
             pool.submit(plan_slide, entry, options, origin): entry.slide_id for entry in entries
         }
+        # After the workers started: the bar's monitor thread must not be there when they fork.
+        bar = tqdm(total=0, unit="patch", desc="export", disable=None if progress else True)
         while pending:
             ready, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in ready:

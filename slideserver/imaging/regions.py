@@ -176,9 +176,12 @@ def read_from_stored_tiles(
     t_col0, t_row0 = l_x // tw, l_y // th
     t_col1 = (min(l_x + l_w, lvl.width) - 1) // tw
     t_row1 = (min(l_y + l_h, lvl.height) - 1) // th
-    out = np.full((z_height, z_width, 3), 255, np.uint8)
     if l_x >= lvl.width or l_y >= lvl.height:
-        return out
+        return np.full((z_height, z_width, 3), 255, np.uint8)
+    if l_x + l_w <= lvl.width and l_y + l_h <= lvl.height:
+        out = np.empty((z_height, z_width, 3), np.uint8)  # the tiles below cover all of it
+    else:
+        out = np.full((z_height, z_width, 3), 255, np.uint8)
     stw, sth = tw // scale, th // scale
     for t_row in range(t_row0, t_row1 + 1):
         for t_col in range(t_col0, t_col1 + 1):

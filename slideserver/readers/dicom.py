@@ -43,18 +43,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pydicom
 from PIL import Image
-from pydicom.dataset import Dataset
-from pydicom.uid import (
-    JPEG2000,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    VLWholeSlideMicroscopyImageStorage,
-)
-from wsidicom import WsiDicom
 
 from slideserver.errors import (
     AssociatedImageNotFound,
@@ -68,6 +59,11 @@ from slideserver.errors import (
 from slideserver.models import EncodedTile, Level, SlideInfo, SlideSource
 from slideserver.readers.base import SlideReader, WouldBlock
 from slideserver.readers.passthrough import browser_ready_frame
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+# pydicom and wsidicom (about a second to import) are imported where a DICOM file is read, so a
+# process that never meets one (an export of SVS slides, its workers) does not pay for them.
 
 __all__ = ["DicomReader", "group_series"]
 
@@ -118,6 +114,9 @@ class _Header:
 
 def _read_header(path: Path) -> _Header | None:
     """Return the identifying attributes of a VL WSI instance, ``None`` for anything else."""
+    import pydicom
+    from pydicom.uid import VLWholeSlideMicroscopyImageStorage
+
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
         sop_class = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
@@ -224,6 +223,8 @@ class DicomReader(SlideReader):
         self._close_lock = threading.Lock()
         self._closed = False
         files = self._slide_files(source)
+        from wsidicom import WsiDicom
+
         try:
             self._wsi = WsiDicom.open(files)
         except FileNotFoundError as exc:
@@ -377,6 +378,8 @@ class DicomReader(SlideReader):
         t_cols, t_rows = math.ceil(info.width / tile_w), math.ceil(info.height / tile_h)
         if not (0 <= t_col < t_cols and 0 <= t_row < t_rows):
             raise TileNotFound(f"tile {t_col},{t_row} outside {t_cols}x{t_rows} of level {level}")
+        from pydicom.uid import JPEGBaseline8Bit
+
         image_data = wsi_level.default_instance.image_data
         if image_data.transfer_syntax != JPEGBaseline8Bit:
             return None
@@ -403,6 +406,8 @@ class DicomReader(SlideReader):
         t_cols, t_rows = math.ceil(info.width / tile_w), math.ceil(info.height / tile_h)
         if not (0 <= t_col < t_cols and 0 <= t_row < t_rows):
             raise TileNotFound(f"tile {t_col},{t_row} outside {t_cols}x{t_rows} of level {level}")
+        from pydicom.uid import JPEG2000, JPEG2000Lossless
+
         image_data = wsi_level.default_instance.image_data
         if image_data.transfer_syntax not in (JPEG2000, JPEG2000Lossless):
             return None
@@ -536,6 +541,8 @@ def _code_value(item: Dataset) -> str | None:
 
 def _text(value: object) -> str:
     """Render a DICOM value as one string; multi-values are joined with backslashes."""
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+    from pydicom.multival import MultiValue
+
+    if isinstance(value, (list, tuple, MultiValue)):
         return "\\".join(str(v) for v in value)
     return str(value)
