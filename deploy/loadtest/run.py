@@ -279,7 +279,8 @@ def soak_table(sampler: Sampler) -> tuple[str, list[tuple[str, bool]]]:
         else:
             flat = r1 <= rh * 1.1 + 16 * 1024
             checks.append((f"{name}: memory flat over the second half ({growth:+.1f}%)", flat))
-        checks.append((f"{name}: open files flat after warm-up ({f1 - fw:+d})", f1 - fw <= 5))
+        # Pools open a few more connections as concurrency peaks: a leak grows past that.
+        checks.append((f"{name}: open files flat after warm-up ({f1 - fw:+d})", f1 - fw <= 10))
         checks.append((f"{name}: threads flat after warm-up ({t1 - tw:+d})", t1 - tw <= 4))
     minutes = [s for t, s in sampler.samples if t >= 0][:: max(1, round(60 / sampler.every))]
     lines += ["", "RSS (MiB) each minute: " + "; ".join(
