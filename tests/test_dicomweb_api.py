@@ -171,6 +171,19 @@ def test_series_metadata_describes_tiled_full_levels_with_pixel_spacing(client: 
     )
 
 
+def test_the_optical_path_carries_an_srgb_icc_profile(client: Any) -> None:
+    import io
+
+    from PIL import ImageCms
+
+    study, series, _ = series_of(client, SVS)
+    response = client.get(f"/dicomweb/studies/{study}/series/{series}/metadata")
+    path = pydicom.Dataset.from_json(response.json()[0]).OpticalPathSequence[0]
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(path.ICCProfile))
+    assert "sRGB" in ImageCms.getProfileDescription(profile)
+    assert path.ColorSpace == "SRGB"
+
+
 # --- frames -----------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ identifiers, no label or overview instance, and UIDs from the research namespace
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -224,8 +225,21 @@ def _slide_attributes(
     path.IlluminationColorCodeSequence = DicomSequence([_code("414298005", "SCT", "Full Spectrum")])
     if info.objective_power:
         path.ObjectiveLensPower = _ds(info.objective_power)
+    # The WSI IOD wants an ICC profile for colour images (Slim warns without one). The pixels we
+    # serve are those the readers give, which treat them as sRGB: say so.
+    path.ICCProfile = srgb_profile()
+    path.ColorSpace = "SRGB"
     ds.OpticalPathSequence = DicomSequence([path])
     ds.NumberOfOpticalPaths = 1
+
+
+@functools.cache
+def srgb_profile() -> bytes:
+    """The sRGB ICC profile (made once by Little CMS through Pillow)."""
+    from PIL import ImageCms
+
+    profile: bytes = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return profile
 
 
 def _image_attributes(
