@@ -7,7 +7,11 @@ from typing import Any
 
 from slideserver.api.errors import ERROR_STATUS, HTTP_CODES, UNLISTED_ERROR_STATUS
 from slideserver.errors import SlideServerError
+from slideserver.reports import model as report_model
+from slideserver.reports import outbox as report_outbox
+from slideserver.reports.store import MAX_IDENTIFIER as REPORT_MAX_IDENTIFIER
 from slideserver.security.session import COOKIE_NAME
+from slideserver.services.reports import MAX_REASON as REPORT_MAX_REASON
 
 NULLABLE_STRING = {"type": ["string", "null"]}
 NULLABLE_NUMBER = {"type": ["number", "null"]}
@@ -147,6 +151,189 @@ OPERATION_OUTCOME: dict[str, Any] = {
 }
 
 
+# --- Sign-out reports (issue 14): the report JSON of api/routes/reports.py ---
+# The limits are the parser's own (reports/model.py), so the schemas cannot drift from it.
+
+REPORT_REGION: dict[str, Any] = {
+    "type": "object",
+    "description": "A rectangle of the slide in level-0 pixels.",
+    "required": ["x", "y", "width", "height"],
+    "properties": {
+        "x": {"type": "integer", "minimum": 0},
+        "y": {"type": "integer", "minimum": 0},
+        "width": {"type": "integer", "minimum": 1, "maximum": report_model.MAX_REGION},
+        "height": {"type": "integer", "minimum": 1, "maximum": report_model.MAX_REGION},
+    },
+}
+
+REPORT_FIGURE: dict[str, Any] = {
+    "type": "object",
+    "description": "A picture of a region of one of the case's slides, printed in the PDF.",
+    "required": ["slide_id", "region"],
+    "properties": {
+        "slide_id": {"type": "string", "minLength": 1, "maxLength": report_model.MAX_SHORT},
+        "region": {"$ref": "#/components/schemas/ReportRegion"},
+        "caption": {"type": ["string", "null"], "maxLength": report_model.MAX_SHORT},
+    },
+}
+
+_REPORT_TEXT = {"type": ["string", "null"], "maxLength": report_model.MAX_TEXT}
+
+REPORT_FIELDS: dict[str, Any] = {
+    "type": "object",
+    "description": "What the pathologist writes. Fields left out keep their value (empty in a "
+    "new report); null empties a text and keeps the synoptic fields or figures. Texts hold no "
+    "NUL character; figures must show slides of the report's case.",
+    "properties": {
+        "diagnosis": _REPORT_TEXT,
+        "microscopic": _REPORT_TEXT,
+        "synoptic": {
+            "type": ["object", "null"],
+            "description": "Synoptic fields (name: value), in the order given.",
+            "maxProperties": report_model.MAX_SYNOPTIC,
+            "propertyNames": {"minLength": 1, "maxLength": report_model.MAX_SHORT},
+            "additionalProperties": {"type": "string", "maxLength": report_model.MAX_SHORT * 10},
+        },
+        "figures": {
+            "type": ["array", "null"],
+            "maxItems": report_model.MAX_FIGURES,
+            "items": {"$ref": "#/components/schemas/ReportFigure"},
+        },
+    },
+}
+
+REPORT_NEW: dict[str, Any] = {
+    "allOf": [{"$ref": "#/components/schemas/ReportFields"}],
+    "type": "object",
+    "properties": {
+        "identifier": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": REPORT_MAX_IDENTIFIER,
+            "description": "The client's ID of this creation, when it sends no Idempotency-Key: "
+            "a repeat answers the report the first one made.",
+        },
+    },
+}
+
+REPORT_AMENDMENT: dict[str, Any] = {
+    "allOf": [{"$ref": "#/components/schemas/ReportFields"}],
+    "type": "object",
+    "required": ["reason"],
+    "properties": {
+        "status": {"enum": list(report_model.AMENDMENTS), "default": report_model.AMENDED},
+        "reason": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": REPORT_MAX_REASON,
+            "description": "Why the signed report is amended (not blank).",
+        },
+    },
+}
+
+REPORT: dict[str, Any] = {
+    "type": "object",
+    "description": "One version of a report (the newest unless asked otherwise).",
+    "required": [
+        "id",
+        "accession",
+        "version",
+        "status",
+        "revision",
+        "diagnosis",
+        "microscopic",
+        "synoptic",
+        "figures",
+        "author",
+        "created_at",
+        "signer",
+        "signed_at",
+        "reason",
+        "deliveries",
+        "versions",
+    ],
+    "properties": {
+        "id": {"type": "string"},
+        "accession": {"type": "string", "description": "The case's accession number (PHI)"},
+        "version": {"type": "integer", "minimum": 1},
+        "status": {
+            "enum": [report_model.DRAFT, report_model.FINAL, *report_model.AMENDMENTS],
+            "description": "draft (editable), final (signed), or a signed amendment.",
+        },
+        "revision": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Edits of the draft; a signed version keeps the one it was signed at.",
+        },
+        "diagnosis": {"type": "string"},
+        "microscopic": {"type": "string"},
+        "synoptic": {"type": "object", "additionalProperties": {"type": "string"}},
+        "figures": {"type": "array", "items": {"$ref": "#/components/schemas/ReportFigure"}},
+        "author": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "signer": NULLABLE_STRING,
+        "signed_at": {"type": ["string", "null"], "format": "date-time"},
+        "reason": {"type": "string", "description": "Why an amendment was made (else empty)."},
+        "deliveries": {
+            "type": "array",
+            "description": "Where this version is being sent (signed versions only).",
+            "items": {
+                "type": "object",
+                "required": ["target", "state", "detail", "attempts"],
+                "properties": {
+                    "target": {"type": "string"},
+                    "state": {
+                        "enum": [
+                            report_outbox.PENDING,
+                            report_outbox.DELIVERED,
+                            report_outbox.FAILING,
+                            report_outbox.GIVEN_UP,
+                        ]
+                    },
+                    "detail": {"type": "string"},
+                    "attempts": {"type": "integer", "minimum": 0},
+                },
+            },
+        },
+        "versions": {
+            "type": "array",
+            "description": "Every version of the report, oldest first.",
+            "items": {
+                "type": "object",
+                "required": ["version", "status"],
+                "properties": {"version": {"type": "integer"}, "status": {"type": "string"}},
+            },
+        },
+    },
+}
+
+REPORT_LIST: dict[str, Any] = {
+    "type": "object",
+    "required": ["accession", "items"],
+    "properties": {
+        "accession": {"type": "string"},
+        "items": {
+            "type": "array",
+            "description": "The newest version of each report of the case, oldest report first.",
+            "items": {"$ref": "#/components/schemas/Report"},
+        },
+    },
+}
+
+REPORT_SCHEMAS: dict[str, Any] = {
+    "Report": REPORT,
+    "ReportList": REPORT_LIST,
+    "ReportFields": REPORT_FIELDS,
+    "ReportNew": REPORT_NEW,
+    "ReportAmendment": REPORT_AMENDMENT,
+    "ReportFigure": REPORT_FIGURE,
+    "ReportRegion": REPORT_REGION,
+}
+"""The sign-out report schemas, merged into ``components/schemas``."""
+
+# --- end of sign-out reports ---
+
+
 def shared_schemas() -> dict[str, Any]:
     """``components/schemas`` (built when the document is: the error codes of every module)."""
     return {
@@ -155,4 +342,5 @@ def shared_schemas() -> dict[str, Any]:
         "SlideDetail": SLIDE_DETAIL,
         "FhirResource": FHIR_RESOURCE,
         "OperationOutcome": OPERATION_OUTCOME,
+        **REPORT_SCHEMAS,
     }

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from slideserver.api.bodies import BodyTooLarge, parse_json, read_body
+from slideserver.api.openapi import STRING, Body, Param, Reply, operation, ref
 from slideserver.errors import (
     BackendUnavailable,
     BadRequest,
@@ -39,6 +40,32 @@ from slideserver.services.reports import ReportService
 MAX_BODY = 1024 * 1024
 """Largest report body accepted, in bytes."""
 MAX_ID = 64
+
+ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_ID}
+ACCESSION = Param("accession", "The case's accession number", ID_SCHEMA, "path")
+REPORT_ID = Param("id", "The report's ID", ID_SCHEMA, "path")
+VERSION = Param(
+    "version",
+    "Which version (1 is the first); the newest by default",
+    {"type": "integer", "minimum": 1, "maximum": (1 << 20) - 1},
+)
+REPORT_HEADERS = {
+    "ETag": "The version's revision; send it back in If-Match to edit or sign the draft",
+    "Cache-Control": "no-store: a report is never kept by caches",
+}
+LOCATION = {"Location": "The report's URL, /api/reports/{id}"}
+RENDER_ERRORS = (400, 404, 410, 422, 503, 504)
+"""What rendering a PDF can answer: its figures read slide regions (bad region, slide gone,
+changed, unreadable, storage unavailable or too slow)."""
+JSON_BODY_ERRORS = (400, 413)
+"""A body that is not JSON, nests too deeply or breaks the report's shape; one over 1 MiB."""
+
+
+def _report_reply(description: str, headers: dict[str, str] | None = None) -> Reply:
+    """A report's JSON answer with its ETag (and ``headers``)."""
+    return Reply(
+        description, {"application/json": ref("Report")}, {**REPORT_HEADERS, **(headers or {})}
+    )
 
 
 class ReportsUnavailable(BackendUnavailable):
@@ -118,7 +145,35 @@ def _version_param(request: Request) -> int | None:
     return int(raw)
 
 
+@operation(
+    "Start a report of a case: a draft",
+    tag="reports",
+    params=(
+        ACCESSION,
+        Param(
+            "Idempotency-Key",
+            "The client's ID of this creation: a repeat answers the report the first one made",
+            {"type": "string", "minLength": 1, "maxLength": 100},
+            "header",
+        ),
+    ),
+    body=Body(
+        {"application/json": ref("ReportNew")},
+        "The draft's first text (an empty body makes an empty draft)",
+        required=False,
+    ),
+    replies={
+        201: _report_reply("The new draft", LOCATION),
+        200: _report_reply("The report an earlier request with the same key made", LOCATION),
+    },
+    errors=(*JSON_BODY_ERRORS, 404, 503),
+)
 async def create_report(request: Request) -> Response:
+    """Create a draft report of a case, written by the caller.
+
+    Idempotent by the ``Idempotency-Key`` header (or the body's ``identifier``): a retry after a
+    lost answer gets the first report back with 200, whatever its state now.
+    """
     service = reports_of(request)
     accession = _id(request, "accession")
     data = await _json(request)
@@ -136,7 +191,21 @@ async def create_report(request: Request) -> Response:
     return answer
 
 
+@operation(
+    "The reports of a case",
+    tag="reports",
+    params=(ACCESSION,),
+    replies={
+        200: Reply(
+            "The newest version of each report",
+            {"application/json": ref("ReportList")},
+            {"Cache-Control": "no-store: never kept by caches"},
+        )
+    },
+    errors=(400, 404, 503),
+)
 async def list_reports(request: Request) -> Response:
+    """The reports of a case, each at its newest version, oldest report first."""
     service = reports_of(request)
     accession = _id(request, "accession")
     found = await service.list_case(accession)
@@ -148,13 +217,38 @@ async def list_reports(request: Request) -> Response:
     )
 
 
+@operation(
+    "A report",
+    tag="reports",
+    params=(REPORT_ID, VERSION),
+    replies={200: _report_reply("The report's version")},
+    errors=(400, 404, 503),
+)
 async def get_report(request: Request) -> Response:
+    """One version of a report; its ``ETag`` is what ``PUT`` and ``sign`` take in If-Match."""
     service = reports_of(request)
     version = await service.get(_id(request), _version_param(request))
     return await _answer(request, service, version)
 
 
+@operation(
+    "Edit a draft",
+    tag="reports",
+    params=(
+        REPORT_ID,
+        Param("If-Match", "The draft's ETag, as last read", STRING, "header", True),
+    ),
+    body=Body(
+        {"application/json": ref("ReportFields")},
+        "The fields to change; the others are kept",
+        required=False,
+    ),
+    replies={200: _report_reply("The edited draft, with its new ETag")},
+    errors=(*JSON_BODY_ERRORS, 404, 409, 412, 428, 503),
+)
 async def put_report(request: Request) -> Response:
+    """Replace the fields given of a draft: 428 without If-Match, 412 when the draft changed
+    since it was read, 409 once it is signed (amend it instead)."""
     service = reports_of(request)
     report_id = _id(request)
     etag = request.headers.get("if-match")
@@ -165,7 +259,20 @@ async def put_report(request: Request) -> Response:
     return await _answer(request, service, version)
 
 
+@operation(
+    "Sign the draft: it becomes final and is sent to the delivery targets",
+    tag="reports",
+    params=(
+        REPORT_ID,
+        Param("If-Match", "Sign only if the draft is still this ETag", STRING, "header"),
+    ),
+    replies={200: _report_reply("The signed (final) version")},
+    errors=(*RENDER_ERRORS, 409, 412),
+)
 async def sign_report(request: Request) -> Response:
+    """Sign the draft as it is (or as If-Match names it): its PDF is made and stored with the
+    final version, and its deliveries are queued. The signer must be a user of their own: the
+    anonymous user of ``auth=open`` gets 403 ``signer_identity_required``."""
     service = reports_of(request)
     report_id = _id(request)
     signer = _signer(request)
@@ -173,7 +280,20 @@ async def sign_report(request: Request) -> Response:
     return await _answer(request, service, version)
 
 
+@operation(
+    "Amend or correct a signed report: a new signed version",
+    tag="reports",
+    params=(REPORT_ID,),
+    body=Body(
+        {"application/json": ref("ReportAmendment")},
+        "Why, and the fields that change (the others are kept)",
+    ),
+    replies={201: _report_reply("The new signed version")},
+    errors=(*RENDER_ERRORS, 409, 412, 413),
+)
 async def amend_report(request: Request) -> Response:
+    """Add a signed ``amended`` or ``corrected`` version with its reason; earlier versions are
+    kept. 409 while the report is still a draft; 403 for the anonymous user of ``auth=open``."""
     service = reports_of(request)
     report_id = _id(request)
     signer = _signer(request)
@@ -182,7 +302,25 @@ async def amend_report(request: Request) -> Response:
     return await _answer(request, service, version, 201)
 
 
+@operation(
+    "A report's PDF",
+    tag="reports",
+    params=(REPORT_ID, VERSION),
+    replies={
+        200: Reply(
+            "The signed PDF exactly as delivered, or a draft's preview made now",
+            {"application/pdf": {"type": "string", "format": "binary"}},
+            {
+                "Content-Disposition": 'inline; filename="report-ID-vN.pdf"',
+                "Cache-Control": "no-store: never kept by caches",
+            },
+        )
+    },
+    errors=RENDER_ERRORS,
+)
 async def report_pdf(request: Request) -> Response:
+    """The PDF of a version: a signed one exactly as it was delivered, a draft's made now and
+    marked as a preview."""
     service = reports_of(request)
     version, pdf = await service.pdf(_id(request), _version_param(request))
     case = await service.case_of(version)
@@ -202,7 +340,20 @@ async def report_pdf(request: Request) -> Response:
     )
 
 
+@operation(
+    "Retry a report's failed deliveries now",
+    tag="reports",
+    params=(REPORT_ID,),
+    replies={
+        200: _report_reply(
+            "The report, its deliveries due again",
+            {"X-Deliveries-Retried": "How many failing or given-up deliveries were requeued"},
+        )
+    },
+    errors=(400, 404, 503),
+)
 async def retry_deliveries(request: Request) -> Response:
+    """Make the report's failing and given-up deliveries due now (after fixing a target)."""
     service = reports_of(request)
     report_id = _id(request)
     count = await service.retry(report_id)
