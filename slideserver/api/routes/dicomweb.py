@@ -254,7 +254,7 @@ async def rendered(request: Request) -> Response:
         viewport,
         _image_format(request),
     )
-    _count_pixels(request, series)
+    _note(request, [series])
     return image_response(request, result)
 
 
@@ -269,7 +269,7 @@ async def thumbnail(request: Request) -> Response:
         _uid(request, "instance"),
         size,
     )
-    _count_pixels(request, series)
+    _note(request, [series])
     return image_response(request, result)
 
 
