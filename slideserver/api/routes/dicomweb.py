@@ -390,6 +390,8 @@ async def rendered(request: Request) -> Response:
     viewport = request.query_params.get("viewport", "")
     if viewport:
         width, _, height = viewport.partition(",")
+        if not width.strip() or not height.strip():  # int("") below would be a 500
+            raise BadRequest("viewport must be width,height")
         parse_int("viewport width", width, 1, 1, 1 << 20)
         parse_int("viewport height", height, 1, 1, 1 << 20)
         viewport = f"{int(width)},{int(height)}"
