@@ -78,12 +78,12 @@ VIEWPORT = Param(
     "viewport",
     "width,height of the image in pixels, each 1 to 1048576 (PS3.18 8.3.5.1.3); default: "
     "the whole image",
-    {"type": "string", "pattern": "^[0-9]+,[0-9]+$"},
+    {"type": "string", "pattern": "^[1-9][0-9]{0,5},[1-9][0-9]{0,5}$"},
 )
 THUMBNAIL_VIEWPORT = Param(
     "viewport",
     "The longest side in pixels, 1 to 2048, as width or width,height (default 256)",
-    {"type": "string", "pattern": "^[0-9]+(,[0-9]*)?$"},
+    {"type": "string", "pattern": "^(204[0-8]|20[0-3][0-9]|1[0-9]{3}|[1-9][0-9]{0,2})(,[0-9]*)?$"},
 )
 
 
