@@ -33,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from slideserver.dicom import uids
 from slideserver.samples import SAMPLE_MRN
 from tests.conftest import _security_settings, make_tokens
 from tests.live_server import live_server
@@ -67,12 +68,51 @@ CONFIG = {
 }
 
 
+LAYERS = {"fuzz-case": "case", "fuzz-research": "research"}
+"""Annotation layers the fixture creates on the first slide: a case layer (pathologists write
+to it) and a research-safe one (researchers read it)."""
+ANNOTATIONS = {f"{layer}-mark": layer for layer in LAYERS}
+"""One annotation in each layer, by ID."""
+
+
+@schemathesis.serializer("multipart/related")
+def multipart_related(ctx: Any, value: Any) -> bytes:
+    """STOW-RS bodies go out as generated (bytes; text as UTF-8): the server must refuse what
+    is not a well-formed ``multipart/related`` of DICOM parts with a 4xx."""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 @dataclass(frozen=True)
 class FuzzServer:
     base: str
     tokens: dict[str, str]
     slide_ids: list[str]
+    dicom_slide: tuple[str, str | None]
+    """A slide whose DICOM UIDs are derived (:mod:`slideserver.dicom.uids`; one with a case if
+    any) and its case's accession."""
     log: Path
+
+
+def add_annotations(base: str, headers: dict[str, str], slide_id: str) -> None:
+    """Create :data:`LAYERS` and :data:`ANNOTATIONS` on ``slide_id`` (as admin)."""
+    for layer_id, kind in LAYERS.items():
+        layer = {"id": layer_id, "name": layer_id, "kind": kind, "research_safe": True}
+        answer = httpx.post(f"{base}/api/slides/{slide_id}/annotation-layers", json=layer,
+                            headers=headers)  # fmt: skip
+        assert answer.status_code == 201, answer.text[:300]
+    for annotation_id, layer_id in ANNOTATIONS.items():
+        feature = {
+            "type": "Feature",
+            "id": annotation_id,
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[10, 10], [90, 10], [90, 90], [10, 10]]],
+            },
+            "properties": {"layer": layer_id, "label": "fuzz"},
+        }
+        answer = httpx.post(f"{base}/api/slides/{slide_id}/annotations", json=feature,
+                            headers=headers)  # fmt: skip
+        assert answer.status_code == 201, answer.text[:300]
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +134,34 @@ def fuzz_server(
             answer = httpx.request(method, base + path, content=body, headers=headers)
             assert answer.status_code in (200, 201), answer.text[:300]
         slides = httpx.get(base + "/api/slides?limit=1000", headers=admin).json()["items"]
-        yield FuzzServer(base, tokens, [s["id"] for s in slides], log)
+        add_annotations(base, admin, slides[0]["id"])
+        derived = [s for s in slides if s.get("format") != "dicom"]  # DICOM files keep theirs
+        dicom_slide = next((s for s in derived if s.get("case")), derived[0])
+        accession = (dicom_slide.get("case") or {}).get("accession")
+        ids = [s["id"] for s in slides]
+        yield FuzzServer(base, tokens, ids, (dicom_slide["id"], accession), log)
 
 
-def pinned(document: dict[str, Any], server: FuzzServer) -> dict[str, Any]:
-    """The document with path identifiers pinned to what the server holds."""
+def dicom_uids(server: FuzzServer, research: bool) -> dict[str, list[str]]:
+    """The DICOM slide's study, series and level-0 instance UIDs as ``research`` callers (or
+    the others) see them."""
+    slide_id, accession = server.dicom_slide
+    return {
+        "study": [str(uids.study_uid(slide_id, accession, research=research))],
+        "series": [str(uids.series_uid(slide_id, research=research))],
+        "instance": [str(uids.instance_uid(slide_id, "level-0", research=research))],
+        "frames": ["1", "1,2"],
+    }
+
+
+def pinned(document: dict[str, Any], server: FuzzServer, role: str) -> dict[str, Any]:
+    """The document with path identifiers pinned to what the server holds (DICOM UIDs as
+    ``role`` sees them)."""
     ids = server.slide_ids
     values: dict[str, list[str]] = {
+        **dicom_uids(server, research=role == "researcher"),
+        "annotation_id": list(ANNOTATIONS),
+        "layer_id": list(LAYERS),
         "slide_id": ids,
         "ids": ids,
         "accession": [ACCESSION],
@@ -118,10 +179,17 @@ def pinned(document: dict[str, Any], server: FuzzServer) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def api_schema(fuzz_server: FuzzServer) -> Any:
-    document = httpx.get(fuzz_server.base + "/openapi.json").json()
-    config = SchemathesisConfig.from_dict({**CONFIG, "base-url": fuzz_server.base})
-    return schemathesis.openapi.from_dict(pinned(document, fuzz_server), config=config)
+def document(fuzz_server: FuzzServer) -> dict[str, Any]:
+    answer = httpx.get(fuzz_server.base + "/openapi.json")
+    assert answer.status_code == 200
+    document: dict[str, Any] = answer.json()
+    return document
+
+
+def api_schema(document: dict[str, Any], server: FuzzServer, role: str) -> Any:
+    """The pinned document as schemathesis loads it."""
+    config = SchemathesisConfig.from_dict({**CONFIG, "base-url": server.base})
+    return schemathesis.openapi.from_dict(pinned(document, server, role), config=config)
 
 
 def credentials(server: FuzzServer, role: str) -> dict[str, str]:
@@ -158,9 +226,12 @@ def fuzz_operation(operation: Any, server: FuzzServer, role: str) -> None:
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_every_operation_as_every_role(api_schema: Any, fuzz_server: FuzzServer, role: str) -> None:
+def test_every_operation_as_every_role(
+    document: dict[str, Any], fuzz_server: FuzzServer, role: str
+) -> None:
     failures: list[str] = []
-    operations = [result.ok() for result in api_schema.get_all_operations()]
+    schema = api_schema(document, fuzz_server, role)
+    operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) > 50
     for operation in operations:
         try:

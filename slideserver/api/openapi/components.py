@@ -151,6 +151,101 @@ OPERATION_OUTCOME: dict[str, Any] = {
 }
 
 
+GEOJSON_GEOMETRY: dict[str, Any] = {
+    "type": "object",
+    "description": "A GeoJSON geometry (RFC 7946) in level-0 pixel coordinates: Point, "
+    "MultiPoint, LineString, Polygon or MultiPolygon.",
+    "required": ["type", "coordinates"],
+    "properties": {
+        "type": {"enum": ["Point", "MultiPoint", "LineString", "Polygon", "MultiPolygon"]},
+        "coordinates": {"type": "array"},
+    },
+}
+
+GEOJSON_FEATURE: dict[str, Any] = {
+    "type": "object",
+    "description": "One annotation as a GeoJSON Feature. Written: ``id`` (optional, makes a "
+    "retry idempotent), ``properties.layer`` (default: the caller's personal layer), "
+    "``class``, ``label``, ``note``, ``colour``, ``shape`` (rectangle, ellipse) and any other "
+    "properties, kept as they are. Read: the server adds ``author``, ``version``, "
+    "``measurements`` (null with ``measurements_unavailable`` when the slide has no MPP), "
+    "``kind``, ``created`` and ``updated``.",
+    "required": ["type", "geometry"],
+    "properties": {
+        "type": {"const": "Feature"},
+        "id": {"type": ["string", "null"]},
+        "geometry": {"$ref": "#/components/schemas/GeoJsonGeometry"},
+        "properties": {
+            "type": ["object", "null"],
+            "properties": {
+                "id": {"type": "string"},
+                "layer": NULLABLE_STRING,
+                "class": NULLABLE_STRING,
+                "label": NULLABLE_STRING,
+                "note": NULLABLE_STRING,
+                "colour": NULLABLE_STRING,
+                "author": {"type": "string"},
+                "version": {"type": "integer"},
+                "kind": {"type": "string"},
+                "measurements": {
+                    "type": ["object", "null"],
+                    "additionalProperties": {"type": "number"},
+                },
+                "created": NULLABLE_STRING,
+                "updated": NULLABLE_STRING,
+            },
+        },
+    },
+}
+
+GEOJSON_FEATURE_COLLECTION: dict[str, Any] = {
+    "type": "object",
+    "description": "A GeoJSON FeatureCollection of annotations; a page of a listing adds "
+    "``next`` (the next page's URL, null on the last) and ``links``.",
+    "required": ["type", "features"],
+    "properties": {
+        "type": {"const": "FeatureCollection"},
+        "features": {"type": "array", "items": {"$ref": "#/components/schemas/GeoJsonFeature"}},
+        "next": NULLABLE_STRING,
+        "links": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "rel": {"type": "string"},
+                    "href": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+        "measurements_unavailable": {"type": "string"},
+    },
+}
+
+DICOM_JSON_DATASETS: dict[str, Any] = {
+    "type": "array",
+    "description": "DICOM JSON Model (PS3.18 F.2): one object per data set, keyed by tag "
+    "(eight hex digits), each attribute ``{vr, Value | BulkDataURI | InlineBinary}``.",
+    "items": {"$ref": "#/components/schemas/DicomJsonDataset"},
+}
+
+DICOM_JSON_DATASET: dict[str, Any] = {
+    "type": "object",
+    "description": "One data set in the DICOM JSON Model (PS3.18 F.2).",
+    "propertyNames": {"pattern": "^[0-9A-Fa-f]{8}$"},
+    "additionalProperties": {
+        "type": "object",
+        "required": ["vr"],
+        "properties": {
+            "vr": {"type": "string", "pattern": "^[A-Z]{2}$"},
+            "Value": {"type": "array"},
+            "BulkDataURI": {"type": "string"},
+            "InlineBinary": {"type": "string"},
+        },
+    },
+}
+
+
 # --- Sign-out reports (issue 14): the report JSON of api/routes/reports.py ---
 # The limits are the parser's own (reports/model.py), so the schemas cannot drift from it.
 
@@ -343,4 +438,9 @@ def shared_schemas() -> dict[str, Any]:
         "FhirResource": FHIR_RESOURCE,
         "OperationOutcome": OPERATION_OUTCOME,
         **REPORT_SCHEMAS,
+        "GeoJsonGeometry": GEOJSON_GEOMETRY,
+        "GeoJsonFeature": GEOJSON_FEATURE,
+        "GeoJsonFeatureCollection": GEOJSON_FEATURE_COLLECTION,
+        "DicomJsonDataset": DICOM_JSON_DATASET,
+        "DicomJsonDatasets": DICOM_JSON_DATASETS,
     }

@@ -61,6 +61,7 @@ from slideserver.annotations.validate import (
     plain_text,
 )
 from slideserver.api.bodies import BodyTooLarge, parse_json, read_body
+from slideserver.api.openapi import INTEGER, Body, Param, Reply, json_reply, operation, ref
 from slideserver.api.params import parse_int
 from slideserver.api.state import state_of
 from slideserver.db.engine import default_database_url
@@ -88,6 +89,113 @@ NO_STORE = {"Cache-Control": "no-store"}
 FORMATS = ("qupath", "geojson", "csv")
 MAX_KEY = 200
 """Longest ``Idempotency-Key`` accepted."""
+
+
+# -- the description (docs/architecture.md, "The API description") --
+
+TAG = "annotations"
+FEATURE = ref("GeoJsonFeature")
+COLLECTION = ref("GeoJsonFeatureCollection")
+FEATURE_OR_COLLECTION: dict[str, Any] = {"oneOf": [FEATURE, COLLECTION]}
+NO_STORE_HEADER = {"Cache-Control": "no-store"}
+VERSIONED = {**NO_STORE_HEADER, "ETag": 'The version, quoted ("3"); send it in If-Match'}
+STORED_IDS: dict[str, Any] = {
+    "type": "object",
+    "required": ["created", "existing"],
+    "properties": {
+        "created": {"type": "array", "items": {"type": "string"}},
+        "existing": {"type": "array", "items": {"type": "string"}},
+    },
+}
+LAYER: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "slide", "name", "kind", "owner", "version"],
+    "properties": {
+        "id": {"type": "string"},
+        "slide": {"type": "string"},
+        "name": {"type": "string"},
+        "kind": {"enum": list(LAYER_KINDS)},
+        "owner": {"type": "string", "description": "A pseudonym for researchers"},
+        "research_safe": {"type": "boolean"},
+        "locked": {"type": "boolean"},
+        "grants": {"type": "array", "items": {"type": "string"}},
+        "version": {"type": "integer"},
+        "writable": {"type": "boolean"},
+        "created": {"type": ["string", "null"]},
+        "updated": {"type": ["string", "null"]},
+    },
+}
+LAYER_FIELDS: dict[str, Any] = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "research_safe": {"type": "boolean"},
+    "locked": {"type": "boolean"},
+    "grants": {"type": "array", "maxItems": 1000, "items": {"type": "string", "maxLength": 200}},
+}
+LAYER_IN: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "kind"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
+        "kind": {"enum": list(LAYER_KINDS)},
+        **LAYER_FIELDS,
+    },
+}
+LAYER_CHANGE: dict[str, Any] = {"type": "object", "properties": LAYER_FIELDS}
+HISTORY: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "items"],
+    "properties": {
+        "id": {"type": "string"},
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "version": {"type": "integer"},
+                    "action": {"type": "string"},
+                    "actor": {"type": "string"},
+                    "at": {"type": "string"},
+                    "before": {"type": ["object", "null"]},
+                    "after": {"type": ["object", "null"]},
+                },
+            },
+        },
+    },
+}
+LAYERS: dict[str, Any] = {
+    "type": "object",
+    "required": ["slide", "layers"],
+    "properties": {"slide": {"type": "string"}, "layers": {"type": "array", "items": LAYER}},
+}
+LAYER_PARAM = Param(
+    "layer", "Only these layers (repeated or comma-separated layer IDs)", {"type": "string"}
+)
+FORMAT_PARAM = Param("format", "The file format (default geojson)", {"enum": list(FORMATS)})
+IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    "A retry with the same key and body gets the first answer; another body, 409",
+    {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+    where="header",
+)
+IF_MATCH = Param(
+    "If-Match",
+    "The ETag of the version this change replaces (or *)",
+    {"type": "string"},
+    where="header",
+)
+IF_MATCH_REQUIRED = Param(
+    "If-Match",
+    "The ETag of the version this change replaces (or *): 428 without it, 412 when stale",
+    {"type": "string"},
+    where="header",
+    required=True,
+)
+GEOJSON_BODY = {"application/json": FEATURE_OR_COLLECTION, GEOJSON: FEATURE_OR_COLLECTION}
+
+
+def _feature_reply(description: str, location: bool = False) -> Reply:
+    headers = {**VERSIONED, "Location": "The annotation's URL"} if location else VERSIONED
+    return Reply(description, {GEOJSON: FEATURE}, headers)
 
 
 def open_store(settings: Settings) -> AnnotationStore:
@@ -238,6 +346,21 @@ def parse_bbox(raw: str | None) -> tuple[float, float, float, float] | None:
 # -- reading --
 
 
+@operation(
+    "One page of a slide's annotations, as GeoJSON",
+    tag=TAG,
+    params=(
+        Param("bbox", "Only those meeting x0,y0,x1,y1 (level-0 pixels)", {"type": "string"}),
+        LAYER_PARAM,
+        Param("class", "Only this class", {"type": "string"}),
+        Param(
+            "limit", "Features per page", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+        ),
+        Param("cursor", "Where the page starts (from next)", {**INTEGER, "minimum": 0}),
+    ),
+    replies={200: Reply("The page", {GEOJSON: COLLECTION}, NO_STORE_HEADER)},
+    errors=(400, 404, 422, 503),
+)
 async def list_annotations(request: Request) -> Response:
     slide_id = request.path_params["slide_id"]
     store = store_of(request)
@@ -284,6 +407,12 @@ async def annotation_and_layer(
     return annotation, layer
 
 
+@operation(
+    "One annotation, as a GeoJSON Feature",
+    tag=TAG,
+    replies={200: _feature_reply("The annotation")},
+    errors=(404, 422, 503),
+)
 async def get_annotation(request: Request) -> Response:
     store = store_of(request)
     viewer = await viewer_of(request, store)
@@ -293,6 +422,12 @@ async def get_annotation(request: Request) -> Response:
     )
 
 
+@operation(
+    "Every version of an annotation: who, when, before and after",
+    tag=TAG,
+    replies={200: json_reply("The history", HISTORY)},
+    errors=(404, 422, 503),
+)
 async def get_history(request: Request) -> Response:
     store = store_of(request)
     viewer = await viewer_of(request, store)
@@ -438,6 +573,25 @@ async def stored_answer(
     )
 
 
+@operation(
+    "Add annotations to a slide: one Feature or a FeatureCollection (idempotent)",
+    tag=TAG,
+    params=(IDEMPOTENCY_KEY,),
+    body=Body(GEOJSON_BODY, "A Feature, or a FeatureCollection of up to 100,000"),
+    replies={
+        200: Reply(
+            "Nothing new: the Feature as stored, or the IDs already there",
+            {GEOJSON: FEATURE, "application/json": STORED_IDS},
+            NO_STORE_HEADER,
+        ),
+        201: Reply(
+            "Stored: the Feature (with ETag and Location), or the IDs created and existing",
+            {GEOJSON: FEATURE, "application/json": STORED_IDS},
+            NO_STORE_HEADER,
+        ),
+    },
+    errors=(400, 403, 404, 409, 413, 422, 503),
+)
 async def post_annotations(request: Request) -> Response:
     slide_id = request.path_params["slide_id"]
     body = await read_json_body(request)
@@ -446,6 +600,14 @@ async def post_annotations(request: Request) -> Response:
     return await store_features(request, slide_id, features, single, None)
 
 
+@operation(
+    "Replace an annotation (needs If-Match)",
+    tag=TAG,
+    params=(IF_MATCH_REQUIRED,),
+    body=Body({"application/json": FEATURE, GEOJSON: FEATURE}, "The whole Feature"),
+    replies={200: _feature_reply("The new version")},
+    errors=(400, 403, 404, 412, 413, 422, 428, 503),
+)
 async def put_annotation(request: Request) -> Response:
     store = store_of(request)
     viewer = await viewer_of(request, store)
@@ -478,6 +640,13 @@ async def put_annotation(request: Request) -> Response:
     )
 
 
+@operation(
+    "Delete an annotation (soft; needs If-Match)",
+    tag=TAG,
+    params=(IF_MATCH_REQUIRED,),
+    replies={204: Reply("Deleted", headers=NO_STORE_HEADER)},
+    errors=(403, 404, 412, 422, 428, 503),
+)
 async def delete_annotation(request: Request) -> Response:
     store = store_of(request)
     caller = caller_of(principal_of(request))
@@ -493,6 +662,12 @@ async def delete_annotation(request: Request) -> Response:
 # -- layers --
 
 
+@operation(
+    "The annotation layers of a slide the caller may read",
+    tag=TAG,
+    replies={200: json_reply("The layers", LAYERS)},
+    errors=(404, 503),
+)
 async def list_layers(request: Request) -> Response:
     slide_id = request.path_params["slide_id"]
     store = store_of(request)
@@ -529,6 +704,16 @@ def _layer_fields(body: Any, current: Layer | None) -> dict[str, Any]:
     return out
 
 
+@operation(
+    "Create an annotation layer (idempotent by its id)",
+    tag=TAG,
+    body=Body({"application/json": LAYER_IN}, "The layer"),
+    replies={
+        200: Reply("The layer existed", {"application/json": LAYER}, VERSIONED),
+        201: Reply("Created", {"application/json": LAYER}, VERSIONED),
+    },
+    errors=(400, 403, 404, 409, 413, 422, 503),
+)
 async def post_layer(request: Request) -> Response:
     slide_id = request.path_params["slide_id"]
     store = store_of(request)
@@ -563,6 +748,14 @@ async def layer_for_change(
     return layer, if_match(request, layer.version, required=False)
 
 
+@operation(
+    "Change an annotation layer (its owner or an admin)",
+    tag=TAG,
+    params=(IF_MATCH,),
+    body=Body({"application/json": LAYER_CHANGE}, "The fields to change"),
+    replies={200: Reply("The layer", {"application/json": LAYER}, VERSIONED)},
+    errors=(400, 403, 404, 412, 413, 422, 503),
+)
 async def put_layer(request: Request) -> Response:
     store = store_of(request)
     viewer = await viewer_of(request, store)
@@ -572,6 +765,13 @@ async def put_layer(request: Request) -> Response:
     return json_response(viewer.layer(stored), ETag=etag(stored.version))
 
 
+@operation(
+    "Delete an annotation layer and its annotations (its owner or an admin)",
+    tag=TAG,
+    params=(IF_MATCH,),
+    replies={204: Reply("Deleted", headers=NO_STORE_HEADER)},
+    errors=(403, 404, 412, 422, 503),
+)
 async def delete_layer(request: Request) -> Response:
     store = store_of(request)
     caller = caller_of(principal_of(request))
@@ -590,6 +790,31 @@ def format_of(request: Request) -> str:
     return fmt
 
 
+@operation(
+    "Import annotations from a QuPath, GeoJSON or CSV file (idempotent)",
+    tag=TAG,
+    params=(
+        FORMAT_PARAM,
+        Param("layer", "Put every imported feature in this layer", {"type": "string"}),
+        IDEMPOTENCY_KEY,
+    ),
+    body=Body(
+        {
+            "application/json": {"description": "QuPath or GeoJSON export"},
+            GEOJSON: FEATURE_OR_COLLECTION,
+            "text/csv": {
+                "type": "string",
+                "description": "Points: id,x,y,class,label,layer (x and y required)",
+            },
+        },
+        "The file, in the format named by ?format=",
+    ),
+    replies={
+        200: json_reply("Nothing new: the IDs already there", STORED_IDS),
+        201: json_reply("Stored: the IDs created and those already there", STORED_IDS),
+    },
+    errors=(400, 403, 404, 409, 413, 422, 503),
+)
 async def import_annotations(request: Request) -> Response:
     slide_id = request.path_params["slide_id"]
     fmt = format_of(request)
@@ -617,6 +842,19 @@ async def import_annotations(request: Request) -> Response:
     return await store_features(request, slide_id, features, False, default_layer)
 
 
+@operation(
+    "Export a slide's annotations as QuPath, GeoJSON or CSV (a download)",
+    tag=TAG,
+    params=(FORMAT_PARAM, LAYER_PARAM),
+    replies={
+        200: Reply(
+            "The file (QuPath and GeoJSON: application/geo+json; CSV: points only)",
+            {GEOJSON: {"type": "object"}, "text/csv": {"type": "string"}},
+            {**NO_STORE_HEADER, "Content-Disposition": "attachment; the file's name"},
+        )
+    },
+    errors=(400, 404, 422, 503),
+)
 async def export_annotations(request: Request) -> Response:
     slide_id = request.path_params["slide_id"]
     fmt = format_of(request)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from slideserver.api.openapi import Param, Reply, operation
+from slideserver.api.openapi import NOT_MODIFIED, Param, Reply, image_reply, operation, ref
 from slideserver.api.params import parse_int
 from slideserver.api.responses import image_response
 from slideserver.api.state import state_of
@@ -33,6 +33,58 @@ STUDY = PREFIX + "/studies/{study}"
 SERIES = STUDY + "/series/{series}"
 INSTANCE = SERIES + "/instances/{instance}"
 UID_MAX = 64
+
+
+# -- the description (docs/architecture.md, "The API description") --
+
+TAG = "dicomweb"
+NO_STORE_HEADER = {"Cache-Control": "no-store"}
+READ_ERRORS = (400, 404, 406, 410, 422, 503, 504)
+"""Malformed UIDs or query, unknown objects, an Accept that cannot be met, a slide that changed
+or cannot be read, storage that is down or slow."""
+QIDO_PARAMS = (
+    Param(
+        "includefield",
+        "More attributes in each result: keywords or tags, comma-separated, or all",
+        {"type": "string"},
+    ),
+    Param("limit", "Most results", {"type": "integer", "minimum": 0, "maximum": 1000}),
+    Param("offset", "Results to skip", {"type": "integer", "minimum": 0}),
+    Param("fuzzymatching", "Person names match loosely", {"enum": ["true", "false"]}),
+    Param("StudyInstanceUID", "Match: a UID or a comma-separated list", {"type": "string"}),
+    Param("SeriesInstanceUID", "Match: a UID or a comma-separated list", {"type": "string"}),
+    Param("AccessionNumber", "Match (wildcards * and ?)", {"type": "string"}),
+    Param("PatientID", "Match (wildcards * and ?)", {"type": "string"}),
+    Param("StudyDate", "Match: a date or a range (20240101-20240131)", {"type": "string"}),
+    Param("Modality", "Match: SM for slides", {"type": "string"}),
+)
+"""The QIDO-RS controls and the usual keys; any other attribute, by keyword or tag, matches
+too (PS3.18 8.3.4)."""
+DICOM_JSON_REPLY = Reply(
+    "The matches or the metadata, in the DICOM JSON Model (researchers get de-identified "
+    "data sets under UIDs of their own)",
+    {DICOM_JSON: ref("DicomJsonDatasets")},
+    NO_STORE_HEADER,
+)
+JSON_REPLIES = {200: DICOM_JSON_REPLY}
+BINARY = {"type": "string", "format": "binary"}
+FRAMES_PARAM = Param(
+    "frames",
+    "Frame numbers, 1-based, comma-separated (at most 1000)",
+    {"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"},
+    where="path",
+)
+VIEWPORT = Param(
+    "viewport",
+    "width,height of the image in pixels, each 1 to 1048576 (PS3.18 8.3.5.1.3); default: "
+    "the whole image",
+    {"type": "string", "pattern": "^[1-9][0-9]{0,5},[1-9][0-9]{0,5}$"},
+)
+THUMBNAIL_VIEWPORT = Param(
+    "viewport",
+    "The longest side in pixels, 1 to 2048, as width or width,height (default 256)",
+    {"type": "string", "pattern": "^(204[0-8]|20[0-3][0-9]|1[0-9]{3}|[1-9][0-9]{0,2})(,[0-9]*)?$"},
+)
 
 
 def dicomweb_of(request: Request) -> DicomWebService:
@@ -103,26 +155,68 @@ async def _search(
     return dicom_json(found)
 
 
+@operation(
+    "Search studies (QIDO-RS)",
+    tag=TAG,
+    params=QIDO_PARAMS,
+    replies=JSON_REPLIES,
+    errors=READ_ERRORS,
+)
 async def search_studies(request: Request) -> Response:
     return await _search(request, Level.STUDY)
 
 
+@operation(
+    "Search series (QIDO-RS)",
+    tag=TAG,
+    params=QIDO_PARAMS,
+    replies=JSON_REPLIES,
+    errors=READ_ERRORS,
+)
 async def search_series(request: Request) -> Response:
     return await _search(request, Level.SERIES)
 
 
+@operation(
+    "Search instances (QIDO-RS)",
+    tag=TAG,
+    params=QIDO_PARAMS,
+    replies=JSON_REPLIES,
+    errors=READ_ERRORS,
+)
 async def search_instances(request: Request) -> Response:
     return await _search(request, Level.INSTANCE)
 
 
+@operation(
+    "Search one study's series (QIDO-RS)",
+    tag=TAG,
+    params=QIDO_PARAMS,
+    replies=JSON_REPLIES,
+    errors=READ_ERRORS,
+)
 async def search_study_series(request: Request) -> Response:
     return await _search(request, Level.SERIES, _uid(request, "study"))
 
 
+@operation(
+    "Search one study's instances (QIDO-RS)",
+    tag=TAG,
+    params=QIDO_PARAMS,
+    replies=JSON_REPLIES,
+    errors=READ_ERRORS,
+)
 async def search_study_instances(request: Request) -> Response:
     return await _search(request, Level.INSTANCE, _uid(request, "study"))
 
 
+@operation(
+    "Search one series' instances (QIDO-RS)",
+    tag=TAG,
+    params=QIDO_PARAMS,
+    replies=JSON_REPLIES,
+    errors=READ_ERRORS,
+)
 async def search_series_instances(request: Request) -> Response:
     study, series = _uid(request, "study"), _uid(request, "series")
     return await _search(request, Level.INSTANCE, study, series)
@@ -142,14 +236,17 @@ async def _metadata(
     return dicom_json(body)
 
 
+@operation("A study's metadata (WADO-RS)", tag=TAG, replies=JSON_REPLIES, errors=READ_ERRORS)
 async def study_metadata(request: Request) -> Response:
     return await _metadata(request)
 
 
+@operation("A series' metadata (WADO-RS)", tag=TAG, replies=JSON_REPLIES, errors=READ_ERRORS)
 async def series_metadata(request: Request) -> Response:
     return await _metadata(request, _uid(request, "series"))
 
 
+@operation("An instance's metadata (WADO-RS)", tag=TAG, replies=JSON_REPLIES, errors=READ_ERRORS)
 async def instance_metadata(request: Request) -> Response:
     return await _metadata(request, _uid(request, "series"), _uid(request, "instance"))
 
@@ -167,6 +264,20 @@ def multipart(parts: Sequence[bytes], part_type: str) -> Response:
     return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
+@operation(
+    "Frames of an instance (WADO-RS)",
+    tag=TAG,
+    params=(FRAMES_PARAM,),
+    replies={
+        200: Reply(
+            'The frames, one part each: multipart/related; type="image/jpeg" as stored, or '
+            'type="application/octet-stream" uncompressed, as Accept asks',
+            {"multipart/related": BINARY},
+            NO_STORE_HEADER,
+        )
+    },
+    errors=READ_ERRORS,
+)
 async def frames(request: Request) -> Response:
     answer = await dicomweb_of(request).frames(
         _audience(request),
@@ -180,6 +291,19 @@ async def frames(request: Request) -> Response:
     return multipart(answer.data, answer.offer.content_type)
 
 
+@operation(
+    "An instance as a DICOM Part 10 file (WADO-RS)",
+    tag=TAG,
+    replies={
+        200: Reply(
+            "The instance: application/dicom, or one part of multipart/related; "
+            'type="application/dicom" when Accept asks for it',
+            {"application/dicom": BINARY, "multipart/related": BINARY},
+            NO_STORE_HEADER,
+        )
+    },
+    errors=(413, *READ_ERRORS),
+)
 async def instance(request: Request) -> Response:
     answer = await dicomweb_of(request).part10(
         _audience(request),
@@ -206,6 +330,18 @@ async def instance(request: Request) -> Response:
     return StreamingResponse(body(answer.chunks), headers=headers)
 
 
+@operation(
+    "A series' instances as DICOM Part 10 files (WADO-RS)",
+    tag=TAG,
+    replies={
+        200: Reply(
+            'The instances, one part each: multipart/related; type="application/dicom"',
+            {"multipart/related": BINARY},
+            NO_STORE_HEADER,
+        )
+    },
+    errors=(413, *READ_ERRORS),
+)
 async def series(request: Request) -> Response:
     accept = request.headers.get("accept", "")
     if accept.strip() and "multipart/related" not in accept and "*/*" not in accept:
@@ -283,10 +419,22 @@ def _image_format(request: Request) -> str:
     raise NotAcceptable("rendered images are sent as image/jpeg or image/png")
 
 
+@operation(
+    "An instance rendered as an image (WADO-RS rendered)",
+    tag=TAG,
+    params=(VIEWPORT,),
+    replies={
+        200: image_reply("The image (as Accept asks; JPEG by default)", "image/jpeg", "image/png"),
+        304: NOT_MODIFIED,
+    },
+    errors=(413, *READ_ERRORS),
+)
 async def rendered(request: Request) -> Response:
     viewport = request.query_params.get("viewport", "")
     if viewport:
         width, _, height = viewport.partition(",")
+        if not width.strip() or not height.strip():  # int("") below would be a 500
+            raise BadRequest("viewport must be width,height")
         parse_int("viewport width", width, 1, 1, 1 << 20)
         parse_int("viewport height", height, 1, 1, 1 << 20)
         viewport = f"{int(width)},{int(height)}"
@@ -302,6 +450,18 @@ async def rendered(request: Request) -> Response:
     return image_response(request, result)
 
 
+@operation(
+    "A thumbnail of an instance (WADO-RS thumbnail)",
+    tag=TAG,
+    params=(THUMBNAIL_VIEWPORT,),
+    replies={
+        200: image_reply(
+            "The thumbnail (as Accept asks; JPEG by default)", "image/jpeg", "image/png"
+        ),
+        304: NOT_MODIFIED,
+    },
+    errors=READ_ERRORS,
+)
 async def thumbnail(request: Request) -> Response:
     _image_format(request)
     size = parse_int("viewport", request.query_params.get("viewport", "").split(",")[0] or None,

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from slideserver.api.bodies import BodyTooLarge, read_body
 from slideserver.api.errors import error_response
+from slideserver.api.openapi import Body, Reply, operation, ref
 from slideserver.api.state import state_of
 from slideserver.dicom.ingest import Stored
 from slideserver.dicom.instance import is_uid
@@ -40,12 +41,41 @@ STUDY = "/dicomweb/studies/{study}"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+STOW_BODY = {
+    "type": "string",
+    "format": "binary",
+    "description": 'multipart/related; type="application/dicom": one DICOM Part 10 instance '
+    "per part",
+}
+STOW_RESPONSE = Reply(
+    "The PS3.18 Store Instances Response data set (ReferencedSOPSequence, "
+    "FailedSOPSequence, RetrieveURL)",
+    {RESPONSE_MEDIA_TYPE: ref("DicomJsonDataset")},
+    NO_STORE,
+)
+
+
 def intake_of(request: Request) -> DicomIntake | None:
     """The DICOM intake the lifespan opened, or ``None`` when storing is off."""
     intake: DicomIntake | None = getattr(request.app.state, "dicom_intake", None)
     return intake
 
 
+@operation(
+    "Store DICOM instances (STOW-RS)",
+    tag="dicomweb",
+    body=Body({"multipart/related": STOW_BODY}, "The instances"),
+    replies={
+        200: STOW_RESPONSE,
+        202: Reply(
+            "Some instances stored, some refused (see FailedSOPSequence)",
+            STOW_RESPONSE.content,
+            NO_STORE,
+        ),
+        409: Reply("No instance stored (see FailedSOPSequence)", STOW_RESPONSE.content, NO_STORE),
+    },
+    errors=(400, 404, 413, 415),
+)
 async def store_instances(request: Request) -> Response:
     """Store the instances of a STOW-RS request; answer the PS3.18 response data set."""
     intake = intake_of(request)

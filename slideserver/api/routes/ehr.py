@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from slideserver.api.errors import error_response
+from slideserver.api.openapi import Param, json_reply, operation
 from slideserver.api.state import links_of
 from slideserver.catalog.base import Catalog
 from slideserver.catalog.scanner import Scanner
@@ -26,6 +27,20 @@ from slideserver.services.links import LinkService
 from slideserver.settings import Settings
 
 NO_STORE = {"Cache-Control": "no-store"}
+COUNT = {"type": "integer", "minimum": 0}
+LOOKUP_RESULT = {
+    "type": "object",
+    "required": ["accession", "found", "orders", "rejected", "linked_slides", "conflicts", "links"],
+    "properties": {
+        "accession": {"type": "string"},
+        "found": {"type": "boolean", "description": "Whether the EHR holds an order for it"},
+        "orders": COUNT,
+        "rejected": COUNT,
+        "linked_slides": COUNT,
+        "conflicts": COUNT,
+        "links": {"type": "object", "properties": {"case": {"type": "string"}}},
+    },
+}
 
 
 def ehr_pull_of(request: Request) -> EhrPull:
@@ -36,7 +51,24 @@ def ehr_pull_of(request: Request) -> EhrPull:
     return pull
 
 
+@operation(
+    "Ask the EHR for one accession's order now and apply it",
+    tag="lis",
+    params=(
+        Param(
+            "accession",
+            "The order's accession number",
+            {"type": "string", "minLength": 1, "maxLength": 64},
+            required=True,
+        ),
+    ),
+    replies={200: json_reply("What the order changed, in counts", LOOKUP_RESULT)},
+    errors=(404, 422, 503),
+)
 async def lookup(request: Request) -> Response:
+    """Search ``ServiceRequest?identifier=`` in the EHR and apply what it finds as a polled
+    order is applied (patient, case, specimens, late binding); the cursors are not moved. 404
+    ``ehr_not_configured`` when no EHR is configured."""
     pull = ehr_pull_of(request)
     try:
         accession = check_identifier(request.query_params.get("accession"), "accession")
