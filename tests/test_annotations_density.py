@@ -128,7 +128,9 @@ def test_a_researcher_never_counts_a_layer_they_cannot_read(env: AnnotationEnv) 
 
 def test_a_personal_layer_is_counted_only_for_its_owner(env: AnnotationEnv) -> None:
     feature = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]}}
-    made = env.call("pathologist2", "POST", f"/api/slides/{env.calibrated}/annotations", json=feature)
+    made = env.call(
+        "pathologist2", "POST", f"/api/slides/{env.calibrated}/annotations", json=feature
+    )
     assert made.status_code == 201, made.text
     region = {"bbox": "0,0,10,10", "cols": 1, "rows": 1}
     mine = density(env, "pathologist2", **region).json()

@@ -590,9 +590,7 @@ class AnnotationStore:
         iy = cast(fy if self.sqlite else func.floor(fy), Integer).label("iy")
         inside = and_(cx >= x0, cx <= x1, cy >= y0, cy <= y1)
         stmt = (
-            base.with_only_columns(ix, iy, func.count().label("n"))
-            .where(inside)
-            .group_by(ix, iy)
+            base.with_only_columns(ix, iy, func.count().label("n")).where(inside).group_by(ix, iy)
         )
         with self.engine.connect() as conn:
             for gx, gy, n in conn.execute(stmt):

@@ -12,10 +12,10 @@ import statistics
 import time
 import urllib.error
 import urllib.request
-from urllib.parse import SplitResult, urlsplit
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 import numpy as np
 import pytest
