@@ -53,6 +53,7 @@ export class AnnotationStore {
   readonly grids = new Map<string, DensityGrid>();
   /** Each pane's heat map of its view (the server's counts over it). */
   readonly viewHeats = new Map<object, ViewHeat>();
+  private readonly pendingHeats = new Map<object, { bbox: BBox; layers: string; done: Promise<void>; ctl: AbortController }>();
   readonly stats: StoreStats = { featuresFetched: 0, densityFetched: 0, viewRequests: 0, densityRequests: 0 };
   /** Whether the density grids count every feature of the slide. */
   gridComplete = false;
@@ -290,9 +291,20 @@ export class AnnotationStore {
     const area = (b: BBox) => (b[2] - b[0]) * (b[3] - b[1]);
     const current = this.viewHeats.get(owner);
     if (current && current.layers === layers && contains(current.bbox, bbox) && area(current.bbox) <= 4 * area(want)) return;
+    // the same view asked again (frames while the answer comes): wait for that answer
+    const pending = this.pendingHeats.get(owner);
+    if (pending && pending.layers === layers && contains(pending.bbox, bbox) && area(pending.bbox) <= 4 * area(want)) {
+      return pending.done;
+    }
     this.inflight.get(owner)?.abort();
     const ctl = new AbortController();
     this.inflight.set(owner, ctl);
+    const done = this.fetchViewHeat(owner, want, layers, ctl);
+    this.pendingHeats.set(owner, { bbox: want, layers, done, ctl });
+    return done;
+  }
+
+  private async fetchViewHeat(owner: object, want: BBox, layers: string, ctl: AbortController): Promise<void> {
     const ww = want[2] - want[0];
     const wh = want[3] - want[1];
     const cols = ww >= wh ? VIEW_GRID : Math.max(1, Math.round((VIEW_GRID * ww) / wh));
@@ -306,6 +318,7 @@ export class AnnotationStore {
       if ((err as Error).name !== "AbortError") throw err;
     } finally {
       if (this.inflight.get(owner) === ctl) this.inflight.delete(owner);
+      if (this.pendingHeats.get(owner)?.ctl === ctl) this.pendingHeats.delete(owner);
     }
   }
 
