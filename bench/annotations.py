@@ -10,6 +10,8 @@ parsing), then viewport queries at random places for ``--seconds`` each: a scree
 resolution (1,920 x 1,080 level-0 pixels, about 50 detections) and a zoomed-out view (15,360 x
 8,640, about 3,300, capped at one page of 5,000), each answered as the API answers it (rows to
 GeoJSON Features, serialized). Target: a full-resolution viewport in tens of milliseconds.
+Then the heat map's density queries (counts per grid cell, what ``GET .../annotations/density``
+does): the whole slide in 256 x 256 cells and a low-zoom view in 192 x 108, answered as JSON.
 """
 
 from __future__ import annotations
@@ -110,6 +112,34 @@ def viewport_queries(
     return latencies, hits
 
 
+DENSITY_VIEWS = {
+    "whole slide": (FRAME.width, FRAME.height, 256, 256),
+    "low zoom": (40_000, 22_500, 192, 108),
+}
+"""Name -> level-0 width and height of the region, cells across and down."""
+
+
+def density_queries(
+    store: AnnotationStore, view: tuple[int, int, int, int], seconds: float, seed: int = 2
+) -> tuple[list[float], list[int]]:
+    """Count random regions into grids for ``seconds``; return latencies (s) and totals."""
+    rng = random.Random(seed)
+    width, height, cols, rows = view
+    latencies: list[float] = []
+    totals: list[int] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        x0 = rng.uniform(0, FRAME.width - width)
+        y0 = rng.uniform(0, FRAME.height - height)
+        started = time.perf_counter()
+        counts = store.density(SLIDE, [LAYER], (x0, y0, x0 + width, y0 + height), cols, rows)
+        body = json.dumps({"counts": counts, "total": sum(counts)})
+        latencies.append(time.perf_counter() - started)
+        totals.append(sum(counts))
+        assert body
+    return latencies, totals
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -155,6 +185,14 @@ def run(url: str, count: int, seconds: float) -> bool:
             )
             if name == "screen":
                 met = met and p50 <= TARGET_MS
+        for name, view in DENSITY_VIEWS.items():
+            latencies, totals = density_queries(store, view, seconds)
+            p50 = percentile(latencies, 0.5) * 1000
+            rate = len(latencies) / sum(latencies)
+            print(
+                f"  density {name:<11} {view[2]}x{view[3]} cells: {rate:8.1f} queries/s, "
+                f"p50 {p50:6.1f} ms, {statistics.mean(totals):7.0f} features counted"
+            )
         print(f"  total upload {total:.1f} s; screen viewport target p50 <= {TARGET_MS:.0f} ms")
         return met
     finally:

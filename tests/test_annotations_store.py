@@ -3,6 +3,8 @@ versions, soft deletes, lost updates and idempotent uploads."""
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -171,3 +173,68 @@ def test_the_history_of_an_unchanged_annotation_shows_it_as_created(
         "as drawn",
         [7, 8],
     )
+
+
+def centre_counts(
+    boxes: list[tuple[float, float, float, float]],
+    bbox: tuple[float, float, float, float],
+    cols: int,
+    rows: int,
+) -> list[int]:
+    """The density grid counted in Python: each box in the cell of its centre."""
+    x0, y0, x1, y1 = bbox
+    counts = [0] * (cols * rows)
+    for bx0, by0, bx1, by1 in boxes:
+        cx, cy = (bx0 + bx1) / 2.0, (by0 + by1) / 2.0
+        if x0 <= cx <= x1 and y0 <= cy <= y1:
+            ix = min(cols - 1, math.floor((cx - x0) * cols / (x1 - x0)))
+            iy = min(rows - 1, math.floor((cy - y0) * rows / (y1 - y0)))
+            counts[iy * cols + ix] += 1
+    return counts
+
+
+def box(x0: float, y0: float, x1: float, y1: float, **fields: Any) -> AnnotationIn:
+    ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+    return AnnotationIn(
+        "polygon", {"type": "Polygon", "coordinates": [ring]}, (x0, y0, x1, y1), **fields
+    )
+
+
+def test_the_density_grid_equals_a_count_of_the_features_centres(store: AnnotationStore) -> None:
+    rng = random.Random(16)
+    boxes = []
+    for _ in range(3000):
+        x, y = rng.uniform(-50, 2100), rng.uniform(-50, 1600)
+        boxes.append((x, y, x + rng.uniform(0, 40), y + rng.uniform(0, 40)))
+    items = [box(*b, layer_id="case-1", id=f"b{i}") for i, b in enumerate(boxes)]
+    store.insert("slide-a", items, [{}] * len(items), "a")
+    store.insert("slide-b", [box(10, 10, 20, 20, layer_id="case-1", id="elsewhere")], [{}], "a")
+    for bbox, cols, rows in [
+        ((0.0, 0.0, 2048.0, 1536.0), 64, 48),
+        ((100.5, 200.25, 900.0, 700.0), 7, 3),
+        ((0.0, 0.0, 2048.0, 1536.0), 1, 1),
+        ((1000.0, 1000.0, 1001.0, 1001.0), 256, 256),
+    ]:
+        counts = store.density("slide-a", ["case-1"], bbox, cols, rows)
+        assert counts == centre_counts(boxes, bbox, cols, rows), (bbox, cols, rows)
+    assert sum(store.density("slide-a", ["case-1"], (0.0, 0.0, 2048.0, 1536.0), 1, 1)) > 2000
+
+
+def test_the_density_grid_counts_only_the_layers_class_and_live_features_asked(
+    store: AnnotationStore,
+) -> None:
+    items = [
+        point(10, 10, id="a", cls="tumour"),
+        point(30, 10, id="b", cls="stroma"),
+        point(10, 30, "case-2", id="c", cls="tumour"),
+        point(30, 30, id="gone", cls="tumour"),
+    ]
+    store.insert("slide-a", items, [{}] * 4, "a")
+    gone = store.get("gone")
+    assert gone is not None
+    store.delete(gone, "a", gone.version)
+    whole = (0.0, 0.0, 40.0, 40.0)
+    assert store.density("slide-a", ["case-1"], whole, 2, 2) == [1, 1, 0, 0]
+    assert store.density("slide-a", ["case-1", "case-2"], whole, 2, 2) == [1, 1, 1, 0]
+    assert store.density("slide-a", ["case-1", "case-2"], whole, 2, 2, "TUMOUR") == [1, 0, 1, 0]
+    assert store.density("slide-a", [], whole, 2, 2) == [0, 0, 0, 0]

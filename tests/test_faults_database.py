@@ -240,11 +240,11 @@ def _mount(*args: str) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs (we run as root in CI; skipped where mounting is not permitted)."""
+    """A 16 MiB tmpfs (we run as root in CI; skipped where mounting is not permitted)."""
     folder = tmp_path / "disk"
     folder.mkdir()
     try:
-        _mount("-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder))
+        _mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder))
     except (subprocess.CalledProcessError, OSError) as exc:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {exc}")
     try:

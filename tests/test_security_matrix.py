@@ -91,6 +91,12 @@ REQUESTS: list[tuple[str, str, bytes | None, str]] = [
     ),
     (
         "GET",
+        "/api/slides/{sid}/annotations/density",
+        None,
+        "/api/slides/{slide_id}/annotations/density",
+    ),
+    (
+        "GET",
         "/api/slides/{sid}/annotation-layers",
         None,
         "/api/slides/{slide_id}/annotation-layers",

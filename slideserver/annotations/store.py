@@ -20,7 +20,19 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Engine, Float, Integer, MetaData, Table, and_, func, select, update
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    Table,
+    and_,
+    cast,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.sql import Select
 
@@ -547,6 +559,43 @@ class AnnotationStore:
                 query_box = func.box(func.point(x0, y0), func.point(x1, y1))
                 where.append(box.op("&&")(query_box))
         return stmt.where(and_(*where)).order_by(t.c.seq).limit(limit)
+
+    def density(
+        self,
+        slide_id: str,
+        layer_ids: Sequence[str],
+        bbox: tuple[float, float, float, float],
+        cols: int,
+        rows: int,
+        cls: str | None = None,
+    ) -> list[int]:
+        """Count live annotations of ``layer_ids`` per cell of a ``cols`` x ``rows`` grid over
+        ``bbox`` (row-major), each in the cell holding its bbox centre; centres outside
+        ``bbox`` are not counted, those on its right or bottom edge go to the last cell.
+
+        One ``GROUP BY`` of integer cell indexes over the spatial index's candidates: the
+        database sends back at most a few cells per grid cell, never the features."""
+        counts = [0] * (cols * rows)
+        if not layer_ids:
+            return counts
+        x0, y0, x1, y1 = bbox
+        base = self.query_statement(slide_id, layer_ids, bbox, cls, 0, 1).limit(None).order_by(None)
+        t = annotation_table
+        cx = (t.c.min_x + t.c.max_x) / 2.0
+        cy = (t.c.min_y + t.c.max_y) / 2.0
+        fx = (cx - x0) * cols / (x1 - x0)
+        fy = (cy - y0) * rows / (y1 - y0)
+        # Centres are >= the origin here, so SQLite's truncating CAST is a floor.
+        ix = cast(fx if self.sqlite else func.floor(fx), Integer).label("ix")
+        iy = cast(fy if self.sqlite else func.floor(fy), Integer).label("iy")
+        inside = and_(cx >= x0, cx <= x1, cy >= y0, cy <= y1)
+        stmt = (
+            base.with_only_columns(ix, iy, func.count().label("n")).where(inside).group_by(ix, iy)
+        )
+        with self.engine.connect() as conn:
+            for gx, gy, n in conn.execute(stmt):
+                counts[min(int(gy), rows - 1) * cols + min(int(gx), cols - 1)] += int(n)
+        return counts
 
     def iterate(
         self, slide_id: str, layer_ids: Sequence[str], page: int = 5000

@@ -156,6 +156,7 @@ POLICY: dict[str, Rule] = {
     "/api/slides/{slide_id}/annotations": Rule(read=IMAGES, write=IMAGES, phi=True),
     "/api/slides/{slide_id}/annotations/import": Rule(write=IMAGES, phi=True),
     "/api/slides/{slide_id}/annotations/export": Rule(read=IMAGES, phi=True),
+    "/api/slides/{slide_id}/annotations/density": Rule(read=IMAGES, phi=True),
     "/api/slides/{slide_id}/annotation-layers": Rule(read=IMAGES, write=CLINICAL, phi=True),
     "/api/annotations/{annotation_id}": Rule(read=IMAGES, write=IMAGES, phi=True),
     "/api/annotations/{annotation_id}/history": Rule(read=IMAGES, phi=True),

@@ -4,6 +4,8 @@
   FeatureCollection of the layers the caller may read, one page (``limit``, default 1000, at
   most 10,000); ``next`` (and ``links[rel=next]``) is the URL of the next page, ``null`` on the
   last. ``layer`` may be repeated or comma-separated.
+- ``GET /api/slides/{slide_id}/annotations/density?bbox=&cols=&rows=&layer=&class=``: counts
+  of the same features per cell of a grid over ``bbox`` (by bbox centre), for heat maps.
 - ``POST /api/slides/{slide_id}/annotations``: one Feature (answered 201 with the stored Feature
   and its ETag) or a FeatureCollection of up to 100,000 (answered ``{"created": [ids],
   "existing": [ids]}``, 201 when anything was stored). Idempotent: by the features' own ``id``
@@ -61,7 +63,7 @@ from slideserver.annotations.validate import (
     plain_text,
 )
 from slideserver.api.bodies import BodyTooLarge, parse_json, read_body
-from slideserver.api.openapi import INTEGER, Body, Param, Reply, json_reply, operation, ref
+from slideserver.api.openapi import INTEGER, Body, Param, Reply, Schema, json_reply, operation, ref
 from slideserver.api.params import parse_int
 from slideserver.api.state import state_of
 from slideserver.db.engine import default_database_url
@@ -73,6 +75,7 @@ from slideserver.errors import (
     PreconditionRequired,
     SlideNotFound,
     TooLarge,
+    Unprocessable,
 )
 from slideserver.security.audit import note_subjects
 from slideserver.security.authority import principal_of
@@ -390,6 +393,100 @@ async def list_annotations(request: Request) -> Response:
     if not frame.has_mpp:
         members["measurements_unavailable"] = NO_MPP
     return await big_json_response(geojson.collection(features, **members))
+
+
+MAX_CELLS = 65_536
+"""Most cells in one density grid (256 x 256)."""
+DENSITY_SCHEMA: Schema = {
+    "type": "object",
+    "required": ["bbox", "cols", "rows", "by", "counts", "total", "max"],
+    "properties": {
+        "bbox": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+        "cols": {"type": "integer"},
+        "rows": {"type": "integer"},
+        "by": {"const": "centre", "description": "each feature counts in its bbox centre's cell"},
+        "counts": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0},
+            "description": "cols x rows counts, row by row from the bbox's top left",
+        },
+        "total": {"type": "integer"},
+        "max": {"type": "integer"},
+        "layers": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def density_grid(
+    params: Mapping[str, str], frame: SlideFrame
+) -> tuple[tuple[float, float, float, float], int, int]:
+    """The bbox (default: the whole slide) and grid size of a density request; 422 when bad."""
+    raw = params.get("bbox")
+    if raw:
+        try:
+            bbox = parse_bbox(raw)
+        except BadRequest as error:
+            raise Unprocessable(error.detail) from None
+        assert bbox is not None
+    else:
+        bbox = (0.0, 0.0, float(frame.width), float(frame.height))
+    if not (bbox[2] > bbox[0] and bbox[3] > bbox[1]):
+        raise Unprocessable("bbox must have x0 < x1 and y0 < y1")
+    sizes: list[int] = []
+    for name in ("cols", "rows"):
+        text = params.get(name, "64").strip()
+        if not text.isdigit() or not 1 <= len(text) <= 6 or int(text) < 1:
+            raise Unprocessable(f"{name} must be a whole number from 1")
+        sizes.append(int(text))
+    cols, rows = sizes
+    if cols * rows > MAX_CELLS:
+        raise Unprocessable(f"cols x rows must be at most {MAX_CELLS}")
+    return bbox, cols, rows
+
+
+@operation(
+    "Annotation counts per cell of a grid over a region (the viewer's heat map)",
+    tag="annotations",
+    params=(
+        Param("bbox", "x0,y0,x1,y1 in level-0 pixels (default: the whole slide)"),
+        Param("cols", "Cells across (default 64)", {"type": "integer", "minimum": 1}),
+        Param("rows", "Cells down (default 64); cols x rows at most 65,536", INTEGER),
+        Param("layer", "Only these layers (repeated or comma-separated)"),
+        Param("class", "Only features of this class (case-insensitive)"),
+    ),
+    replies={200: json_reply("The counts, row by row", DENSITY_SCHEMA)},
+    errors=(404, 422, 503),
+)
+async def annotation_density(request: Request) -> Response:
+    """Counts the live features of the layers the caller may read (the list's rules), each in
+    the cell holding its bbox centre, in one GROUP BY over the spatial index: a heat map of
+    200,000 detections costs one small answer, not a read of every feature."""
+    slide_id = request.path_params["slide_id"]
+    store = store_of(request)
+    params = request.query_params
+    cls = params.get("class") or None
+    frame = await slide_frame(request, slide_id)
+    bbox, cols, rows = density_grid(params, frame)
+    caller = caller_of(principal_of(request))
+    layers = [la.id for la in await readable_layers(store, slide_id, caller)]
+    wanted = requested_layers(request)
+    if wanted:
+        missing = [w for w in wanted if w not in layers]
+        if missing:
+            raise LayerNotFound(f"no annotation layer {missing[0]!r} on this slide")
+        layers = wanted
+    counts = await run_sync(lambda: store.density(slide_id, layers, bbox, cols, rows, cls))
+    answer = {
+        "bbox": list(bbox),
+        "cols": cols,
+        "rows": rows,
+        "by": "centre",
+        "counts": counts,
+        "total": sum(counts),
+        "max": max(counts),
+        "layers": layers,
+    }
+    return await big_json_response(answer, "application/json")
 
 
 async def annotation_and_layer(
@@ -907,6 +1004,7 @@ def routes() -> list[Route]:
     return [
         Route("/api/slides/{slide_id}/annotations", list_annotations, methods=["GET"]),
         Route("/api/slides/{slide_id}/annotations", post_annotations, methods=["POST"]),
+        Route("/api/slides/{slide_id}/annotations/density", annotation_density, methods=["GET"]),
         Route("/api/slides/{slide_id}/annotations/import", import_annotations, methods=["POST"]),
         Route("/api/slides/{slide_id}/annotations/export", export_annotations, methods=["GET"]),
         Route("/api/annotations/{annotation_id}", get_annotation, methods=["GET"]),

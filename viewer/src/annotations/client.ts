@@ -57,8 +57,10 @@ export async function fetchInBBox(
   signal?: AbortSignal,
   onPage?: (features: Feature[]) => void,
   from?: string,
+  layers?: string[],
 ): Promise<PageResult> {
   const q = new URLSearchParams({ bbox: bbox.map((v) => Math.round(v)).join(","), limit: String(Math.min(PAGE_LIMIT, max)) });
+  if (layers) q.set("layer", layers.join(","));
   let url: string | null = from ?? slideBase(slideId) + "?" + q.toString();
   const out: Feature[] = [];
   while (url) {
@@ -72,6 +74,32 @@ export async function fetchInBBox(
     url = next;
   }
   return { features: out, truncated: false, next: null };
+}
+
+/** Feature counts per cell of a ``cols`` x ``rows`` grid over ``bbox`` (by bbox centre, row by row). */
+export interface DensityAnswer {
+  bbox: BBox;
+  cols: number;
+  rows: number;
+  counts: number[];
+  total: number;
+  max: number;
+  layers: string[];
+}
+
+/** The server's density grid of ``layers`` (all readable ones when absent) over ``bbox``. */
+export async function fetchDensity(
+  slideId: string,
+  bbox: BBox,
+  cols: number,
+  rows: number,
+  layers?: string[],
+  signal?: AbortSignal,
+): Promise<DensityAnswer> {
+  const q = new URLSearchParams({ bbox: bbox.join(","), cols: String(cols), rows: String(rows) });
+  if (layers) q.set("layer", layers.join(","));
+  const resp = await apiFetch(slideBase(slideId) + "/density?" + q.toString(), { signal });
+  return (await resp.json()) as DensityAnswer;
 }
 
 async function readFeatures(resp: Response): Promise<Annotation[]> {

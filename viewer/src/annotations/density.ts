@@ -1,7 +1,9 @@
-// A coarse count grid over the slide, one per layer, for the heat map shown at low zoom when a
-// layer has too many features to draw (an algorithm's 200,000 cell detections). Counts are kept
-// per cell of a fixed 256 x 256 grid over the slide; the heat map is a 256 x 256 image drawn with
-// the same transform as the shapes, so one drawImage per frame whatever the number of features.
+// Count grids for the heat map shown at low zoom when a layer has too many features to draw (an
+// algorithm's 200,000 cell detections). The server counts them (GET .../annotations/density, by
+// bbox centre): once per layer over the whole slide in a fixed 256 x 256 grid (which layers are
+// dense, how many features a view holds), and once per view change over the view itself (a
+// sharper heat map of what is in view). Each is one image drawn with the same transform as the
+// shapes, so one drawImage per frame whatever the number of features.
 
 export const GRID = 256;
 
@@ -26,6 +28,13 @@ export class DensityGrid {
     return cy * GRID + cx;
   }
 
+  /** Take the server's counts of a GRID x GRID grid over the whole slide. */
+  setCounts(counts: number[]): void {
+    this.counts.set(counts.slice(0, GRID * GRID));
+    this.total = counts.reduce((a, b) => a + b, 0);
+    this.image = null;
+  }
+
   add(x: number, y: number, n = 1): void {
     const i = this.cell(x, y);
     if (n < 0 && this.counts[i] < -n) return;
@@ -47,27 +56,54 @@ export class DensityGrid {
 
   /** The heat map as a GRID x GRID canvas (cached until the counts change), cells to scale. */
   heatImage(color: [number, number, number]): HTMLCanvasElement {
-    if (this.image) return this.image;
-    const canvas = document.createElement("canvas");
-    canvas.width = GRID;
-    canvas.height = GRID;
-    const ctx = canvas.getContext("2d")!;
-    const img = ctx.createImageData(GRID, GRID);
-    let max = 0;
-    for (const v of this.counts) if (v > max) max = v;
-    const scale = max > 0 ? 1 / Math.log1p(max) : 0;
-    for (let i = 0; i < this.counts.length; i++) {
-      const v = this.counts[i];
-      if (!v) continue;
-      const t = Math.log1p(v) * scale; // 0..1
-      img.data[i * 4] = color[0];
-      img.data[i * 4 + 1] = color[1];
-      img.data[i * 4 + 2] = color[2];
-      img.data[i * 4 + 3] = Math.round(25 + 165 * t);
-    }
-    ctx.putImageData(img, 0, 0);
-    this.image = canvas;
-    return canvas;
+    if (!this.image) this.image = heatCanvas(this.counts, GRID, GRID, color);
+    return this.image;
+  }
+}
+
+/** A ``cols`` x ``rows`` heat image of counts (row by row): opacity grows with log(count). */
+export function heatCanvas(
+  counts: ArrayLike<number>,
+  cols: number,
+  rows: number,
+  color: [number, number, number],
+): HTMLCanvasElement {
+  const canvas = document.createElement("canvas");
+  canvas.width = cols;
+  canvas.height = rows;
+  const ctx = canvas.getContext("2d")!;
+  const img = ctx.createImageData(cols, rows);
+  let max = 0;
+  for (let i = 0; i < counts.length; i++) if (counts[i] > max) max = counts[i];
+  const scale = max > 0 ? 1 / Math.log1p(max) : 0;
+  for (let i = 0; i < cols * rows; i++) {
+    const v = counts[i];
+    if (!v) continue;
+    const t = Math.log1p(v) * scale; // 0..1
+    img.data[i * 4] = color[0];
+    img.data[i * 4 + 1] = color[1];
+    img.data[i * 4 + 2] = color[2];
+    img.data[i * 4 + 3] = Math.round(25 + 165 * t);
+  }
+  ctx.putImageData(img, 0, 0);
+  return canvas;
+}
+
+/** The server's counts over one view (a sharper heat map than the whole-slide grid). */
+export class ViewHeat {
+  private image: HTMLCanvasElement | null = null;
+
+  constructor(
+    readonly bbox: [number, number, number, number],
+    readonly cols: number,
+    readonly rows: number,
+    readonly counts: number[],
+    readonly layers: string,
+  ) {}
+
+  heatImage(color: [number, number, number]): HTMLCanvasElement {
+    if (!this.image) this.image = heatCanvas(this.counts, this.cols, this.rows, color);
+    return this.image;
   }
 }
 

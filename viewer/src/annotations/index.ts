@@ -90,6 +90,7 @@ export function installAnnotations(panes: PaneLike[], active: () => PaneLike): A
           stats: o.store ? { ...o.store.stats } : null,
           gridComplete: o.store?.gridComplete ?? false,
           counted: o.store ? [...o.store.grids.values()].reduce((n, g) => n + g.total, 0) : 0,
+          heat: o.store?.viewHeats.has(o) ?? false,
         })),
     },
   });

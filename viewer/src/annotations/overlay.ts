@@ -8,7 +8,7 @@ import { classColor } from "./classes";
 import { hexToRgb } from "./density";
 import type { Editor } from "./editor";
 import type { Mpp } from "./measure";
-import { type Annotation, type BBox, type Geometry, type Position, translate } from "./model";
+import { type Annotation, type BBox, contains, type Geometry, type Position, translate } from "./model";
 import { hits, moveVertex, vertices } from "./shapes";
 import { type AnnotationStore, layerOf, storeFor, type ViewMode } from "./store";
 
@@ -166,9 +166,18 @@ export class PaneOverlay {
     if (mode === "density") {
       ctx.setTransform(dpr * a.xx, dpr * a.xy, dpr * a.yx, dpr * a.yy, dpr * a.ox, dpr * a.oy);
       ctx.imageSmoothingEnabled = true;
-      for (const [name, grid] of store.grids) {
-        if (!store.layer(name).visible || !store.isDenseLayer(name)) continue;
-        ctx.drawImage(grid.heatImage(HEAT_COLOR), 0, 0, grid.width, grid.height);
+      const heat = store.viewHeats.get(this);
+      const layers = store.denseShown();
+      if (heat && heat.layers === layers && contains(heat.bbox, box)) {
+        const [x0, y0, x1, y1] = heat.bbox;
+        ctx.drawImage(heat.heatImage(HEAT_COLOR), x0, y0, x1 - x0, y1 - y0);
+      } else {
+        // until this view's counts come: the whole-slide grids
+        for (const [name, grid] of store.grids) {
+          if (!store.layer(name).visible || !store.isDenseLayer(name)) continue;
+          ctx.drawImage(grid.heatImage(HEAT_COLOR), 0, 0, grid.width, grid.height);
+        }
+        if (layers && heat?.layers !== layers) this.requestData();
       }
     }
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);

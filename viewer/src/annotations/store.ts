@@ -4,14 +4,16 @@
 // it than FEATURE_BUDGET. Every change goes to the server first and is applied when it answers.
 import { ApiError } from "../api";
 import * as client from "./client";
-import { DensityGrid } from "./density";
-import { type Annotation, type BBox, contains, type Feature, geometryBBox } from "./model";
+import { DensityGrid, GRID, ViewHeat } from "./density";
+import { type Annotation, type BBox, contains, type Feature } from "./model";
 import { SpatialIndex } from "./spatial";
 
 /** Most features a view may load and draw as shapes; above, dense layers show as a heat map. */
 export const FEATURE_BUDGET = 10_000;
 /** A layer with more features than this over the slide is shown as a heat map at low zoom. */
 export const DENSE_LAYER = 5_000;
+/** Cells along the longer side of a view's heat map. */
+const VIEW_GRID = 192;
 /** Features kept in memory before the cache is emptied (views reload what they need). */
 const CACHE_LIMIT = 60_000;
 /** The layer of features the server sends without one. */
@@ -33,8 +35,10 @@ export interface LayerState {
 export interface StoreStats {
   /** Features received for views (shape mode), since the store was made. */
   featuresFetched: number;
-  /** Features read only to count them into the density grid. */
+  /** Features read only to count them into the density grid (none since the server counts). */
   densityFetched: number;
+  /** Density requests (whole-slide grids per layer, then one per view change at low zoom). */
+  densityRequests: number;
   viewRequests: number;
 }
 
@@ -47,7 +51,10 @@ export class AnnotationStore {
   readonly annotations = new Map<string, Annotation>();
   readonly layers = new Map<string, LayerState>();
   readonly grids = new Map<string, DensityGrid>();
-  readonly stats: StoreStats = { featuresFetched: 0, densityFetched: 0, viewRequests: 0 };
+  /** Each pane's heat map of its view (the server's counts over it). */
+  readonly viewHeats = new Map<object, ViewHeat>();
+  private readonly pendingHeats = new Map<object, { bbox: BBox; layers: string; done: Promise<void>; ctl: AbortController }>();
+  readonly stats: StoreStats = { featuresFetched: 0, densityFetched: 0, viewRequests: 0, densityRequests: 0 };
   /** Whether the density grids count every feature of the slide. */
   gridComplete = false;
   /** Why this slide's annotations cannot be read (not allowed, no such API): stop asking. */
@@ -146,10 +153,11 @@ export class AnnotationStore {
    * density grid. A new call from the same owner cancels its previous request.
    */
   async ensure(owner: object, bbox: BBox): Promise<ViewMode> {
+    if (!this.gridComplete && !this.unavailable) await this.loadGrid();
     const mode = this.modeFor(bbox);
     if (this.unavailable) return mode;
     if (mode === "density") {
-      void this.loadGrid();
+      await this.loadViewHeat(owner, bbox);
       return mode;
     }
     if (this.isLoaded(bbox)) return mode;
@@ -181,15 +189,9 @@ export class AnnotationStore {
           if (this.loaded.length > 64) this.loaded.splice(0, this.loaded.length - 64);
           return mode;
         }
-        if (whole(want)) {
-          // the whole slide was being read: count what came and go on from there
-          this.switchToDensity(bbox);
-          void this.loadGrid(res.features, res.next);
-          return "density";
-        }
+        if (whole(want)) break;
       }
       this.switchToDensity(bbox);
-      void this.loadGrid();
       this.changed();
       return "density";
     } catch (err) {
@@ -225,54 +227,99 @@ export class AnnotationStore {
   }
 
   /**
-   * Count every feature of the slide into per-layer grids, page by page, once; ``first`` and
-   * ``from``: the pages of a whole-slide read already made, and where it stopped.
+   * The per-layer whole-slide grids, counted by the server (one density request per layer, no
+   * feature read); layers that turn out sparse are then read whole and drawn as shapes.
    */
-  loadGrid(first: Feature[] = [], from: string | null = null): Promise<void> {
+  loadGrid(): Promise<void> {
     if (this.gridLoading) return this.gridLoading;
-    const held = new Map<string, Feature[]>(); // sparse layers' features, until they turn out dense
-    const dense = new Set<string>();
     const all: BBox = [0, 0, this.width, this.height];
-    this.grids.clear(); // a retry after a failed read counts from nothing again
-    const count = (page: Feature[]) => {
-      for (const f of page) {
-        const name = layerOf(f);
-        this.layer(name);
-        let g = this.grids.get(name);
-        if (!g) this.grids.set(name, (g = new DensityGrid(this.width, this.height)));
-        const b = geometryBBox(f.geometry);
-        g.add((b[0] + b[2]) / 2, (b[1] + b[3]) / 2);
-        if (dense.has(name)) continue;
-        const list = held.get(name) ?? [];
-        list.push(f);
-        held.set(name, list);
-        if (list.length > DENSE_LAYER) {
-          dense.add(name);
-          held.delete(name);
-        }
+    this.gridLoading = (async () => {
+      const infos = await client.getLayers(this.slideId);
+      const sparse: string[] = [];
+      this.grids.clear(); // a retry after a failed read counts from nothing again
+      await Promise.all(
+        infos.map(async (info) => {
+          this.stats.densityRequests++;
+          const d = await client.fetchDensity(this.slideId, all, GRID, GRID, [info.id]);
+          this.layer(info.id);
+          const g = new DensityGrid(this.width, this.height);
+          g.setCounts(d.counts);
+          this.grids.set(info.id, g);
+          if (g.total > 0 && g.total <= DENSE_LAYER) sparse.push(info.id);
+        }),
+      );
+      if (sparse.length) {
+        this.stats.viewRequests++;
+        const res = await client.fetchInBBox(this.slideId, all, Infinity, undefined, undefined, undefined, sparse);
+        this.stats.featuresFetched += res.features.length;
+        for (const name of sparse) this.wholeLayers.add(name);
+        this.addFeatures(res.features);
       }
+      this.gridComplete = true;
       this.changed();
-    };
-    count(first);
-    const onPage = (page: Feature[]) => {
-      this.stats.densityFetched += page.length;
-      count(page);
-    };
-    const rest = from === null && first.length ? Promise.resolve(null) : client.fetchInBBox(this.slideId, all, Infinity, undefined, onPage, from ?? undefined);
-    this.gridLoading = rest
-      .then(() => {
-        for (const [name, list] of held) {
-          this.wholeLayers.add(name);
-          this.addFeatures(list);
-        }
-        this.gridComplete = true;
-        this.changed();
-      })
-      .catch((err) => {
-        if (err instanceof ApiError && [401, 403, 404, 405].includes(err.status)) this.unavailable = err.message || err.code;
-        else this.gridLoading = null;
-      });
+    })().catch((err) => {
+      if (err instanceof ApiError && [401, 403, 404, 405].includes(err.status)) this.unavailable = err.message || err.code;
+      else this.gridLoading = null;
+    });
     return this.gridLoading;
+  }
+
+  /** The dense layers shown, as the key of a view's heat map ("" when none). */
+  denseShown(): string {
+    return [...this.grids.keys()].filter((n) => this.layer(n).visible && this.isDenseLayer(n)).join(",");
+  }
+
+  /**
+   * One density request for ``owner``'s view (with a margin of a quarter view each side), unless
+   * its heat map already covers the view at a sharp enough grid and for the layers shown.
+   */
+  private async loadViewHeat(owner: object, bbox: BBox): Promise<void> {
+    const layers = this.denseShown();
+    if (!layers) {
+      this.viewHeats.delete(owner);
+      return;
+    }
+    const w = bbox[2] - bbox[0];
+    const h = bbox[3] - bbox[1];
+    const want: BBox = [
+      Math.max(0, Math.floor(bbox[0] - w / 4)),
+      Math.max(0, Math.floor(bbox[1] - h / 4)),
+      Math.min(this.width, Math.ceil(bbox[2] + w / 4)),
+      Math.min(this.height, Math.ceil(bbox[3] + h / 4)),
+    ];
+    if (want[2] <= want[0] || want[3] <= want[1]) return;
+    const area = (b: BBox) => (b[2] - b[0]) * (b[3] - b[1]);
+    const current = this.viewHeats.get(owner);
+    if (current && current.layers === layers && contains(current.bbox, bbox) && area(current.bbox) <= 4 * area(want)) return;
+    // the same view asked again (frames while the answer comes): wait for that answer
+    const pending = this.pendingHeats.get(owner);
+    if (pending && pending.layers === layers && contains(pending.bbox, bbox) && area(pending.bbox) <= 4 * area(want)) {
+      return pending.done;
+    }
+    this.inflight.get(owner)?.abort();
+    const ctl = new AbortController();
+    this.inflight.set(owner, ctl);
+    const done = this.fetchViewHeat(owner, want, layers, ctl);
+    this.pendingHeats.set(owner, { bbox: want, layers, done, ctl });
+    return done;
+  }
+
+  private async fetchViewHeat(owner: object, want: BBox, layers: string, ctl: AbortController): Promise<void> {
+    const ww = want[2] - want[0];
+    const wh = want[3] - want[1];
+    const cols = ww >= wh ? VIEW_GRID : Math.max(1, Math.round((VIEW_GRID * ww) / wh));
+    const rows = wh >= ww ? VIEW_GRID : Math.max(1, Math.round((VIEW_GRID * wh) / ww));
+    try {
+      this.stats.densityRequests++;
+      const d = await client.fetchDensity(this.slideId, want, cols, rows, layers.split(","), ctl.signal);
+      this.viewHeats.set(owner, new ViewHeat(want, d.cols, d.rows, d.counts, layers));
+      this.changed();
+    } catch (err) {
+      if ((err as Error).name !== "AbortError") throw err;
+    } finally {
+      if (this.inflight.get(owner) === ctl) this.inflight.delete(owner);
+      if (this.pendingHeats.get(owner)?.ctl === ctl) this.pendingHeats.delete(owner);
+    }
   }
 
   /** Annotations whose box meets ``bbox``, of visible layers; dense layers left out in density mode. */
