@@ -257,7 +257,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(folder: Path) -> Path:
     """Write a file until the disk is full; return it (delete it to free the space)."""
     filler = folder / "filler"
-    with filler.open("wb") as out, contextlib.suppress(OSError):
+    with contextlib.suppress(OSError), filler.open("wb") as out:  # closing may fail too
         while True:
             out.write(b"\0" * 16384)
             out.flush()
@@ -354,6 +354,9 @@ def test_a_disk_turned_read_only_answers_503_and_recovers_once_writable(
     # cannot be created), so the catalog is unavailable, not just its writes.
     catalog.engine.dispose()
     client.app.state.security.engine.dispose()
+    client.app.state.annotations.engine.dispose()
+    if client.app.state.reports is not None:
+        client.app.state.reports.store.engine.dispose()
     _mount("-o", "remount,ro", str(database.parent))
     with pytest.raises(BackendUnavailable) as raised:
         catalog.apply_order(parse_case_order(json_order()))
