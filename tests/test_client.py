@@ -223,9 +223,12 @@ class FlakyProxy:
         upstream: str,
         failures: list[tuple[int, str]],
         documents: dict[str, object] | None = None,
+        missing: tuple[str, ...] = (),
     ) -> None:
         self.failures = list(failures)
         self.documents = documents or {}
+        self.missing = missing
+        """Path prefixes answered 404, as a server without that API (an older release) does."""
         self.seen = 0
         proxy = self
 
@@ -234,6 +237,10 @@ class FlakyProxy:
                 proxy.seen += 1
                 if self.path in proxy.documents:  # what the upstream server does not have
                     self.answer(200, json.dumps(proxy.documents[self.path]).encode())
+                    return
+                if self.path.startswith(proxy.missing) and proxy.missing:
+                    gone = {"error": "not_found", "detail": "no such route"}
+                    self.answer(404, json.dumps(gone).encode())
                     return
                 if proxy.failures:
                     status, retry_after = proxy.failures.pop(0)
@@ -345,7 +352,12 @@ def test_the_dataset_skips_the_class_filter_on_a_server_without_annotations(
     client: Client, svs: str
 ) -> None:
     plain = TileDataset(client, [svs], size=256, mpp=1.0)
-    filtered = TileDataset(client, [svs], size=256, mpp=1.0, classes=["tumour"])
+    proxy = FlakyProxy(client.base_url, [], missing=(f"/api/slides/{svs}/annotations",))
+    try:
+        with Client(proxy.url, client.token) as older:
+            filtered = TileDataset(older, [svs], size=256, mpp=1.0, classes=["tumour"])
+    finally:
+        proxy.close()
     assert not filtered.annotations_available
     assert [p.label for p in filtered.patches] == [None] * len(plain)
 
