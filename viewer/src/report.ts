@@ -243,6 +243,17 @@ export async function renderReportPanel(container: HTMLElement, accession: strin
         h("li", { "data-target": d.target, "data-state": d.state }, `${d.target === "fhir" ? "EHR (FHIR)" : "LIS (HL7 v2)"}: ${d.state.replace("_", " ")}`, d.detail && d.state !== "delivered" ? h("span.muted", {}, " — " + d.detail) : null),
       ),
     );
+    // Admins may send again what the EHR or the LIS refused or never answered (issue 14).
+    const stuck = r.deliveries.some((d) => d.state === "failing" || d.state === "given_up");
+    const retry = currentSession()?.role === "admin" && stuck ? h("button", { type: "button", id: "report-retry" }, "Retry deliveries") : null;
+    retry?.addEventListener("click", () =>
+      run(async () => {
+        const sent = await send(reportUrl(r.id, "/deliveries/retry"), "POST", undefined);
+        current = { report: sent.report, etag: current?.etag ?? sent.etag };
+        say("Deliveries will be tried again.");
+        show();
+      }),
+    );
     const versions = h("ul.versions", { "aria-label": "Versions" }, ...r.versions.map((v) => h("li", {}, `v${v.version} ${v.status} `, v.status === "draft" ? null : pdfLink(v.version, "PDF"))));
     const parts: (HTMLElement | null)[] = [
       h("div.report-head", { "data-status": r.status }, `Version ${r.version} · ${r.status} · ${signedLine}`),
@@ -252,7 +263,7 @@ export async function renderReportPanel(container: HTMLElement, accession: strin
       h("div.figs", {}, h("h3", {}, "Figures"), figures.length ? figureList : h("p.muted", {}, "Add figures with “Add to report” in the viewer.")),
       amendBox,
       actions,
-      r.deliveries.length ? h("div", {}, h("h3", {}, "Delivered to"), deliveries) : null,
+      r.deliveries.length ? h("div", {}, h("h3", {}, "Delivered to"), deliveries, retry) : null,
       h("div", {}, h("h3", {}, "Versions"), versions),
     ];
     body.replaceChildren(...parts.filter((p): p is HTMLElement => p !== null));
