@@ -445,7 +445,12 @@ def test_200000_detections_pan_as_a_heat_map_then_as_bounded_shapes(
     assert high["mode"] == "features"
     assert 0 < high["drawn"] <= FEATURE_BUDGET
     during_pan = high["stats"]["featuresFetched"] - fetched_before
-    assert during_pan <= (high["stats"]["viewRequests"] - requests_before) * FEATURE_BUDGET
+    # A request the warm-up started may still be answering when the counts are read: its
+    # features arrive during the pan, counted against no request of the pan (one in flight).
+    in_flight = 1
+    assert (
+        during_pan <= (high["stats"]["viewRequests"] - requests_before + in_flight) * FEATURE_BUDGET
+    )
     assert during_pan < len(points) / 4
 
     # the same pan with every layer hidden (same tiles, cached): the page without the shapes
