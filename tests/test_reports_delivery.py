@@ -169,6 +169,24 @@ def test_a_silent_lis_times_out_and_an_admin_retries(
         app.wait_deliveries(signed["id"], _done)
 
 
+def test_readiness_is_degraded_while_a_delivery_is_given_up(
+    samples_root: Path, tmp_path: Path, fhir_server: FhirServer, lis_server: LisServer
+) -> None:
+    lis_server.ack_code = None
+    settings = _settings(fhir_server, lis_server, reports_send_timeout=1.0, reports_max_attempts=1)
+    with report_app(samples_root, tmp_path, **settings) as app:
+        assert app.call("admin", "GET", "/readyz").json()["checks"]["reports"] == "ok"
+        signed = app.signed({"diagnosis": "Never received"})
+        app.wait_deliveries(signed["id"], lambda s: s.get("hl7v2") == "given_up")
+        ready = app.call("admin", "GET", "/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert ready.json()["checks"]["reports"] == "failing: 1 delivery given up"
+        lis_server.ack_code = "AA"
+        app.call("admin", "POST", f"/api/reports/{signed['id']}/deliveries/retry")
+        app.wait_deliveries(signed["id"], _done)
+        assert app.call("admin", "GET", "/readyz").json()["checks"]["reports"] == "ok"
+
+
 def test_a_document_reference_per_version_when_configured(
     samples_root: Path, tmp_path: Path, fhir_server: FhirServer, lis_server: LisServer
 ) -> None:

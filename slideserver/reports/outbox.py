@@ -20,7 +20,7 @@ from typing import Protocol
 
 import anyio
 from anyio.to_thread import run_sync
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 
 from slideserver.catalog.cases import CaseView
 from slideserver.db.engine import now
@@ -193,13 +193,27 @@ class Outbox:
             )
 
     def counts(self) -> dict[str, int]:
-        """How many rows are in each state."""
+        """How many rows are in each state (one GROUP BY: ``/readyz`` asks on every probe)."""
+        query = select(report_outbox.c.state, func.count()).group_by(report_outbox.c.state)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(report_outbox.c.state)).scalars().all()
-        found: dict[str, int] = {}
-        for state in rows:
-            found[state] = found.get(state, 0) + 1
-        return found
+            return {str(state): int(count) for state, count in conn.execute(query)}
+
+    def check(self) -> str:
+        """The ``/readyz`` check: ``ok``, ``retrying: N deliveries``, ``failing: N ... given up``.
+
+        A given-up delivery is a signed report the EHR or LIS never received: an operator must
+        see it (an admin retries it from the report), so it degrades readiness.
+        """
+        counts = self.counts()
+        if given_up := counts.get(GIVEN_UP, 0):
+            return f"failing: {_deliveries(given_up)} given up"
+        if failing := counts.get(FAILING, 0):
+            return f"retrying: {_deliveries(failing)}"
+        return "ok"
+
+
+def _deliveries(count: int) -> str:
+    return f"{count} delivery" if count == 1 else f"{count} deliveries"
 
 
 Load = Callable[[Claim], Outgoing]

@@ -17,6 +17,7 @@ from slideserver.catalog.base import Catalog
 from slideserver.db.errors import DatabaseReadOnly
 from slideserver.errors import InsufficientStorage
 from slideserver.ops.schedule import BackupSchedule
+from slideserver.reports.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,18 @@ async def catalog_writes(
     return "ok"
 
 
+async def report_deliveries(outbox: Outbox, timeout: float = CATALOG_TIMEOUT) -> str:
+    """The report outbox's check (:meth:`Outbox.check`), ``unavailable`` if it cannot say."""
+    try:
+        with anyio.fail_after(timeout):
+            return await run_sync(outbox.check, abandon_on_cancel=True)
+    except Exception as exc:  # TimeoutError too: a readiness probe never answers 500
+        log.warning("report outbox probe failed (%s)", type(exc).__name__)
+        return "unavailable"
+
+
 @operation(
-    "Readiness: the catalog answers (the cache, catalog writes and backups are reported)",
+    "Readiness: the catalog answers (cache, writes, backups, EHR, report deliveries reported)",
     tag="health",
     replies={
         200: json_reply("Ready (status ok or degraded)", READINESS),
@@ -128,6 +139,9 @@ async def readyz(request: Request) -> Response:
     ehr_pull = getattr(request.app.state, "ehr_pull", None)  # issue 14: the EHR pull
     if ehr_pull is not None:
         checks["ehr"] = ehr_pull.check()
+    reports = getattr(request.app.state, "reports", None)  # issue 14: signed-report deliveries
+    if reports is not None and reports.targets and catalog_ok:  # no targets: nothing to send
+        checks["reports"] = await report_deliveries(reports.outbox)
     if not catalog_ok:
         # Without the catalog no slide can be found: take this process out of rotation.
         return JSONResponse({"status": "unavailable", **body}, status_code=503)
@@ -136,8 +150,9 @@ async def readyz(request: Request) -> Response:
         checks["catalog_writes"] = writes
     # Ready, but say so: a degraded cache still serves tiles from the source; a catalog that
     # cannot be written still serves reads and tiles (writes and audited requests answer
-    # 503/507); a failing backup loses nothing yet; an EHR that cannot be polled delays orders.
-    failing = [k for k in ("backup", "ehr") if checks.get(k, "ok").startswith("failing")]
+    # 503/507); a failing backup loses nothing yet; an EHR that cannot be polled delays orders;
+    # a given-up report delivery waits for an admin's retry.
+    failing = [k for k in ("backup", "ehr", "reports") if checks.get(k, "ok").startswith("failing")]
     degraded = not cache_ok or writes != "ok" or bool(failing)
     return JSONResponse({"status": "degraded" if degraded else "ok", **body}, status_code=200)
 
