@@ -190,6 +190,28 @@ def test_the_authors_own_layer_is_drawn_by_default(app: ReportApp) -> None:
     assert _is_red(drawn[row, column])
 
 
+def test_an_amendment_by_another_pathologist_still_draws_the_authors_layer(
+    app: ReportApp,
+) -> None:
+    region = {"x": 3000, "y": 5000, "width": 600, "height": 400}
+    _post(app, [_polygon([_square(3100, 5100, 200)], "#ff0000", None)])
+    signed = app.signed({"diagnosis": "Carcinoma", "figures": [_figure_of(app, None, region)]})
+    amend = app.call(
+        "dr-b",
+        "POST",
+        f"/api/reports/{signed['id']}/amend",
+        json={"status": "amended", "reason": "grade added", "diagnosis": "Carcinoma, grade 2"},
+    )
+    assert amend.status_code == 201, amend.text
+    answer = app.call("dr-b", "GET", f"/api/reports/{signed['id']}/pdf?version=2")
+    pages = PdfReader(io.BytesIO(answer.content)).pages
+    [image] = [image.image for page in pages for image in page.images]
+    assert image is not None
+    drawn = np.asarray(image.convert("RGB"))
+    column, row = _at(region, (drawn.shape[1], drawn.shape[0]), 3100, 5200)
+    assert _is_red(drawn[row, column])
+
+
 def test_a_figure_without_annotations_is_the_slide_region_itself(
     app: ReportApp, samples_dir: dict[str, Path]
 ) -> None:

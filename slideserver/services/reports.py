@@ -125,7 +125,7 @@ class ReportService:
             raise ReportSigned(f"report {report_id} is {current.status}: amend it instead")
         body = parse_body(data, current.body)
         self._check_figures(await self.case(current.accession), body)
-        await self._check_layers(body, current.author)
+        await self._check_layers(body, await self.author_of(current))
         return await run_sync(self.store.update_draft, report_id, body, etag)
 
     # -- signing --
@@ -164,7 +164,7 @@ class ReportService:
         fields = {k: v for k, v in data.items() if k not in ("status", "reason")}
         body = parse_body(fields, current.body)
         self._check_figures(await self.case(current.accession), body)
-        await self._check_layers(body, signer)
+        await self._check_layers(body, await self.author_of(current))
         signed_at = now()
         amended = replace(
             current,
@@ -217,7 +217,8 @@ class ReportService:
 
     async def render_pdf(self, version: ReportVersion) -> bytes:
         case = await self.case_of(version)
-        figures = [await self._render(figure, version.author) for figure in version.body.figures]
+        author = await self.author_of(version) if version.body.figures else version.author
+        figures = [await self._render(figure, author) for figure in version.body.figures]
         return await run_sync(build_pdf, version, case, figures)
 
     async def _render(self, figure: Figure, author: str) -> RenderedFigure:
@@ -283,6 +284,13 @@ class ReportService:
         if more is not None:
             return FigureAnnotations(too_many=True)
         return FigureAnnotations(tuple(found))
+
+    async def author_of(self, version: ReportVersion) -> str:
+        """The report's author: who wrote its first version (an amendment's signer is not:
+        whoever amends, the figures keep drawing what the author chose and may read)."""
+        if version.version == 1:
+            return version.author
+        return (await self.get(version.report_id, 1)).author
 
     async def _check_layers(self, body: ReportBody, author: str) -> None:
         """Every layer a figure names must be one of its slide's that the author may read."""
