@@ -227,7 +227,9 @@ def create_app(
         await run_sync(security.open)
         # --- issue 16: annotations (the store shares the catalog database) ---
         app.state.annotations = await run_sync(annotation_routes.open_store, settings)
-        reports = await run_sync(open_reports, settings, catalog, links, service, report_targets)
+        reports = await run_sync(
+            open_reports, settings, catalog, links, service, report_targets, app.state.annotations
+        )
         app.state.reports = reports  # issue 14
         mllp = await start_mllp(settings, links, security, metrics) if settings.mllp_port else None
         dicom = await start_dicom(settings, catalog.refresh, security)  # issue 13: store, SCP

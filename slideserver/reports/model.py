@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from slideserver.annotations.validate import ID_PATTERN
 from slideserver.errors import BadRequest
 
 DRAFT = "draft"
@@ -31,6 +32,8 @@ MAX_SHORT = 200
 """Longest synoptic key or value, caption or slide ID."""
 MAX_REGION = 1 << 24
 """Largest figure region side, in level-0 pixels."""
+MAX_FIGURE_LAYERS = 50
+"""Most annotation layers one figure may name."""
 
 
 class InvalidReport(BadRequest):
@@ -56,14 +59,20 @@ class Figure:
     slide_id: str
     region: Region
     caption: str = ""
+    layers: tuple[str, ...] | None = None
+    """The annotation layers drawn on the figure (those visible in the viewer when it was
+    captured); ``None``: the slide's case layers and the author's own; empty: none."""
 
     def to_json(self) -> dict[str, Any]:
         r = self.region
-        return {
+        data: dict[str, Any] = {
             "slide_id": self.slide_id,
             "region": {"x": r.x, "y": r.y, "width": r.width, "height": r.height},
             "caption": self.caption,
         }
+        if self.layers is not None:
+            data["layers"] = list(self.layers)
+        return data
 
 
 @dataclass(frozen=True)
@@ -179,14 +188,31 @@ def parse_region(data: Any) -> Region:
     return region
 
 
+def parse_layers(data: Any) -> tuple[str, ...] | None:
+    """Parse a figure's ``layers``: a list of annotation layer IDs, or null (the default)."""
+    if data is None:
+        return None
+    if not isinstance(data, list) or len(data) > MAX_FIGURE_LAYERS:
+        raise InvalidReport(f"figure layers must be a list of at most {MAX_FIGURE_LAYERS} IDs")
+    for layer in data:
+        if not isinstance(layer, str) or not ID_PATTERN.fullmatch(layer):
+            raise InvalidReport("figure layers must be annotation layer IDs")
+    return tuple(dict.fromkeys(data))
+
+
 def parse_figure(data: Any) -> Figure:
-    """Parse one figure: ``{"slide_id", "region", "caption"}``."""
+    """Parse one figure: ``{"slide_id", "region", "caption", "layers"}``."""
     if not isinstance(data, dict):
         raise InvalidReport("each figure must be an object")
     slide_id = _text(data, "slide_id", MAX_SHORT)
     if not slide_id:
         raise InvalidReport("each figure needs a slide_id")
-    return Figure(slide_id, parse_region(data.get("region")), _text(data, "caption", MAX_SHORT))
+    return Figure(
+        slide_id,
+        parse_region(data.get("region")),
+        _text(data, "caption", MAX_SHORT),
+        parse_layers(data.get("layers")),
+    )
 
 
 def parse_body(data: Any, base: ReportBody | None = None) -> ReportBody:

@@ -62,6 +62,8 @@ class RenderedFigure:
     caption: str
     source: str
     """Which slide and region, for the legend (no path)."""
+    note: str = ""
+    """What the legend adds (annotations left out of a dense region)."""
 
 
 def nice_length(maximum: float) -> float:
@@ -218,6 +220,8 @@ def build_pdf(
         story.append(_p("Figures", heading))
         for number, figure in enumerate(figures, start=1):
             legend = f"Figure {number}. {figure.caption}".strip() + f" ({figure.source})"
+            if figure.note:
+                legend += f" {figure.note}"
             story.append(KeepTogether([FigureImage(figure), Spacer(1, 3), _p(legend, body)]))
             story.append(Spacer(1, 8))
     story.append(_p("Signature", heading))

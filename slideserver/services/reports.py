@@ -2,9 +2,11 @@
 
 It checks that the case exists and that figures show slides of that case, renders the figures
 for the PDF through the tile service (the slide region at print resolution, its scale from the
-slide's MPP), signs and amends (the PDF is made first, then stored with the signed version and
-its outbox rows in one transaction), and runs the outbox worker that delivers signed versions
-to the configured targets. Every store call blocks, so it runs in a worker thread.
+slide's MPP, and the annotations in view drawn over it: the layers the figure names, or the case
+layers and the author's own, only those the report's author may read, at most
+``MAX_FIGURE_ANNOTATIONS``), signs and amends (the PDF is made first, then stored with the signed
+version and its outbox rows in one transaction), and runs the outbox worker that delivers signed
+versions to the configured targets. Every store call blocks, so it runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -16,10 +18,19 @@ from typing import Any
 
 from anyio.to_thread import run_sync
 
+from slideserver.annotations.access import Caller, can_read
+from slideserver.annotations.model import CASE, PERSONAL, Layer
+from slideserver.annotations.store import AnnotationStore
 from slideserver.catalog.cases import CaseView
 from slideserver.db.engine import now
 from slideserver.errors import NotFound
 from slideserver.imaging.regions import read_scaled_region
+from slideserver.reports.figure_annotations import (
+    MAX_FIGURE_ANNOTATIONS,
+    NO_ANNOTATIONS,
+    FigureAnnotations,
+    draw_annotations,
+)
 from slideserver.reports.model import (
     AMENDMENTS,
     DRAFT,
@@ -58,10 +69,12 @@ class ReportService:
         tiles: TileService,
         targets: Sequence[Target],
         settings: Settings,
+        annotations: AnnotationStore | None = None,
     ) -> None:
         self.store = store
         self.links = links
         self.tiles = tiles
+        self.annotations = annotations
         self.targets = list(targets)
         self.outbox = Outbox(store.engine, store.writer)
         self.worker = OutboxWorker(
@@ -102,6 +115,7 @@ class ReportService:
         case = await self.case(accession)
         body = parse_body(data)
         self._check_figures(case, body)
+        await self._check_layers(body, author)
         return await run_sync(self.store.create, case.accession, body, author, identifier)
 
     async def update(self, report_id: str, data: Any, etag: str) -> ReportVersion:
@@ -111,6 +125,7 @@ class ReportService:
             raise ReportSigned(f"report {report_id} is {current.status}: amend it instead")
         body = parse_body(data, current.body)
         self._check_figures(await self.case(current.accession), body)
+        await self._check_layers(body, await self.author_of(current))
         return await run_sync(self.store.update_draft, report_id, body, etag)
 
     # -- signing --
@@ -149,6 +164,7 @@ class ReportService:
         fields = {k: v for k, v in data.items() if k not in ("status", "reason")}
         body = parse_body(fields, current.body)
         self._check_figures(await self.case(current.accession), body)
+        await self._check_layers(body, await self.author_of(current))
         signed_at = now()
         amended = replace(
             current,
@@ -201,11 +217,13 @@ class ReportService:
 
     async def render_pdf(self, version: ReportVersion) -> bytes:
         case = await self.case_of(version)
-        figures = [await self._render(figure) for figure in version.body.figures]
+        author = await self.author_of(version) if version.body.figures else version.author
+        figures = [await self._render(figure, author) for figure in version.body.figures]
         return await run_sync(build_pdf, version, case, figures)
 
-    async def _render(self, figure: Figure) -> RenderedFigure:
-        """The figure's slide region at print resolution, with its µm per pixel."""
+    async def _render(self, figure: Figure, author: str) -> RenderedFigure:
+        """The figure's slide region at print resolution, with its µm per pixel and the
+        annotations in view that ``author`` (the version's author) may read."""
         view = await self.tiles.view(figure.slide_id)
         region = figure.region
         info = view.info
@@ -221,13 +239,71 @@ class ReportService:
                 reader, region.x, region.y, region.width, region.height, width, height
             ),
         )
+        marks = await run_sync(self.figure_annotations, figure, author)
+        if marks.annotations:
+            image = await run_sync(draw_annotations, image, region, marks.annotations)
         mpp = info.mpp_x
         um_per_pixel = mpp * region.width / width if mpp else None
         source = (
             f"slide {view.record.name}, x {region.x}, y {region.y}, "
             f"{region.width} x {region.height} px"
         )
-        return RenderedFigure(image, um_per_pixel, figure.caption, source)
+        return RenderedFigure(image, um_per_pixel, figure.caption, source, marks.note)
+
+    # -- annotations on figures --
+
+    def figure_layers(self, figure: Figure, author: str) -> list[Layer]:
+        """The layers drawn on a figure: those it names, or the slide's case layers and the
+        author's own; only those the author may read (blocking)."""
+        if self.annotations is None or figure.layers == ():
+            return []
+        caller = Caller(subject=author, clinical=True)  # reports are written by pathologists
+        readable = [la for la in self.annotations.layers(figure.slide_id) if can_read(la, caller)]
+        if figure.layers is None:
+            return [
+                la
+                for la in readable
+                if la.kind == CASE or (la.kind == PERSONAL and la.owner == author)
+            ]
+        named = set(figure.layers)
+        return [la for la in readable if la.id in named]
+
+    def figure_annotations(self, figure: Figure, author: str) -> FigureAnnotations:
+        """The annotations in the figure's region (one bounded viewport query, blocking).
+
+        Read under the report request's own audit row, which names the case and its patient
+        (a figure shows a slide of the report's case)."""
+        layers = self.figure_layers(figure, author)
+        if not layers or self.annotations is None:
+            return NO_ANNOTATIONS
+        r = figure.region
+        bbox = (float(r.x), float(r.y), float(r.x + r.width), float(r.y + r.height))
+        found, more = self.annotations.query(
+            figure.slide_id, [la.id for la in layers], bbox, limit=MAX_FIGURE_ANNOTATIONS
+        )
+        if more is not None:
+            return FigureAnnotations(too_many=True)
+        return FigureAnnotations(tuple(found))
+
+    async def author_of(self, version: ReportVersion) -> str:
+        """The report's author: who wrote its first version (an amendment's signer is not:
+        whoever amends, the figures keep drawing what the author chose and may read)."""
+        if version.version == 1:
+            return version.author
+        return (await self.get(version.report_id, 1)).author
+
+    async def _check_layers(self, body: ReportBody, author: str) -> None:
+        """Every layer a figure names must be one of its slide's that the author may read."""
+        for figure in body.figures:
+            if not figure.layers:
+                continue
+            readable = {la.id for la in await run_sync(self.figure_layers, figure, author)}
+            for layer in figure.layers:
+                if layer not in readable:
+                    raise InvalidReport(
+                        f"figure layer {layer!r} is not an annotation layer of its slide "
+                        "that the report's author may read"
+                    )
 
     @staticmethod
     def _check_figures(case: CaseView, body: ReportBody) -> None:
@@ -252,12 +328,14 @@ def open_reports(
     links: LinkService,
     tiles: TileService,
     targets: Sequence[Target],
+    annotations: AnnotationStore | None = None,
 ) -> ReportService | None:
-    """The report service over the catalog's database; ``None`` when the catalog has none."""
+    """The report service over the catalog's database; ``None`` when the catalog has none.
+    ``annotations``: the store whose shapes figures draw (none drawn without it)."""
     engine = getattr(catalog, "engine", None)
     if engine is None or not links.available:
         return None
-    return ReportService(ReportStore(engine), links, tiles, targets, settings)
+    return ReportService(ReportStore(engine), links, tiles, targets, settings, annotations)
 
 
 __all__ = ["ReportCaseNotFound", "ReportService", "open_reports"]

@@ -309,6 +309,41 @@ def test_a_hidden_layer_is_not_drawn(page: Any, server: Server) -> None:
     wait_pane(page, "annotationShapes", "0")
 
 
+def test_the_history_of_an_edited_annotation_shows_each_version_and_restores_one(
+    page: Any, server: Server, console: Console
+) -> None:
+    slide = slide_with_mpp(server)
+    clear(server, slide["id"])
+    open_viewer(page, [slide["id"]])
+    draw_polygon(page)  # saved, then selected
+    wait_status(page, "^Saved.$")
+    (made,) = features(server, slide["id"])
+    aid, author = made["properties"]["id"], made["properties"]["author"]
+    page.get_by_label("Annotation class").select_option("stroma")  # the selection's class
+    page.wait_for_function(
+        "id => window.slideannotations.stores().flatMap(s => [...s.annotations.values()])"
+        ".find(a => a.id === id)?.feature.properties.version === 2",
+        arg=aid,
+    )
+
+    page.get_by_role("button", name="History").click()
+    versions = page.locator(".annot-history li.version")
+    versions.nth(1).wait_for()
+    assert versions.count() == 2
+    newest, first = versions.nth(0).inner_text(), versions.nth(1).inner_text()
+    assert "v2" in newest and author in newest and "class: tumour → stroma" in newest
+    assert "v1" in first and author in first and "created as tumour" in first
+    assert re.search(r"area [\d,.]+ (µm²|mm²)", first)  # what it measured
+
+    page.get_by_role("button", name="Restore version 1").click()
+    versions.nth(2).wait_for()  # the restore is a third version, and the list shows it
+    _, _, restored = call(server, "GET", f"/api/annotations/{aid}")
+    assert restored["properties"]["class"] == "tumour"
+    assert restored["properties"]["version"] == 3
+    assert restored["geometry"] == made["geometry"]
+    assert console.errors == []
+
+
 # --- many shapes ---
 
 

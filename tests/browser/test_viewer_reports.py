@@ -3,6 +3,8 @@ writes the report in the case view, previews it, signs it and amends it (issue 1
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from typing import Any
 
 import pytest
@@ -63,3 +65,40 @@ def test_a_pathologist_writes_signs_and_amends_a_report_with_a_figure(
     assert region["width"] > slide["width"] / 4  # the whole slide was in view
     first = auth_server.get_json_as("pathologist", f"/api/reports/{report['id']}?version=1")
     assert first["diagnosis"] == "Invasive ductal carcinoma, grade 2"
+
+
+def _post_as(server: AuthServer, role: str, path: str, body: Any) -> Any:
+    request = urllib.request.Request(
+        server.base + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {server.tokens[role]}",
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.load(answer)
+
+
+def test_a_figure_keeps_the_annotation_layers_shown_when_it_was_added(
+    auth_page: Any, auth_server: AuthServer
+) -> None:
+    page = auth_page
+    slide = next(s for s in auth_server.slides if s["name"] == SVS)
+    layers = f"/api/slides/{slide['id']}/annotation-layers"
+    for name in ("Figure shown", "Figure hidden"):
+        layer_id = name.lower().replace(" ", "-")
+        _post_as(auth_server, "pathologist", layers, {"id": layer_id, "name": name, "kind": "case"})
+    page.goto(f"/view/{slide['id']}")
+    sign_in(page, auth_server.tokens["pathologist"])
+    page.wait_for_function("() => document.getElementById('app').dataset.ready === 'true'")
+    page.get_by_role("button", name="Layers").click()
+    page.get_by_role("checkbox", name="Show layer Figure hidden").uncheck()
+    page.click("#add-figure")
+    page.wait_for_selector("#add-figure:has-text('Added')")
+    key = f"slideserver.report-figures.{ACCESSION}"
+    figures = json.loads(page.evaluate("k => localStorage.getItem(k)", key))
+    page.evaluate("k => localStorage.removeItem(k)", key)
+    assert "figure-shown" in figures[-1]["layers"]
+    assert "figure-hidden" not in figures[-1]["layers"]

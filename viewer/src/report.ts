@@ -2,6 +2,7 @@
 // captured in the viewer ("Add to report" keeps the current view's region, in level-0 pixels, for
 // the case), preview the PDF, sign, amend, and see where each version was delivered.
 import { apiFetch, ApiError, getJson } from "./api";
+import { visibleLayers } from "./annotations/store";
 import type { Pane } from "./pane";
 import { currentSession } from "./session";
 import { h } from "./util";
@@ -17,6 +18,8 @@ export interface ReportFigure {
   slide_id: string;
   region: Region;
   caption: string;
+  /** The annotation layers drawn on the figure (those shown when it was captured). */
+  layers?: string[];
 }
 
 export interface Delivery {
@@ -316,7 +319,10 @@ export function figureButton(activePane: () => Pane): HTMLButtonElement {
       button.title = "This slide belongs to no case: it cannot go in a report";
       return;
     }
-    const count = addPendingFigure(accession, { slide_id: pane.slide.id, region, caption: "" });
+    const figure: ReportFigure = { slide_id: pane.slide.id, region, caption: "" };
+    const layers = visibleLayers(pane.slide.id);
+    if (layers !== null) figure.layers = layers;
+    const count = addPendingFigure(accession, figure);
     button.textContent = `Added (${count})`;
     window.setTimeout(() => (button.textContent = "Add to report"), 1500);
   });

@@ -269,6 +269,14 @@ REPORT_FIGURE: dict[str, Any] = {
         "slide_id": {"type": "string", "minLength": 1, "maxLength": report_model.MAX_SHORT},
         "region": {"$ref": "#/components/schemas/ReportRegion"},
         "caption": {"type": ["string", "null"], "maxLength": report_model.MAX_SHORT},
+        "layers": {
+            "type": ["array", "null"],
+            "description": "The annotation layers drawn on the figure (the viewer sends those "
+            "shown when it was captured); left out: the slide's case layers and the author's own; "
+            "empty: none. Only layers the report's author may read are drawn.",
+            "maxItems": report_model.MAX_FIGURE_LAYERS,
+            "items": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"},
+        },
     },
 }
 

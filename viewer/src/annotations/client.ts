@@ -2,7 +2,7 @@
 // writes carry If-Match with the version's ETag, and a 412 (someone else saved first) becomes a
 // ConflictError the store answers by reloading the annotation and telling the user.
 import { apiFetch, ApiError } from "../api";
-import { type Annotation, type BBox, type Feature, type FeatureCollection, featureId, geometryBBox } from "./model";
+import { type Annotation, type BBox, type Feature, type FeatureCollection, featureId, type Geometry, geometryBBox } from "./model";
 
 /** Features asked for in one page of a viewport query. */
 export const PAGE_LIMIT = 5000;
@@ -184,4 +184,34 @@ export async function deleteFeature(a: Annotation): Promise<void> {
     if (err instanceof ApiError && err.status === 404) return; // already gone
     throw conflict(err, a.id);
   }
+}
+
+/** An annotation's state as one version recorded it (what a client can change). */
+export interface VersionState {
+  kind?: string;
+  geometry?: Geometry | null;
+  class?: string | null;
+  label?: string | null;
+  note?: string | null;
+  colour?: string | null;
+  layer?: string | null;
+  extra?: Record<string, unknown> | null;
+}
+
+/** One version of an annotation: who made it, when, and the state before and after. */
+export interface Version {
+  version: number;
+  action: "create" | "update" | "delete" | string;
+  /** The author, or a stable pseudonym for researchers (as the server gives it). */
+  actor: string;
+  at: string;
+  before: VersionState | null;
+  after: VersionState | null;
+}
+
+/** Every version of an annotation, oldest first (``GET /api/annotations/{id}/history``). */
+export async function getHistory(id: string): Promise<Version[]> {
+  const resp = await apiFetch(one(id) + "/history", { headers: { Accept: "application/json" } });
+  const body = (await resp.json()) as { items?: Version[] };
+  return body.items ?? [];
 }

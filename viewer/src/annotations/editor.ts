@@ -205,6 +205,13 @@ export class Editor {
     }
   }
 
+  /** Bring the selected annotation back to an earlier version's state (a new version; undoable). */
+  async restore(f: Feature): Promise<void> {
+    const a = this.selected();
+    if (!a || !this.selection) return;
+    await this.saveUpdate(this.selection.store, a, f);
+  }
+
   async deleteSelected(): Promise<void> {
     const a = this.selected();
     const s = this.selection;

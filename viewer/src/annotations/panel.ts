@@ -4,6 +4,7 @@ import { h } from "../util";
 import { CLASSES, classColor } from "./classes";
 import { type Editor, type Tool, TOOLS } from "./editor";
 import type { AnnotationStore } from "./store";
+import { historyView } from "./versions";
 
 export const TOOL_KEYS: Record<Tool, string> = {
   select: "v",
@@ -45,6 +46,9 @@ export function annotationPanel(editor: Editor, toggleTool: (t: Tool) => void): 
   const undoBtn = h("button", { type: "button", "aria-label": "Undo", title: "Undo (Ctrl+Z)", onclick: () => void editor.undo() }, "↶");
   const redoBtn = h("button", { type: "button", "aria-label": "Redo", title: "Redo (Ctrl+Shift+Z)", onclick: () => void editor.redo() }, "↷");
   const deleteBtn = h("button", { type: "button", "aria-label": "Delete annotation", title: "Delete the selected annotation (Delete)", onclick: () => void editor.deleteSelected() }, "✕");
+  const history = historyView(editor);
+  const historyBtn = h("button", { type: "button", "aria-label": "History", "aria-pressed": "false", title: "The selected annotation's versions: who changed what, when" }, "⟲");
+  historyBtn.addEventListener("click", () => historyBtn.setAttribute("aria-pressed", String(history.toggle())));
   const layersBtn = h("button", { type: "button", "aria-label": "Layers", "aria-pressed": "false", title: "Annotation layers" }, "☰");
   const measure = h("output.annot-measure", { "aria-label": "Measurement", "aria-live": "polite" });
   const status = h("div.annot-status", { role: "status", "aria-live": "polite" });
@@ -57,10 +61,11 @@ export function annotationPanel(editor: Editor, toggleTool: (t: Tool) => void): 
       { role: "toolbar", "aria-label": "Annotation tools", "aria-orientation": "vertical" },
       ...toolButtons,
       h("label.annot-class-row", {}, swatch, classSelect),
-      h("div.annot-row", {}, undoBtn, redoBtn, deleteBtn, layersBtn),
+      h("div.annot-row", {}, undoBtn, redoBtn, deleteBtn, historyBtn, layersBtn),
     ),
     measure,
     status,
+    history.el,
     layerList,
   );
   let shownStore: AnnotationStore | null = null;
@@ -107,6 +112,8 @@ export function annotationPanel(editor: Editor, toggleTool: (t: Tool) => void): 
     undoBtn.disabled = !editor.history.canUndo;
     redoBtn.disabled = !editor.history.canRedo;
     deleteBtn.disabled = !editor.selection;
+    historyBtn.disabled = !editor.selection;
+    history.refresh();
     measure.textContent = editor.readout();
   }
   editor.subscribe(refresh);

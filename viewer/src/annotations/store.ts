@@ -407,6 +407,16 @@ export function storeFor(slideId: string, width: number, height: number): Annota
   return s;
 }
 
+/**
+ * The ids of a slide's annotation layers shown now (a report figure draws those), or null when
+ * the viewer has not read the slide's layers (the server then draws its default ones).
+ */
+export function visibleLayers(slideId: string): string[] | null {
+  const s = stores.get(slideId);
+  if (!s || s.unavailable || !s.layers.size) return null;
+  return [...s.layers.values()].filter((l) => l.visible && l.name !== NO_LAYER).map((l) => l.name);
+}
+
 export function allStores(): AnnotationStore[] {
   return [...stores.values()];
 }
