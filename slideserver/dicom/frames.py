@@ -18,6 +18,7 @@ else with the media type it named (``application/octet-stream; transfer-syntax=.
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 
@@ -113,8 +114,13 @@ def _takes(entry: Accepted, offer: Offer) -> bool:
     return syntax in (None, "*") or syntax == offer.syntax
 
 
+@functools.lru_cache(maxsize=256)
 def negotiate_frames(accept: str, stored: UID) -> Offer:
-    """Return what frames stored in ``stored`` are sent as, for an ``Accept`` header."""
+    """Return what frames stored in ``stored`` are sent as, for an ``Accept`` header.
+
+    Kept for the few headers a server sees (a viewer sends the same one for every frame);
+    a header it cannot meet raises every time.
+    """
     as_stored = Offer(MEDIA_OF_SYNTAX[stored], stored)
     offers = [as_stored]
     if stored != ExplicitVRLittleEndian:

@@ -130,9 +130,10 @@ def _count_pixels(request: Request, principal: Principal | None, series: Virtual
     audit = security.audit
     if audit is None:
         return
-    client = request.client.host[:100] if request.client else None
+    client = request.scope.get("client")
+    host = str(client[0])[:100] if client else None
     subjects = security.known_subjects(series.slide_id) or (series.accession, series.patient_id)
-    audit.tile_read(principal, series.slide_id, client, subjects)
+    audit.tile_read(principal, series.slide_id, host, subjects)
 
 
 def dicom_json(body: object) -> JSONResponse:
