@@ -30,6 +30,8 @@ JPEG_FRAMES = 'multipart/related; type="image/jpeg"'
 RAW_FRAMES = (
     'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
 )
+SLIM_FRAMES = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+"""What Slim (dicom-microscopy-viewer) asks frames for: whatever syntax the server likes."""
 
 
 def value(item: dict[str, Any], tag: str) -> Any:
@@ -201,6 +203,28 @@ def test_jpeg_frames_are_the_stored_tiles_byte_for_byte(
     with default_registry().open(SlideSource(samples_dir[SVS])) as reader:
         stored = [reader.read_encoded_tile(0, col, 0) for col in (0, 1)]
     assert [body for _, body in parts(response)] == [tile.data for tile in stored if tile]
+
+
+def test_frames_in_any_syntax_are_the_stored_tiles_labelled_with_their_syntax(
+    client: Any, samples_dir: dict[str, Path]
+) -> None:
+    """Slim's request (``transfer-syntax=*``) gets the stored JPEG tiles, not 17x the bytes."""
+    study, series, instances = series_of(client, SVS)
+    uid = level(instances)
+    response = client.get(
+        f"/dicomweb/studies/{study}/series/{series}/instances/{uid}/frames/2,1",
+        headers={"Accept": SLIM_FRAMES},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(
+        'multipart/related; type="application/octet-stream"'
+    )
+    with default_registry().open(SlideSource(samples_dir[SVS])) as reader:
+        stored = [reader.read_encoded_tile(0, col, 0) for col in (1, 0)]
+    got = parts(response)
+    assert [body for _, body in got] == [tile.data for tile in stored if tile]
+    labels = {content_type.replace('"', "") for content_type, _ in got}
+    assert labels == {f"application/octet-stream; transfer-syntax={JPEGBaseline8Bit}"}
 
 
 def test_uncompressed_frames_are_the_decoded_tiles(client: Any) -> None:

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from slideserver.dicom import part10
 from slideserver.dicom.frames import (
@@ -22,6 +22,8 @@ from slideserver.errors import BadRequest, NotAcceptable
 
 JPEG_FRAMES = 'multipart/related; type="image/jpeg"'
 RAW_FRAMES = 'multipart/related; type="application/octet-stream"'
+ANY_SYNTAX = f"{RAW_FRAMES}; transfer-syntax=*"
+"""What Slim (dicom-microscopy-viewer) asks for: the server's choice, found from the bytes."""
 
 
 @pytest.mark.parametrize(
@@ -52,6 +54,46 @@ def test_stored_jpeg_frames_go_out_as_stored(accept: str) -> None:
 def test_uncompressed_frames_on_request(accept: str) -> None:
     offer = negotiate_frames(accept, JPEGBaseline8Bit)
     assert (offer.media_type, offer.syntax) == ("application/octet-stream", ExplicitVRLittleEndian)
+
+
+@pytest.mark.parametrize("stored", [JPEGBaseline8Bit, JPEG2000, ExplicitVRLittleEndian])
+def test_any_syntax_gets_the_frames_as_stored_labelled_with_their_syntax(stored: str) -> None:
+    offer = negotiate_frames(ANY_SYNTAX, pydicom.uid.UID(stored))
+    assert (offer.media_type, offer.syntax) == ("application/octet-stream", stored)
+    assert offer.content_type == f"application/octet-stream; transfer-syntax={stored}"
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        f"{ANY_SYNTAX}, {JPEG_FRAMES}; transfer-syntax=1.2.840.10008.1.2.4.50; q=0.5",
+        f"{ANY_SYNTAX}, */*; q=0.1",
+        f'{ANY_SYNTAX}, multipart/related; type="image/*"',
+    ],
+)
+def test_any_syntax_names_the_stored_media_type_when_the_client_takes_it(accept: str) -> None:
+    offer = negotiate_frames(accept, JPEGBaseline8Bit)
+    assert offer.content_type == "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50"
+
+
+def test_any_syntax_does_not_name_a_jpeg_syntax_the_client_refused() -> None:
+    lossless_only = f"{JPEG_FRAMES}; transfer-syntax=1.2.840.10008.1.2.4.70"
+    offer = negotiate_frames(f"{ANY_SYNTAX}, {lossless_only}", JPEGBaseline8Bit)
+    assert offer.content_type == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50"
+
+
+@pytest.mark.parametrize(
+    ("accept", "syntax"),
+    [
+        (f"{ANY_SYNTAX}; q=0.5, {RAW_FRAMES}; q=0.9", ExplicitVRLittleEndian),
+        (f"{RAW_FRAMES}; q=0.5, {ANY_SYNTAX}; q=0.9", JPEGBaseline8Bit),
+        (f"{RAW_FRAMES}, {ANY_SYNTAX}", ExplicitVRLittleEndian),
+        (f"{ANY_SYNTAX}, {RAW_FRAMES}", JPEGBaseline8Bit),
+        (f"{ANY_SYNTAX}; q=0, {RAW_FRAMES}; q=0.1", ExplicitVRLittleEndian),
+    ],
+)
+def test_the_preferred_alternative_wins_then_the_first_written(accept: str, syntax: str) -> None:
+    assert negotiate_frames(accept, JPEGBaseline8Bit).syntax == syntax
 
 
 @pytest.mark.parametrize(

@@ -150,6 +150,18 @@ def test_frames_as_stored_without_a_transfer_syntax_are_jpeg2000(
     assert body == stored_tile(svs, 2)
 
 
+def test_frames_in_any_syntax_are_the_stored_codestreams(client: TestClient, svs: Path) -> None:
+    url, _ = base_level(client)
+    accept = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+    response = client.get(f"{url}/frames/2", headers={"Accept": accept})
+    assert response.status_code == 200
+    ((content_type, body),) = parts(response)
+    assert content_type.replace('"', "") == (
+        f"application/octet-stream; transfer-syntax={JPEG2000}"
+    )
+    assert body == stored_tile(svs, 1)
+
+
 def test_uncompressed_frames_of_a_jpeg2000_level_on_request(client: TestClient) -> None:
     url, _ = base_level(client)
     raw = ExplicitVRLittleEndian

@@ -21,6 +21,7 @@ from slideserver.api.auth import AuthenticationMiddleware
 from slideserver.api.cors import CorsMiddleware, cors_policy
 from slideserver.api.drain import Drain
 from slideserver.api.errors import EXCEPTION_HANDLERS
+from slideserver.api.frames_lane import FramesLane
 from slideserver.api.middleware import RejectNulBytesMiddleware, RequestContextMiddleware
 from slideserver.api.policy import secure_routes
 from slideserver.api.routes import annotations as annotation_routes  # issue 16
@@ -165,19 +166,27 @@ def viewer_routes() -> list[BaseRoute]:
 
 
 class SlideServerApp(Starlette):
-    """Starlette, with Deep Zoom tile URLs answered by the :class:`TileLane` before routing.
+    """Starlette, with Deep Zoom tile URLs answered by the :class:`TileLane` before routing
+    (and DICOMweb frames by the :class:`FramesLane`, asked after it).
 
-    Without a lane (``tile_lane=None``) every tile URL takes the routed endpoint.
+    Without a lane (``None``) its URLs take the routed endpoint.
     """
 
-    def __init__(self, tile_lane: TileLane | None, **kwargs: Any) -> None:
+    def __init__(
+        self, tile_lane: TileLane | None, frames_lane: FramesLane | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.tile_lane = tile_lane
+        self.frames_lane = frames_lane  # issue 13
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.tile_lane is not None and self.tile_lane.match(scope):
             scope["app"] = self
             await self.tile_lane(scope, receive, send)
+            return
+        if self.frames_lane is not None and self.frames_lane.match(scope):  # issue 13
+            scope["app"] = self
+            await self.frames_lane(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -191,8 +200,9 @@ def create_app(
 ) -> Starlette:
     """Build the ASGI app for ``settings``; shared resources open in the lifespan.
 
-    ``tile_lane=False`` sends tile URLs through the router and middleware like every other URL:
-    the reference path the tests compare the lane with (both must answer alike).
+    ``tile_lane=False`` sends tile URLs (and DICOMweb frames) through the router and middleware
+    like every other URL: the reference path the tests compare the lanes with (both must answer
+    alike).
     """
     quiet_backend_logs()
     settings = dicom_roots(settings)  # issue 13: the DICOM store and PACS listing are roots
@@ -292,6 +302,7 @@ def create_app(
     routes = secure_routes(routes, security)
     app = SlideServerApp(
         TileLane(security, metrics, cors) if tile_lane else None,
+        FramesLane(security, metrics) if tile_lane else None,  # issue 13
         routes=routes,
         middleware=[
             Middleware(CorsMiddleware, policy=cors),

@@ -4,13 +4,21 @@ A level's frame N is its stored tile N (TILED_FULL, row-major). Stored JPEG and 
 go out as they are stored (``image/jpeg``, JPEG Baseline; ``image/jp2``, JPEG 2000); every frame
 can also go out uncompressed (``application/octet-stream``, Explicit VR Little Endian:
 interleaved 8-bit RGB). What a client gets is negotiated from its ``Accept`` header (PS3.18
-8.7.3): the first acceptable media type and transfer syntax it names, in order of preference;
-none acceptable is :class:`~slideserver.errors.NotAcceptable` (406). No ``transfer-syntax``
-parameter, ``*`` or ``*/*`` means "as stored".
-"""
+8.7.3): the first acceptable media type and transfer syntax it names, in order of preference
+(``q``, then the order written); none acceptable is :class:`~slideserver.errors.NotAcceptable`
+(406). No ``Accept`` header or ``*/*`` means "as stored"; ``application/octet-stream`` with no
+``transfer-syntax`` means uncompressed (its default, PS3.18 Table 8.7.3-5).
+
+``transfer-syntax=*`` lets the server choose (PS3.18 8.7.3.5.2): the frames go out as stored,
+whatever media type it is named with. Slim (``dicom-microscopy-viewer``) asks for
+``type="application/octet-stream"; transfer-syntax=*`` and finds the codec from the bytes, as
+Orthanc's and Google's servers expect. Each part is labelled with the transfer syntax it really
+has: with the stored syntax's own media type (``image/jpeg``) when the client accepts that too,
+else with the media type it named (``application/octet-stream; transfer-syntax=...4.50``)."""
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 
@@ -96,22 +104,39 @@ def _media_fits(accepted: str, media: str) -> bool:
     return accepted == media
 
 
+def _takes(entry: Accepted, offer: Offer) -> bool:
+    """Tell whether one ``Accept`` entry accepts an offer (its media type and syntax)."""
+    if not _media_fits(entry.media_type, offer.media_type):
+        return False
+    syntax = entry.syntax
+    if syntax is None and entry.media_type in DEFAULT_SYNTAX:
+        syntax = DEFAULT_SYNTAX[entry.media_type]
+    return syntax in (None, "*") or syntax == offer.syntax
+
+
+@functools.lru_cache(maxsize=256)
 def negotiate_frames(accept: str, stored: UID) -> Offer:
-    """Return what frames stored in ``stored`` are sent as, for an ``Accept`` header."""
-    offers = [Offer(MEDIA_OF_SYNTAX[stored], stored)]
+    """Return what frames stored in ``stored`` are sent as, for an ``Accept`` header.
+
+    Kept for the few headers a server sees (a viewer sends the same one for every frame);
+    a header it cannot meet raises every time.
+    """
+    as_stored = Offer(MEDIA_OF_SYNTAX[stored], stored)
+    offers = [as_stored]
     if stored != ExplicitVRLittleEndian:
         offers.append(Offer(OCTET_STREAM, ExplicitVRLittleEndian))
     if not accept.strip():
-        return offers[0]
+        return as_stored
     entries = parse_accept(accept)
     for entry in entries:
+        if entry.syntax == "*" and entry.media_type == OCTET_STREAM:
+            # Any syntax the server likes: the stored bytes, under the media type of their own
+            # syntax if the client takes it, else under the one it named (PS3.18 8.7.3.5.2).
+            if any(_takes(other, as_stored) for other in entries):
+                return as_stored
+            return Offer(OCTET_STREAM, stored)
         for offer in offers:
-            if not _media_fits(entry.media_type, offer.media_type):
-                continue
-            syntax = entry.syntax
-            if syntax is None and entry.media_type in DEFAULT_SYNTAX:
-                syntax = DEFAULT_SYNTAX[entry.media_type]
-            if syntax in (None, "*") or syntax == offer.syntax:
+            if _takes(entry, offer):
                 return offer
     wanted = ", ".join(sorted({f"{e.media_type} {e.syntax or ''}".strip() for e in entries}))
     wanted = wanted or "nothing (every type has q=0)"

@@ -113,9 +113,13 @@ class DicomWebService:
 
     # -- series -------------------------------------------------------------------------------
 
-    async def series_of(self, slide_id: str, audience: Audience) -> VirtualSeries:
-        """Return the virtual series of one slide as ``audience`` sees it."""
-        view = await self.tiles.view(slide_id)
+    async def series_of(
+        self, slide_id: str, audience: Audience, view: SlideView | None = None
+    ) -> VirtualSeries:
+        """Return the virtual series of one slide as ``audience`` sees it (``view``: the
+        slide's view, when the caller has it already)."""
+        if view is None:
+            view = await self.tiles.view(slide_id)
         key = (slide_id, view.fingerprint, audience.deidentified)
         known = self._series.get(key)
         if known is not None:
@@ -248,7 +252,7 @@ class DicomWebService:
         if series is not None:
             known = await self._known_series(audience, study, series)
             if known is not None:
-                return [known]
+                return [known[0]]
         found = [
             s
             for s in await self._all_series(audience, Query())
@@ -260,8 +264,9 @@ class DicomWebService:
 
     async def _known_series(
         self, audience: Audience, study: str, series: str
-    ) -> VirtualSeries | None:
-        """The series of a slide seen before under these UIDs, if it still has them."""
+    ) -> tuple[VirtualSeries, SlideView] | None:
+        """The series of a slide seen before under these UIDs, if it still has them, and the
+        slide's view."""
         slide_id = self._where.get((study, series, audience.deidentified))
         if slide_id is None:
             return None
@@ -269,24 +274,34 @@ class DicomWebService:
             view = await self.tiles.view(slide_id)
             if view.record.status != "ok" or not audience.may_see(view.record):
                 return None
-            item = await self.series_of(slide_id, audience)
+            item = await self.series_of(slide_id, audience, view)
         except SlideServerError:
             return None
-        return item if (item.study_uid, item.series_uid) == (study, series) else None
+        if (item.study_uid, item.series_uid) != (study, series):
+            return None
+        return item, view
 
     async def instance(
         self, audience: Audience, study: str, series: str, uid: str
     ) -> tuple[VirtualSeries, VirtualInstance]:
         """Return one instance and its series; 404 when the caller may not see it."""
+        item, instance, _ = await self._instance_and_view(audience, study, series, uid)
+        return item, instance
+
+    async def _instance_and_view(
+        self, audience: Audience, study: str, series: str, uid: str
+    ) -> tuple[VirtualSeries, VirtualInstance, SlideView]:
+        """:meth:`instance`, with the slide's view: frame requests need all three, and a
+        series seen before costs dictionary lookups only (no catalog search, one view)."""
         known = await self._known_series(audience, study, series)
         if known is not None:
-            instance = known.instance(uid)
+            instance = known[0].instance(uid)
             if instance is not None:
-                return known, instance
+                return known[0], instance, known[1]
         for item in await self.locate(audience, study, series):
             instance = item.instance(uid)
             if instance is not None:
-                return item, instance
+                return item, instance, await self.tiles.view(item.slide_id)
         raise StudyNotFound("no such instance")
 
     async def metadata(
@@ -309,10 +324,9 @@ class DicomWebService:
         self, audience: Audience, study: str, series: str, uid: str, numbers: str, accept: str
     ) -> Frames:
         """Return frames of an instance as the ``Accept`` header asks (stored bytes if it may)."""
-        item, instance = await self.instance(audience, study, series, uid)
+        item, instance, view = await self._instance_and_view(audience, study, series, uid)
         wanted = framing.parse_frame_list(numbers, instance.frame_count)
         offer = framing.negotiate_frames(accept, instance.stored_syntax)
-        view = await self.tiles.view(item.slide_id)
         data: list[bytes | None] = [None] * len(wanted)
         if offer.syntax == JPEGBaseline8Bit and instance.level is not None:
             for index, number in enumerate(wanted):

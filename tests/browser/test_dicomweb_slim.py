@@ -25,6 +25,7 @@ from PIL import Image
 from tests.browser.dmv_page import build_page
 from tests.live_server import live_server
 from tests.realworld import copy_slides
+from tests.test_dicomweb_api import parts
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -43,6 +44,8 @@ MIN_SLIDE_FRACTION = 0.2
 """The share of the canvas that must be stained tissue (both slides show mostly tissue)."""
 STAIN_CHROMA = 25
 """H&E and PAS tissue differs by more than this between its colour channels; glass does not."""
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+"""Both slides store JPEG tiles: the viewer asks for any syntax and gets them as stored."""
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +100,21 @@ def stained_fraction(png: bytes) -> float:
     return float(((alpha > 0) & (chroma > STAIN_CHROMA)).mean())
 
 
+def assert_frames_came_compressed(frames: list[tuple[int, str, str, int]]) -> None:
+    """The viewer asked for any transfer syntax and received the stored JPEG frames: each
+    answer it got is as long as the same request's answer here, whose parts are JPEG, labelled
+    with their syntax (uncompressed frames would be over ten times longer)."""
+    for _, url, accept, length in frames[:3]:
+        assert "transfer-syntax=*" in accept.replace('"', ""), accept
+        again = httpx.get(url, headers={"Accept": accept}, timeout=30)
+        assert length == len(again.content)
+        for label, body in parts(again):
+            assert label.replace('"', "") == (
+                f"application/octet-stream; transfer-syntax={JPEG_BASELINE}"
+            )
+            assert body[:3] == b"\xff\xd8\xff"
+
+
 @pytest.mark.parametrize("case", sorted(ACCESSION))
 def test_dicom_microscopy_viewer_shows_a_slide_over_dicomweb(
     chromium: Any, slides_server: str, dmv_dist: Path, tmp_path: Path, case: str
@@ -107,13 +125,15 @@ def test_dicom_microscopy_viewer_shows_a_slide_over_dicomweb(
     serve_page_from(context, base, dmv_dist)
     page = context.new_page()
     errors: list[str] = []
-    frames: list[tuple[int, str]] = []
+    frames: list[tuple[int, str, str, int]] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
 
     def on_response(resp: Any) -> None:
         if "/dicomweb/" in resp.url and "/frames/" in resp.url:
-            frames.append((resp.status, resp.url))
+            accept = resp.request.headers.get("accept", "")
+            length = int(resp.headers.get("content-length", "-1"))
+            frames.append((resp.status, resp.url, accept, length))
 
     context.on("response", on_response)
     try:
@@ -135,8 +155,9 @@ def test_dicom_microscopy_viewer_shows_a_slide_over_dicomweb(
             page.wait_for_timeout(POLL_MS)
         page.screenshot(path=str(tmp_path / "dicom-microscopy-viewer.png"))
         assert frames, f"the viewer requested no frames; console errors: {errors}"
-        assert all(status == 200 for status, _ in frames), frames
+        assert all(status == 200 for status, *_ in frames), frames
         assert fraction > MIN_SLIDE_FRACTION, f"canvas is {fraction:.0%} slide; console: {errors}"
         assert not errors
+        assert_frames_came_compressed(frames)
     finally:
         context.close()

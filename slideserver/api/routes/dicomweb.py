@@ -9,6 +9,9 @@ request names the case and patient it concerns, and frame reads are summarized l
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
@@ -25,6 +28,7 @@ from slideserver.dicom.virtual import VirtualSeries
 from slideserver.errors import BadRequest, NotAcceptable
 from slideserver.security import principal_of
 from slideserver.security.audit import note_subjects
+from slideserver.security.principals import Principal
 from slideserver.services.dicomweb import Audience, DicomWebService
 
 DICOM_JSON = "application/dicom+json"
@@ -32,7 +36,10 @@ PREFIX = "/dicomweb"
 STUDY = PREFIX + "/studies/{study}"
 SERIES = STUDY + "/series/{series}"
 INSTANCE = SERIES + "/instances/{instance}"
+FRAMES = INSTANCE + "/frames/{frames}"
 UID_MAX = 64
+UID = re.compile(r"[0-9.]{1,64}")
+"""What a UID in a path may be: digits and dots, at most 64 (checked on every frame request)."""
 
 
 # -- the description (docs/architecture.md, "The API description") --
@@ -104,7 +111,7 @@ def _audience(request: Request) -> Audience:
 
 def _uid(request: Request, name: str) -> str:
     value = str(request.path_params[name])
-    if not value or len(value) > UID_MAX or not all(c.isdigit() or c == "." for c in value):
+    if UID.fullmatch(value) is None:
         raise BadRequest(f"{name} must be a DICOM UID (digits and dots, at most 64)")
     return value
 
@@ -117,15 +124,16 @@ def _note(request: Request, series: Sequence[VirtualSeries]) -> None:
             return
 
 
-def _count_pixels(request: Request, series: VirtualSeries) -> None:
+def _count_pixels(request: Request, principal: Principal | None, series: VirtualSeries) -> None:
     """Summarize a pixel read in the audit trail like a tile read (no I/O)."""
     security = request.app.state.security
     audit = security.audit
     if audit is None:
         return
-    client = request.client.host[:100] if request.client else None
+    client = request.scope.get("client")
+    host = str(client[0])[:100] if client else None
     subjects = security.known_subjects(series.slide_id) or (series.accession, series.patient_id)
-    audit.tile_read(principal_of(request), series.slide_id, client, subjects)
+    audit.tile_read(principal, series.slide_id, host, subjects)
 
 
 def dicom_json(body: object) -> JSONResponse:
@@ -254,11 +262,21 @@ async def instance_metadata(request: Request) -> Response:
 # -- WADO-RS bulk data ---------------------------------------------------------------------------
 
 
+_BOUNDARY_PREFIX = os.urandom(8).hex()
+_BOUNDARY_COUNTER = itertools.count()
+
+
+def _boundary() -> str:
+    """A multipart boundary no body holds: a random prefix, secret to this process, and a
+    counter (``uuid4`` reads the kernel's random source on every call, as much as a frame)."""
+    return f"{_BOUNDARY_PREFIX}{next(_BOUNDARY_COUNTER) & 0xFFFFFFFFFFFF:012x}"
+
+
 def multipart(parts: Sequence[bytes], part_type: str) -> Response:
     """Return ``parts`` as one ``multipart/related`` body (RFC 2387, PS3.18 8.7.3.4)."""
-    boundary = uuid.uuid4().hex
+    boundary = _boundary()
     head = f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode()
-    body = b"".join(head + part + b"\r\n" for part in parts) + f"--{boundary}--\r\n".encode()
+    body = head + (b"\r\n" + head).join(parts) + f"\r\n--{boundary}--\r\n".encode()
     media = part_type.split(";")[0]
     content_type = f'multipart/related; type="{media}"; boundary={boundary}'
     return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
@@ -271,7 +289,8 @@ def multipart(parts: Sequence[bytes], part_type: str) -> Response:
     replies={
         200: Reply(
             'The frames, one part each: multipart/related; type="image/jpeg" as stored, or '
-            'type="application/octet-stream" uncompressed, as Accept asks',
+            'type="application/octet-stream" uncompressed, as Accept asks; with '
+            "transfer-syntax=* the stored bytes, each part labelled with its transfer syntax",
             {"multipart/related": BINARY},
             NO_STORE_HEADER,
         )
@@ -279,15 +298,16 @@ def multipart(parts: Sequence[bytes], part_type: str) -> Response:
     errors=READ_ERRORS,
 )
 async def frames(request: Request) -> Response:
+    principal = principal_of(request)
     answer = await dicomweb_of(request).frames(
-        _audience(request),
+        Audience.of(principal),
         _uid(request, "study"),
         _uid(request, "series"),
         _uid(request, "instance"),
         str(request.path_params["frames"]),
         request.headers.get("accept", ""),
     )
-    _count_pixels(request, answer.series)
+    _count_pixels(request, principal, answer.series)
     return multipart(answer.data, answer.offer.content_type)
 
 
@@ -493,7 +513,7 @@ def routes() -> list[Route]:
         Route(SERIES, series, methods=get),
         Route(STUDY, study, methods=get),  # the same path's POST is STOW-RS (dicomweb_store.py)
         Route(INSTANCE, instance, methods=get),
-        Route(INSTANCE + "/frames/{frames}", frames, methods=get),
+        Route(FRAMES, frames, methods=get),  # also answered by api/frames_lane.py
         Route(INSTANCE + "/rendered", rendered, methods=get),
         Route(INSTANCE + "/thumbnail", thumbnail, methods=get),
     ]
