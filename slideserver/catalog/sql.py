@@ -32,7 +32,13 @@ from slideserver.catalog.rules import FilenameRules
 from slideserver.catalog.scanner import Progress, Scanner, ScanReport
 from slideserver.catalog.schema import conflicts, link_events
 from slideserver.catalog.store import cases, ehr_state, slides
-from slideserver.db.engine import check_free_space, default_database_url, make_engine, writer
+from slideserver.db.engine import (
+    check_free_space,
+    default_database_url,
+    make_engine,
+    single_statement_reads,
+    writer,
+)
 from slideserver.db.errors import READ_ONLY, DatabaseReadOnly
 from slideserver.errors import BackendUnavailable
 from slideserver.readers.registry import ReaderRegistry
@@ -77,6 +83,7 @@ class SqlCatalog:
         self._root_names = [str(r) for r in self.roots]
         self.engine: Engine = make_engine(url)
         self.writer: Engine = writer(self.engine)
+        self._one_read: Engine = single_statement_reads(self.engine)
         self.rules = rules or FilenameRules()
         self.scanner = Scanner(self.writer, self.roots, registry, self.rules, scan_threads)
         self._scan_lock = threading.Lock()
@@ -86,8 +93,8 @@ class SqlCatalog:
     # -- Catalog --
 
     def get(self, slide_id: str) -> SlideRecord | None:
-        """Return the slide with that ID, or ``None``."""
-        with self.engine.connect() as conn:
+        """Return the slide with that ID, or ``None`` (one statement: asked for by every view)."""
+        with self._one_read.connect() as conn:
             return slides.get(conn, self.roots, slide_id)
 
     def get_many(self, slide_ids: Sequence[str]) -> list[SlideRecord]:
