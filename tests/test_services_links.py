@@ -87,6 +87,24 @@ def test_view_a_case_with_its_scanned_slides(links: LinkService) -> None:
     assert found.case.expected_barcodes == ("S24-01234-A2-1",)
 
 
+def test_opening_a_case_takes_one_database_connection(catalog: Any, links: LinkService) -> None:
+    """Case, slide records and the LIS flag come from one check-out (each costs round trips)."""
+    from sqlalchemy import event
+
+    run(lambda: links.apply_order(parse_case_order(json.loads(ORDER)), ORDER))
+    checkouts: list[object] = []
+    listener = partial(lambda seen, *_: seen.append(1), checkouts)
+    event.listen(catalog.engine, "engine_connect", listener)
+    try:
+        linked = run(lambda: links.case_with_slides("S24-01234"))
+        unlinked = run(lambda: links.case_with_slides("S24-99999"))
+    finally:
+        event.remove(catalog.engine, "engine_connect", listener)
+    assert linked is not None and linked.linked and len(linked.records) == 1
+    assert unlinked is None
+    assert len(checkouts) == 2
+
+
 def test_an_unknown_case_is_none(links: LinkService) -> None:
     assert run(lambda: links.case_with_slides("S24-99999")) is None
     assert run(lambda: links.case("S24-99999")) is None

@@ -60,6 +60,7 @@ from slideserver.services.iiif import IIIFService
 from slideserver.services.links import LinkService, accession_policy
 from slideserver.services.mllp_intake import MllpIntake
 from slideserver.services.reports import open_reports
+from slideserver.services.single_flight import SingleFlight
 from slideserver.services.tiles import TileService
 from slideserver.settings import Settings
 
@@ -226,6 +227,7 @@ def create_app(
         log.info("catalog ready: %d slides indexed or changed", count)
         security.locate = functools.partial(slide_location, catalog)
         security.subjects_of = functools.partial(slide_subjects, catalog)
+        security.coalesce = SingleFlight().run  # issue 15: one session/slide check at a time
         handles = HandlePool(registry, settings.roots, settings.handle_pool_size)
         cache = build_cache(settings)
         service = TileService(settings, catalog, handles, cache)

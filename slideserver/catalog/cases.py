@@ -206,6 +206,9 @@ class LinkStore(Protocol):
     def get_many(self, slide_ids: Sequence[str]) -> list[SlideRecord]:
         """Return the slide records of a case's slides, in path order; unknown IDs left out."""
 
+    def case_with_slides(self, accession: str) -> tuple[CaseView, list[SlideRecord], bool] | None:
+        """The case, its slides' records and whether the LIS sent it, read together."""
+
     def cases_of_patient(self, identifier: str) -> list[CaseView]:
         """Return every case of the patient with that MRN."""
 

@@ -32,7 +32,13 @@ from slideserver.catalog.rules import FilenameRules
 from slideserver.catalog.scanner import Progress, Scanner, ScanReport
 from slideserver.catalog.schema import conflicts, link_events
 from slideserver.catalog.store import cases, ehr_state, slides
-from slideserver.db.engine import check_free_space, default_database_url, make_engine, writer
+from slideserver.db.engine import (
+    check_free_space,
+    default_database_url,
+    make_engine,
+    single_statement_reads,
+    writer,
+)
 from slideserver.db.errors import READ_ONLY, DatabaseReadOnly
 from slideserver.errors import BackendUnavailable
 from slideserver.readers.registry import ReaderRegistry
@@ -77,6 +83,7 @@ class SqlCatalog:
         self._root_names = [str(r) for r in self.roots]
         self.engine: Engine = make_engine(url)
         self.writer: Engine = writer(self.engine)
+        self._one_read: Engine = single_statement_reads(self.engine)
         self.rules = rules or FilenameRules()
         self.scanner = Scanner(self.writer, self.roots, registry, self.rules, scan_threads)
         self._scan_lock = threading.Lock()
@@ -86,8 +93,8 @@ class SqlCatalog:
     # -- Catalog --
 
     def get(self, slide_id: str) -> SlideRecord | None:
-        """Return the slide with that ID, or ``None``."""
-        with self.engine.connect() as conn:
+        """Return the slide with that ID, or ``None`` (one statement: asked for by every view)."""
+        with self._one_read.connect() as conn:
             return slides.get(conn, self.roots, slide_id)
 
     def get_many(self, slide_ids: Sequence[str]) -> list[SlideRecord]:
@@ -186,6 +193,19 @@ class SqlCatalog:
         """Tell whether the LIS sent a case with that accession number."""
         with self.engine.connect() as conn:
             return cases.has_case(conn, accession)
+
+    def case_with_slides(self, accession: str) -> tuple[CaseView, list[SlideRecord], bool] | None:
+        """The case, its slides' records and whether the LIS sent it: one connection.
+
+        What opening a case asks for; separate calls cost a connection check-out each (a ping
+        and a rollback: round trips that a busy database server makes slow).
+        """
+        with self.engine.connect() as conn:
+            found = cases.get_case_linked(conn, self._root_names, accession)
+            if found is None:
+                return None
+            case, linked = found
+            return case, slides.get_many(conn, self.roots, [v.id for v in case.slides]), linked
 
     def cases_of_patient(self, identifier: str) -> list[CaseView]:
         """Return every case of the patient with that MRN."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from anyio.to_thread import run_sync
@@ -34,6 +34,20 @@ SUBJECTS_TTL = 10.0
 """Seconds a slide's case and patient are trusted for audit rows: a slide relinked to another
 case is recorded under the new one at most this long after (one catalog query per slide and
 this time, not one per tile)."""
+
+
+T = TypeVar("T")
+
+
+class Coalesce(Protocol):
+    """Runs ``compute`` once for the concurrent callers of one ``key`` (a single flight)."""
+
+    async def __call__(self, key: str, compute: Callable[[], Awaitable[T]]) -> T: ...
+
+
+async def _alone(key: str, compute: Callable[[], Awaitable[T]]) -> T:
+    """No coalescing: every caller computes (until the app hands its single flight)."""
+    return await compute()
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,10 @@ class Security:
         """The case (accession) and patient (MRN) a slide is linked to, for audit rows: set by
         whoever opens the catalog (the app's lifespan). Blocking; called in a worker thread."""
         self._subjects: dict[str, tuple[float, SlideSubjects]] = {}
+        self.coalesce: Coalesce = _alone
+        """Shares one database check among concurrent requests needing the same one (a viewer
+        asks for six tiles at once; each would check its expired session): the app's single
+        flight, set by its lifespan."""
 
     # -- lifecycle --
 
@@ -136,9 +154,12 @@ class Security:
         sessions = self.sessions
         if sessions is None or principal.session_id is None:
             return False
-        live = sessions.cached(principal.session_id)
+        session_id = principal.session_id
+        live = sessions.cached(session_id)
         if live is None:
-            live = await run_sync(sessions.is_live, principal.session_id)
+            live = await self.coalesce(
+                "session:" + session_id, lambda: run_sync(sessions.is_live, session_id)
+            )
         return live
 
     async def authenticate_bearer(
@@ -173,7 +194,9 @@ class Security:
         """Tell whether a collection-limited principal may see ``slide_id``."""
         entry = self._locations.get(slide_id)
         if entry is None or entry[0] < time.monotonic():
-            location = await run_sync(self.locate, slide_id)
+            location = await self.coalesce(
+                "location:" + slide_id, lambda: run_sync(self.locate, slide_id)
+            )
             if len(self._locations) >= LOCATION_CACHE:
                 self._locations.clear()
             self._locations[slide_id] = (time.monotonic() + LOCATION_TTL, location)
@@ -199,7 +222,10 @@ class Security:
         known = self.known_subjects(slide_id)
         if known is not None:
             return known
-        subjects = await run_sync(self.subjects_of, slide_id) or NO_SUBJECTS
+        found = await self.coalesce(
+            "subjects:" + slide_id, lambda: run_sync(self.subjects_of, slide_id)
+        )
+        subjects = found or NO_SUBJECTS
         if len(self._subjects) >= LOCATION_CACHE:
             self._subjects.clear()
         self._subjects[slide_id] = (time.monotonic() + SUBJECTS_TTL, subjects)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, insert, select, update
 
+from slideserver.db.engine import single_statement_reads
 from slideserver.errors import BackendUnavailable
 from slideserver.security.principals import Principal
 from slideserver.security.schema import api_tokens, sessions
@@ -49,6 +50,7 @@ class SessionStore:
     ) -> None:
         self.engine = engine
         self.writer = writer
+        self._check = single_statement_reads(engine)
         self.check_ttl = check_ttl
         self.outage_grace = outage_grace
         """Seconds a session checked live before the database became unreachable stays live
@@ -103,7 +105,7 @@ class SessionStore:
             .where(sessions.c.id_hash == digest)
         )
         try:
-            with self.engine.connect() as conn:
+            with self._check.connect() as conn:
                 row = conn.execute(query).first()
         except BackendUnavailable:
             if self._live_before_outage(digest):

@@ -137,13 +137,8 @@ class LinkService:
 
     async def case_with_slides(self, accession: str) -> CaseSlides | None:
         """Return the case with its slides' records and whether the LIS sent it."""
-        store = self.store()
-        case = await run_sync(store.get_case, accession)
-        if case is None:
-            return None
-        records = await run_sync(store.get_many, [v.id for v in case.slides])
-        linked = await run_sync(store.has_case, accession)
-        return CaseSlides(case, records, linked)
+        found = await run_sync(self.store().case_with_slides, accession)
+        return None if found is None else CaseSlides(*found)
 
     async def cases_of_patient(self, identifier: str) -> list[CaseView]:
         """Return every case of the patient with that MRN."""

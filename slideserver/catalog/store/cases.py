@@ -442,13 +442,22 @@ _SLIDE_COLUMNS = (
 
 def get_case(conn: Connection, roots: list[str], accession: str) -> CaseView | None:
     """Return the case as the LIS sent it with its scans; else as the files alone describe it."""
+    found = get_case_linked(conn, roots, accession)
+    return None if found is None else found[0]
+
+
+def get_case_linked(
+    conn: Connection, roots: list[str], accession: str
+) -> tuple[CaseView, bool] | None:
+    """Return the case and whether the LIS sent it (else the files alone describe it)."""
     accession = accession.strip().upper()
     case = conn.execute(
         select(cases).where(cases.c.accession == accession).order_by(cases.c.id)
     ).first()
     if case is None:
-        return _evidence_case(conn, roots, accession)
-    return _case_view(conn, roots, case)
+        view = _evidence_case(conn, roots, accession)
+        return None if view is None else (view, False)
+    return _case_view(conn, roots, case), True
 
 
 def has_case(conn: Connection, accession: str) -> bool:
