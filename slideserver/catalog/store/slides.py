@@ -254,6 +254,40 @@ def filters(query: SlideQuery) -> list[ColumnElement[bool]]:
     scanned_to = query.scanned_to
     if scanned_to:
         where.append(scans.c.scanned_at <= _as_datetime("scanned_to", scanned_to, end=True))
+    where += _dicom_uid_filters(query)
+    return where
+
+
+def _dicom_uid_filters(query: SlideQuery) -> list[ColumnElement[bool]]:
+    """Study and series UIDs, on indexed columns (:mod:`slideserver.catalog.dicom_uids`).
+
+    A clinical study is the file's own, the numbered case's, or the scan's while in no such case;
+    the conditions stay on ``scans`` columns (the case's through ``glass_slide_id``), so each
+    can use its index.
+    """
+    where: list[ColumnElement[bool]] = []
+    series, studies = list(query.series_uids), list(query.study_uids)
+    if query.deidentified_uids:
+        if series:
+            where.append(scans.c.research_series_uid.in_(series))
+        if studies:
+            where.append(scans.c.research_study_uid.in_(studies))
+        return where
+    if series:
+        where.append(or_(scans.c.dicom_series_uid.in_(series), scans.c.ev_series_uid.in_(series)))
+    if studies:
+        of_cases = (
+            select(glass_slides.c.id)
+            .join(cases, cases.c.id == glass_slides.c.case_id)
+            .where(cases.c.dicom_study_uid.in_(studies))
+        )
+        where.append(
+            or_(
+                scans.c.dicom_study_uid.in_(studies),
+                scans.c.ev_study_uid.in_(studies),
+                scans.c.glass_slide_id.in_(of_cases),
+            )
+        )
     return where
 
 
