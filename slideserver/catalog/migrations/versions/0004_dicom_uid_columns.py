@@ -38,8 +38,6 @@ def upgrade() -> None:
         for name in SCAN_UIDS:
             column = sa.Column(name, sa.String(length=64), comment=SCAN_COMMENTS.get(name))
             batch_op.add_column(column)
-        for name in (*SCAN_UIDS, "ev_study_uid", "ev_series_uid"):
-            batch_op.create_index(batch_op.f(f"ix_scans_{name}"), [name], unique=False)
     with op.batch_alter_table("cases", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -49,9 +47,14 @@ def upgrade() -> None:
                 comment="DICOMweb study of its slides",
             )
         )
-        batch_op.create_index(batch_op.f("ix_cases_dicom_study_uid"), ["dicom_study_uid"])
     fill_scans(op.get_bind())
     fill_cases(op.get_bind())
+    # indexed once filled: building an index is cheaper than keeping it through the updates
+    with op.batch_alter_table("scans", schema=None) as batch_op:
+        for name in (*SCAN_UIDS, "ev_study_uid", "ev_series_uid"):
+            batch_op.create_index(batch_op.f(f"ix_scans_{name}"), [name], unique=False)
+    with op.batch_alter_table("cases", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_cases_dicom_study_uid"), ["dicom_study_uid"])
 
 
 def fill_scans(conn: sa.Connection) -> None:
