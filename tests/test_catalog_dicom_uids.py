@@ -304,3 +304,20 @@ def test_metadata_of_a_series_not_seen_before_builds_only_that_series(
     response = client.get(f"/dicomweb/studies/{study}/series/{series}/metadata")
     assert response.status_code == 200
     assert len(set(built)) == 1
+
+
+def test_a_researcher_finds_a_series_and_its_study_by_their_research_uids(
+    secure_env: Any,
+) -> None:
+    client, tokens = secure_env
+    headers = {"Authorization": f"Bearer {tokens['researcher']}"}
+    every = client.get("/dicomweb/series", headers=headers).json()
+    assert len(every) > 1
+    target = every[0]
+    study, series = value(target, "0020000D"), value(target, "0020000E")
+    by_series = client.get(
+        "/dicomweb/series", headers=headers, params={"SeriesInstanceUID": series}
+    ).json()
+    assert [value(s, "0020000E") for s in by_series] == [series]
+    in_study = client.get(f"/dicomweb/studies/{study}/series", headers=headers).json()
+    assert [value(s, "0020000E") for s in in_study] == [series]
