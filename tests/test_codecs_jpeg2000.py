@@ -66,6 +66,12 @@ def test_the_relabelled_codestream_differs_by_the_transform_flag_only() -> None:
     assert main_header(relabelled) == replace(header, mct=1)
 
 
+def test_a_padding_byte_after_the_end_of_codestream_is_kept_and_allowed() -> None:
+    padded = ycbcr_codestream() + b"\x00"  # as a DICOM fragment of odd length carries it
+    relabelled = ycbcr_as_ict(padded, SIDE, SIDE)
+    assert relabelled is not None and relabelled.endswith(b"\xff\xd9\x00")
+
+
 def test_the_relabelled_codestream_decodes_to_the_rgb_pixels() -> None:
     relabelled = ycbcr_as_ict(ycbcr_codestream(), SIDE, SIDE)
     assert relabelled is not None

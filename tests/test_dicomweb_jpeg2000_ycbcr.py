@@ -5,6 +5,8 @@ transform off. DICOM has no WSI label for that (``YBR_FULL`` is outside the WSI 
 the same coded data with the transform flag on is an exact ``YBR_ICT`` codestream: the frames are
 the stored codestreams with that one byte set, and they decode to OpenSlide's pixels. A level whose
 codestreams cannot be relabelled exactly (the reversible wavelet here) is offered uncompressed.
+A DICOM file of such codestreams, labelled ``YBR_FULL`` (as wsidicomizer writes them), goes out
+relabelled the same way.
 The files are written by the test with tifffile and OpenJPEG (imagecodecs), as Aperio lays them out.
 """
 
@@ -15,12 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import imagecodecs
 import numpy as np
 import openslide
 import pydicom
 import pytest
 import tifffile
 from PIL import Image
+from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian
 from starlette.testclient import TestClient
 from wsidicom import WsiDicom
@@ -29,11 +33,13 @@ from slideserver.api.app import create_app
 from slideserver.codecs.jpeg2000 import main_header
 from slideserver.samples.tiff import AperioInfo, aperio_description
 from slideserver.settings import Settings
+from tests.dicom_wsi import LEVELS, write_slide
+from tests.dicom_wsi import WIDTH as DICOM_WIDTH
 from tests.test_dicomweb_api import parts, value
-from tests.test_dicomweb_jpeg2000 import gradient, stored_tile
+from tests.test_dicomweb_jpeg2000 import gradient, stored_frame, stored_tile
 
 WIDTH, HEIGHT, TILE = 1024, 768, 256
-LOSSLESS_WIDTH = 512
+LOSSLESS_WIDTH = 768
 
 
 def write_ycbcr_svs(path: Path, *, reversible: bool = False, width: int = WIDTH) -> Path:
@@ -64,12 +70,50 @@ def write_ycbcr_svs(path: Path, *, reversible: bool = False, width: int = WIDTH)
 def svs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("j2k-ycc")
     (root / "lossless").mkdir()
-    write_ycbcr_svs(root / "lossless" / "S24-09101_A1_HE.svs", reversible=True, width=512)
+    write_ycbcr_svs(root / "lossless" / "S24-09101_A1_HE.svs", reversible=True, width=768)
     return write_ycbcr_svs(root / "S24-09100_A1_HE.svs")
 
 
+def write_ycbcr_dicom(folder: Path) -> list[np.ndarray[Any, np.dtype[np.uint8]]]:
+    """The sample DICOM WSI series with its pyramid's frames JPEG 2000 coded from YCbCr samples
+    with the transform off, labelled ``YBR_FULL`` (as wsidicomizer converts Aperio 33003);
+    return level 0's frames as they were before coding."""
+    write_slide(folder)
+    originals = []
+    for index, name in enumerate(LEVELS):
+        path = folder / name
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array.reshape(-1, int(ds.Rows), int(ds.Columns), 3)
+        if index == 0:
+            originals = list(pixels)
+        frames = [
+            bytes(
+                imagecodecs.jpeg2k_encode(
+                    np.asarray(Image.fromarray(f).convert("YCbCr")),
+                    level=80,
+                    codecformat="J2K",
+                    mct=False,
+                    reversible=False,
+                )
+            )
+            for f in pixels
+        ]
+        ds.PixelData = encapsulate(frames)
+        ds.file_meta.TransferSyntaxUID = JPEG2000
+        ds.PhotometricInterpretation = "YBR_FULL"
+        ds.LossyImageCompression = "01"
+        ds.LossyImageCompressionMethod = "ISO_15444_1"
+        ds.save_as(path, enforce_file_format=True)
+    return originals
+
+
 @pytest.fixture(scope="module")
-def client(svs: Path) -> Iterator[TestClient]:
+def dicom_originals(svs: Path) -> list[np.ndarray[Any, np.dtype[np.uint8]]]:
+    return write_ycbcr_dicom(svs.parent / "S24-09102_A1_HE")
+
+
+@pytest.fixture(scope="module")
+def client(svs: Path, dicom_originals: list[Any]) -> Iterator[TestClient]:
     db = svs.parent.parent / f"{svs.parent.name}.sqlite"
     app = create_app(Settings(roots=(svs.parent,), database_url=f"sqlite:///{db}"))
     with TestClient(app, raise_server_exceptions=False) as test_client:
@@ -153,3 +197,20 @@ def test_a_level_that_cannot_be_relabelled_exactly_is_offered_uncompressed(
     frame = np.frombuffer(body, np.uint8).reshape(TILE, TILE, 3).astype(int)
     lossless = openslide_level(svs.parent / "lossless" / "S24-09101_A1_HE.svs")
     assert np.abs(frame - lossless[:TILE, TILE : 2 * TILE]).mean() < 1
+
+
+def test_ybr_full_jpeg2000_dicom_frames_go_out_relabelled_as_ict(
+    client: TestClient, svs: Path, dicom_originals: list[np.ndarray[Any, np.dtype[np.uint8]]]
+) -> None:
+    url, item = level_zero(client, DICOM_WIDTH)
+    assert item["00083002"]["Value"] == [JPEG2000, ExplicitVRLittleEndian]
+    accept = f'multipart/related; type="image/jp2"; transfer-syntax={JPEG2000}'
+    ((_, frame),) = parts(client.get(f"{url}/frames/2", headers={"Accept": accept}))
+    stored = stored_frame(svs.parent / "S24-09102_A1_HE" / LEVELS[0], 1)
+    header = main_header(stored)
+    assert header is not None and header.mct == 0
+    assert frame == stored[: header.mct_offset] + b"\x01" + stored[header.mct_offset + 1 :]
+    ds = pydicom.dcmread(io.BytesIO(client.get(url).content))
+    assert ds.PhotometricInterpretation == "YBR_ICT"
+    decoded = ds.pixel_array.astype(int)
+    assert np.abs(decoded - np.stack(dicom_originals).astype(int)).mean() < 1.5

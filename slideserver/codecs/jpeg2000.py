@@ -114,12 +114,13 @@ def _siz(body: bytes) -> tuple[int, int, int, tuple[Component, ...]] | None:
 
 def tile_parts_restyle(codestream: bytes) -> bool | None:
     """Whether a tile-part header carries its own COD or COC (which could undo the main
-    header's flag); ``None`` when the tile-parts cannot be walked."""
+    header's flag); ``None`` when the tile-parts cannot be walked. What follows EOC (a DICOM
+    fragment's padding byte) is ignored."""
     position = codestream.find(b"\xff\x90")
-    while position >= 0 and position + 12 <= len(codestream):
-        if codestream[position : position + 2] == b"\xff\xd9":
+    while position >= 0:
+        if position >= len(codestream) or codestream[position : position + 2] == b"\xff\xd9":
             return False
-        if codestream[position : position + 2] != b"\xff\x90":
+        if position + 12 > len(codestream) or codestream[position : position + 2] != b"\xff\x90":
             return None
         tile_part_length = int.from_bytes(codestream[position + 6 : position + 10], "big")
         header = position + 12  # after SOT (marker, Lsot 10: Isot, Psot, TPsot, TNsot)
@@ -135,7 +136,7 @@ def tile_parts_restyle(codestream: bytes) -> bool | None:
         if tile_part_length == 0:  # the last tile-part runs to EOC
             return False
         position += tile_part_length
-    return False if position >= len(codestream) - 2 else None
+    return None
 
 
 def ycbcr_as_ict(codestream: bytes, width: int, height: int) -> bytes | None:
