@@ -417,8 +417,13 @@ class Scanner:
                 )
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["root", "relpath"], set_=values
-                ).returning(scans.c.id)
-                row_id = int(conn.execute(stmt).scalar_one())
+                ).returning(scans.c.id, scans.c.slide_id)
+                stored = conn.execute(stmt).one()
+                row_id, stored_id = int(stored.id), str(stored.slide_id)
+                if stored_id != slide_id:  # a concurrent scan inserted the row: its slide ID
+                    conn.execute(
+                        update(scans).where(scans.c.id == row_id).values(**uids(stored_id))
+                    )
                 report.added += 1
         else:
             row_id = int(current.id)
