@@ -55,6 +55,10 @@ def upgrade() -> None:
             batch_op.create_index(batch_op.f(f"ix_scans_{name}"), [name], unique=False)
     with op.batch_alter_table("cases", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_cases_dicom_study_uid"), ["dicom_study_uid"])
+    # statistics for the planner, so searches by UID pick the new indexes (SQLite has none
+    # until ANALYZE runs; PostgreSQL would gather them later by itself)
+    op.execute("ANALYZE scans")
+    op.execute("ANALYZE cases")
 
 
 def fill_scans(conn: sa.Connection) -> None:
