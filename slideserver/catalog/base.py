@@ -62,6 +62,13 @@ class SlideQuery:
     """ISO date or date-time: scanned at or before (a bare date includes the whole day)."""
     sort: str = ""
     """``path`` (default), ``name``, ``scanned`` or ``indexed``; ``-`` prefix reverses."""
+    study_uids: tuple[str, ...] = ()
+    """DICOM Study Instance UIDs as DICOMweb serves them (any of them; a catalog that keeps no
+    UIDs may return more slides, never fewer)."""
+    series_uids: tuple[str, ...] = ()
+    """DICOM Series Instance UIDs, likewise."""
+    deidentified_uids: bool = False
+    """Match the UIDs of the de-identified view (researchers') instead of the clinical ones."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine, and_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from slideserver.catalog.dicom_uids import scan_columns
 from slideserver.catalog.discovery import (
     FoundSlide,
     content_hash,
@@ -313,6 +314,7 @@ class Scanner:
             {
                 **item.values,
                 **item.evidence,
+                **scan_columns(slide_id_from_hash(item.digest), item.evidence["ev_accession"]),
                 "slide_id": slide_id_from_hash(item.digest),
                 "root": str(item.found.root),
                 "relpath": item.found.relpath,
@@ -370,6 +372,10 @@ class Scanner:
         report: ScanReport,
     ) -> int:
         root, relpath = str(item.found.root), item.found.relpath
+
+        def uids(slide_id: str) -> dict[str, Any]:
+            return scan_columns(slide_id, item.evidence["ev_accession"])
+
         values = {
             **item.values,
             **item.evidence,
@@ -396,7 +402,7 @@ class Scanner:
                 conn.execute(
                     update(scans)
                     .where(scans.c.id == moved.id)
-                    .values(root=root, relpath=relpath, **values)
+                    .values(root=root, relpath=relpath, **values, **uids(moved.slide_id))
                 )
                 record_event(
                     conn, "move", "scan", slide_id=moved.slide_id, detail="file moved or renamed"
@@ -407,12 +413,17 @@ class Scanner:
             else:
                 slide_id = _free_slide_id(item.digest, relpath, same_hash, None)
                 stmt = dialect_insert(conn, scans).values(
-                    slide_id=slide_id, root=root, relpath=relpath, **values
+                    slide_id=slide_id, root=root, relpath=relpath, **values, **uids(slide_id)
                 )
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["root", "relpath"], set_=values
-                ).returning(scans.c.id)
-                row_id = int(conn.execute(stmt).scalar_one())
+                ).returning(scans.c.id, scans.c.slide_id)
+                stored = conn.execute(stmt).one()
+                row_id, stored_id = int(stored.id), str(stored.slide_id)
+                if stored_id != slide_id:  # a concurrent scan inserted the row: its slide ID
+                    conn.execute(
+                        update(scans).where(scans.c.id == row_id).values(**uids(stored_id))
+                    )
                 report.added += 1
         else:
             row_id = int(current.id)
@@ -420,7 +431,9 @@ class Scanner:
             if current.content_hash != item.digest:
                 slide_id = _free_slide_id(item.digest, relpath, same_hash, row_id)
             conn.execute(
-                update(scans).where(scans.c.id == row_id).values(slide_id=slide_id, **values)
+                update(scans)
+                .where(scans.c.id == row_id)
+                .values(slide_id=slide_id, **values, **uids(slide_id))
             )
             report.changed += 1
         if values["status"] == "unreadable":

@@ -79,6 +79,7 @@ cases = Table(
     Column("placer_issuer", String(64), nullable=False, default="", server_default=""),
     Column("filler", String(64), index=True, comment="filler order number (ORC-3)"),
     Column("filler_issuer", String(64), nullable=False, default="", server_default=""),
+    Column("dicom_study_uid", String(64), index=True, comment="DICOMweb study of its slides"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("accession", "issuer"),
@@ -156,8 +157,13 @@ scans = Table(
     Column("ev_patient_id", String(64), index=True, comment="PHI (DICOM PatientID)"),
     Column("ev_patient_name", String(200), comment="PHI (DICOM PatientName)"),
     Column("ev_patient_birth_date", String(10), comment="PHI (DICOM PatientBirthDate)"),
-    Column("ev_study_uid", String(128)),
-    Column("ev_series_uid", String(128)),
+    Column("ev_study_uid", String(128), index=True),
+    Column("ev_series_uid", String(128), index=True),
+    # DICOMweb's derived UIDs (slideserver.catalog.dicom_uids), so QIDO finds a slide by them.
+    Column("dicom_study_uid", String(64), index=True, comment="study while in no numbered case"),
+    Column("dicom_series_uid", String(64), index=True),
+    Column("research_study_uid", String(64), index=True, comment="de-identified view"),
+    Column("research_series_uid", String(64), index=True, comment="de-identified view"),
     UniqueConstraint("root", "relpath"),
 )
 Index("ix_scans_root_name", scans.c.root, scans.c.name)

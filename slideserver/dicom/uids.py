@@ -12,37 +12,42 @@ own), a series its slide ID (which changes when the file's content does), an ins
 ID and image (``level-N``, ``label``, ``overview``). Researchers' views use kinds of their own
 (``research-...``) derived from the slide ID only: their UIDs match none of the clinical ones and
 cannot be brute-forced back to an accession. DICOM slides keep the UIDs their files carry (see
-:mod:`slideserver.dicom.virtual`).
+:mod:`slideserver.dicom.virtual`). The derivation itself lives in
+:mod:`slideserver.catalog.dicom_uids`, which also keeps the study and series UIDs in indexed
+catalog columns for QIDO searches.
 """
 
 from __future__ import annotations
 
-import uuid
-
 from pydicom.uid import UID
 
-from slideserver.lis.fhir.ids import UID_NAMESPACE
+from slideserver.catalog import dicom_uids
+from slideserver.catalog.dicom_uids import UID_NAMESPACE, UID_ROOT
 
-UID_ROOT = "2.25"
-"""Every derived UID starts with this root (UUID-derived UIDs, PS3.5 B.2)."""
+__all__ = [
+    "UID_NAMESPACE",
+    "UID_ROOT",
+    "derived_uid",
+    "frame_of_reference_uid",
+    "instance_uid",
+    "series_uid",
+    "study_uid",
+]
 
 
 def derived_uid(kind: str, *identity: str, research: bool = False) -> UID:
     """Return the UID of ``kind`` (``study``, ``series``, ``instance``...) for ``identity``."""
-    name = f"{'research-' if research else ''}{kind}:{'/'.join(identity)}"
-    return UID(f"{UID_ROOT}.{uuid.uuid5(UID_NAMESPACE, name).int}")
+    return UID(dicom_uids.derived_uid(kind, *identity, research=research))
 
 
 def study_uid(slide_id: str, accession: str | None, *, research: bool = False) -> UID:
     """The study of a slide: its case when it has one (clinical views), else the slide itself."""
-    if accession and not research:
-        return derived_uid("study", accession)
-    return derived_uid("slide-study", slide_id, research=research)
+    return UID(dicom_uids.study_uid(slide_id, accession, research=research))
 
 
 def series_uid(slide_id: str, *, research: bool = False) -> UID:
     """One series per slide."""
-    return derived_uid("series", slide_id, research=research)
+    return UID(dicom_uids.series_uid(slide_id, research=research))
 
 
 def instance_uid(slide_id: str, image: str, *, research: bool = False) -> UID:

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from PIL import Image
 
+from slideserver.codecs.jpeg2000 import ycbcr_as_ict
 from slideserver.errors import (
     AssociatedImageNotFound,
     InvalidRegion,
@@ -80,8 +81,10 @@ _HEADER_TAGS = [
 _ASSOCIATED_FLAVORS = frozenset({"LABEL", "OVERVIEW", "THUMBNAIL"})
 """Image types (third value) other than VOLUME that belong to a slide and wsidicom reads."""
 _PASSTHROUGH_PHOTOMETRICS = frozenset({"YBR_FULL_422", "YBR_FULL", "RGB"})
-_JPEG2000_PHOTOMETRICS = frozenset({"RGB", "YBR_ICT", "YBR_RCT"})
-"""JPEG 2000 frames whose components are RGB, transformed by the codestream or not."""
+_JPEG2000_PHOTOMETRICS = frozenset({"RGB", "YBR_ICT", "YBR_RCT", "YBR_FULL"})
+"""JPEG 2000 frames whose components are RGB, transformed by the codestream or not, and
+``YBR_FULL`` frames (YCbCr components, transform off: wsidicomizer's Aperio 33003), handed out
+as ICT codestreams when that edit is exact (:func:`~slideserver.codecs.jpeg2000.ycbcr_as_ict`)."""
 _WHITE = (255, 255, 255)
 
 T = TypeVar("T")
@@ -413,14 +416,19 @@ class DicomReader(SlideReader):
             return None
         photometric = str(image_data.photometric_interpretation)
         if photometric not in _JPEG2000_PHOTOMETRICS or image_data.samples_per_pixel != 3:
-            return None  # components that are not RGB (YBR_FULL without a transform...)
+            return None  # components that are not RGB or YCbCr
         data = _guard(
             f"tile {t_col},{t_row} of level {level}",
             lambda: self._wsi.read_encoded_tile(
                 wsi_level.level, (t_col, t_row), crop_to_image_boundary=False
             ),
         )
-        return EncodedTile(bytes(data), "image/jp2", width=tile_w, height=tile_h)
+        codestream: bytes | None = bytes(data)
+        if photometric == "YBR_FULL":
+            codestream = ycbcr_as_ict(bytes(data), tile_w, tile_h)
+        if codestream is None:
+            return None
+        return EncodedTile(codestream, "image/jp2", width=tile_w, height=tile_h)
 
     def associated(self, name: str) -> Image.Image:
         if name not in self._info.associated:

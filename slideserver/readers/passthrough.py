@@ -18,13 +18,16 @@ from typing import Any
 import tifffile
 
 from slideserver.codecs import jpeg
+from slideserver.codecs.jpeg2000 import ycbcr_as_ict
 from slideserver.errors import SlideUnreadable, TileNotFound, TileUnreadable
 from slideserver.models import EncodedTile
 from slideserver.readers.tiff.metadata import all_pages
 from slideserver.readers.tiff.segments import ImageLayout, SegmentFile, image_layout
 
+APERIO_JPEG2000_YCBCR = 33003
+"""TIFF compression of Aperio's JPEG 2000 tiles of YCbCr samples (codestream transform off)."""
 APERIO_JPEG2000_RGB = 33005
-"""TIFF compression of Aperio's JPEG 2000 tiles with RGB components (33003: YCbCr, not sent)."""
+"""TIFF compression of Aperio's JPEG 2000 tiles with RGB components."""
 JPEG2000_CODESTREAM = b"\xff\x4f\xff\x51"
 """SOC then SIZ: a raw JPEG 2000 codestream (what Aperio stores, what DICOM encapsulates)."""
 
@@ -214,20 +217,25 @@ class StoredTiles:
         return self._passthrough.read(level, t_col, t_row, nowait=nowait)
 
     def jpeg2000_tile_size(self, level: int) -> tuple[int, int] | None:
-        """The tile size of ``level`` when its tiles are Aperio JPEG 2000 with RGB components
-        (compression 33005: 8-bit, interleaved), else ``None``."""
+        """The tile size of ``level`` when its tiles are Aperio JPEG 2000 (compression 33005, RGB
+        components, or 33003, YCbCr; 8-bit, interleaved), else ``None``."""
         layout = self._layouts[level] if 0 <= level < len(self._layouts) else None
         if (
             layout is None
             or not layout.tiled
-            or layout.compression != APERIO_JPEG2000_RGB
+            or layout.compression not in (APERIO_JPEG2000_RGB, APERIO_JPEG2000_YCBCR)
             or (layout.samples, layout.planes, layout.bits) != (3, 1, 8)
         ):
             return None
         return layout.seg_width, layout.seg_height
 
     def read_jpeg2000(self, level: int, t_col: int, t_row: int) -> EncodedTile | None:
-        """The stored codestream of a tile of a :meth:`jpeg2000_tile_size` level, else None."""
+        """The stored codestream of a tile of a :meth:`jpeg2000_tile_size` level, else None.
+
+        A YCbCr tile (33003) comes with the codestream's colour transform flag set, so that it
+        decodes to RGB (:func:`~slideserver.codecs.jpeg2000.ycbcr_as_ict`), or not at all when
+        that edit would not be exact.
+        """
         if self.jpeg2000_tile_size(level) is None:
             return None
         layout = self._layouts[level]
@@ -239,6 +247,10 @@ class StoredTiles:
         data = self._file.segment(layout, t_row * layout.cols + t_col)
         if data is None or not data.startswith(JPEG2000_CODESTREAM):
             return None
+        if layout.compression == APERIO_JPEG2000_YCBCR:
+            data = ycbcr_as_ict(data, layout.seg_width, layout.seg_height)
+            if data is None:
+                return None
         return EncodedTile(data, "image/jp2", layout.seg_width, layout.seg_height)
 
     def close(self) -> None:

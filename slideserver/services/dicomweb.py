@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -181,12 +182,22 @@ class DicomWebService:
             file_uids=own,
         )
 
-    async def _records(self, audience: Audience, query: Query) -> list[SlideRecord]:
-        """Return the readable slides ``audience`` may see, narrowed by exact patient/case."""
-        patient = accession = ""
-        if not audience.deidentified:
-            patient = _exact(query.value_of("PatientID"))
-            accession = _exact(query.value_of("AccessionNumber"))
+    async def _records(
+        self,
+        audience: Audience,
+        query: Query,
+        study: str | None = None,
+        series: str | None = None,
+    ) -> list[SlideRecord]:
+        """Return the readable slides ``audience`` may see, narrowed in the catalog by exact
+        patient, case, study and series (``study``/``series``: the request path's), so a search
+        builds the series of the slides that can match, not of every slide."""
+        patient = _exact(query.value_of("PatientID"))
+        accession = _exact(query.value_of("AccessionNumber"))
+        if audience.deidentified and (patient or accession):
+            return []  # de-identified series name no patient and no case
+        studies = _uids(study) or _uids(query.value_of("StudyInstanceUID"))
+        series_uids = _uids(series) or _uids(query.value_of("SeriesInstanceUID"))
 
         def read() -> list[SlideRecord]:
             records: list[SlideRecord] = []
@@ -199,6 +210,9 @@ class DicomWebService:
                         cursor=cursor,
                         patient=patient,
                         accession=accession,
+                        study_uids=studies,
+                        series_uids=series_uids,
+                        deidentified_uids=audience.deidentified,
                     )
                 )
                 records += [r for r in page.items if audience.may_see(r)]
@@ -208,9 +222,15 @@ class DicomWebService:
 
         return await run_sync(read, limiter=self.tiles.limiter)
 
-    async def _all_series(self, audience: Audience, query: Query) -> list[VirtualSeries]:
+    async def _all_series(
+        self,
+        audience: Audience,
+        query: Query,
+        study: str | None = None,
+        series: str | None = None,
+    ) -> list[VirtualSeries]:
         out: list[VirtualSeries] = []
-        for record in await self._records(audience, query):
+        for record in await self._records(audience, query, study, series):
             try:
                 out.append(await self.series_of(record.id, audience))
             except SlideServerError as exc:  # unreadable, changed or gone: not listed
@@ -229,7 +249,7 @@ class DicomWebService:
     ) -> list[dict[str, Any]]:
         """Return the DICOM JSON of the studies, series or instances matching a QIDO query."""
         query = qido.parse_query(params)
-        everything = await self._all_series(audience, query)
+        everything = await self._all_series(audience, query, study, series)
         if study is not None:
             everything = [s for s in everything if s.study_uid == study]
         if series is not None:
@@ -255,7 +275,7 @@ class DicomWebService:
                 return [known[0]]
         found = [
             s
-            for s in await self._all_series(audience, Query())
+            for s in await self._all_series(audience, Query(), study, series)
             if s.study_uid == study and (series is None or s.series_uid == series)
         ]
         if not found:
@@ -476,6 +496,13 @@ def _check_size(instance: VirtualInstance, syntax: UID) -> None:
     """Refuse, before anything is sent, an uncompressed instance over the 4 GiB OB limit."""
     if syntax == ExplicitVRLittleEndian and _native_length(instance) >= 0xFFFFFFFE:
         raise TooLarge("this instance is over 4 GiB uncompressed; ask for its stored form")
+
+
+def _uids(value: str | None) -> tuple[str, ...]:
+    """The UIDs a UID match value lists (``a,b`` or ``a\\b``); ``()`` for universal matching."""
+    if not value or value.strip() == "*":
+        return ()
+    return tuple(dict.fromkeys(v.strip() for v in re.split(r"[,\\]", value) if v.strip()))
 
 
 def _exact(value: str | None) -> str:

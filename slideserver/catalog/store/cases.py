@@ -26,6 +26,7 @@ from slideserver.catalog.cases import (
     SlideView,
     SpecimenView,
 )
+from slideserver.catalog.dicom_uids import case_study_uid
 from slideserver.catalog.late_binding import flag_conflict, link_scans, record_event
 from slideserver.catalog.schema import (
     blocks,
@@ -65,6 +66,7 @@ def apply_order(conn: Connection, order: CaseOrder) -> ApplyResult:
     if case is None:
         values = {
             "accession": accession or None,
+            "dicom_study_uid": case_study_uid(accession or None),
             "issuer": order.accession_issuer,
             "patient_id": patient_id,
             "source": order.source,
@@ -231,7 +233,11 @@ def _missing_numbers(case: Row[Any], order: CaseOrder, accession: str) -> dict[s
     """The order numbers (and accession) the case learns from ``order``; known ones are kept."""
     updates: dict[str, Any] = {}
     if accession and not case.accession:
-        updates.update(accession=accession, issuer=order.accession_issuer)
+        updates.update(
+            accession=accession,
+            issuer=order.accession_issuer,
+            dicom_study_uid=case_study_uid(accession),
+        )
         if case.status == PENDING:
             updates["status"] = ACTIVE
     if order.placer and not case.placer:

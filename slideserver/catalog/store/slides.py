@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, or_, select, union
 
 from slideserver.catalog.base import SlidePage, SlideQuery, SlideRecord
 from slideserver.catalog.schema import blocks, cases, glass_slides, patients, scans, specimens
@@ -231,8 +231,19 @@ def filters(query: SlideQuery) -> list[ColumnElement[bool]]:
         value = getattr(query, name)
         if value:
             where.append(column == value)
+    # Patient and case: first the scans found through indexes (of the cases with that patient or
+    # number, or whose file names it), then the exact rule on the joined row.
     patient = query.patient
     if patient:
+        of_patient = (
+            select(glass_slides.c.id)
+            .join(cases, cases.c.id == glass_slides.c.case_id)
+            .join(patients, patients.c.id == cases.c.patient_id)
+            .where(patients.c.identifier == patient)
+        )
+        where.append(
+            _scans_where(scans.c.glass_slide_id.in_(of_patient), scans.c.ev_patient_id == patient)
+        )
         where.append(
             or_(
                 patients.c.identifier == patient,
@@ -241,7 +252,16 @@ def filters(query: SlideQuery) -> list[ColumnElement[bool]]:
         )
     accession = query.accession
     if accession:
-        where.append(accession_of_scan == accession.upper())
+        number = accession.upper()
+        of_case = (
+            select(glass_slides.c.id)
+            .join(cases, cases.c.id == glass_slides.c.case_id)
+            .where(cases.c.accession == number)
+        )
+        where.append(
+            _scans_where(scans.c.glass_slide_id.in_(of_case), scans.c.ev_accession == number)
+        )
+        where.append(accession_of_scan == number)
     specimen = query.specimen
     if specimen:
         where.append(specimen_of_scan == specimen)
@@ -254,6 +274,48 @@ def filters(query: SlideQuery) -> list[ColumnElement[bool]]:
     scanned_to = query.scanned_to
     if scanned_to:
         where.append(scans.c.scanned_at <= _as_datetime("scanned_to", scanned_to, end=True))
+    where += _dicom_uid_filters(query)
+    return where
+
+
+def _scans_where(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The scans meeting any of ``conditions``, each answered by an index of its own (an ``OR``
+    of them would often be a scan: most rows share a NULL there, and all share a root)."""
+    found = [select(scans.c.id).where(c) for c in conditions]
+    return scans.c.id.in_(found[0] if len(found) == 1 else union(*found))
+
+
+def _dicom_uid_filters(query: SlideQuery) -> list[ColumnElement[bool]]:
+    """Study and series UIDs, on indexed columns (:mod:`slideserver.catalog.dicom_uids`).
+
+    A clinical study is the file's own, the numbered case's, or the scan's while in no such
+    case; the conditions name every scan that may have the UID (DICOMweb checks each).
+    """
+    where: list[ColumnElement[bool]] = []
+    series, studies = list(query.series_uids), list(query.study_uids)
+    if query.deidentified_uids:
+        if series:
+            where.append(_scans_where(scans.c.research_series_uid.in_(series)))
+        if studies:
+            where.append(_scans_where(scans.c.research_study_uid.in_(studies)))
+        return where
+    if series:
+        where.append(
+            _scans_where(scans.c.dicom_series_uid.in_(series), scans.c.ev_series_uid.in_(series))
+        )
+    if studies:
+        of_cases = (
+            select(glass_slides.c.id)
+            .join(cases, cases.c.id == glass_slides.c.case_id)
+            .where(cases.c.dicom_study_uid.in_(studies))
+        )
+        where.append(
+            _scans_where(
+                scans.c.dicom_study_uid.in_(studies),
+                scans.c.ev_study_uid.in_(studies),
+                scans.c.glass_slide_id.in_(of_cases),
+            )
+        )
     return where
 
 

@@ -21,6 +21,7 @@ from slideserver.catalog.cases import (
     CaseView,
     SlideView,
 )
+from slideserver.catalog.dicom_uids import UID_NAMESPACE
 
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -29,8 +30,6 @@ CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-connection-typ
 PAYLOAD_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-payload-type"
 LOCAL_CONNECTION_TYPE = "urn:slideserver:fhir:endpoint-connection-type"
 """IIIF Image API has no code in the HL7 endpoint connection types; ours lives here."""
-UID_NAMESPACE = uuid.UUID("6f1c1f2e-6d0b-4bd5-9a53-3f4e0cf1c0de")
-"""Namespace of the UUID-derived (``2.25.``) DICOM UIDs we give studies and series."""
 
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
