@@ -42,6 +42,10 @@ class Settings:
     """Seconds a slide's catalog record and on-disk fingerprint (a stat) are trusted before they
     are looked up again: a file replaced under the same name is noticed within this time. 0 looks
     them up on every request (a thread hop each: as costly as sending a stored tile)."""
+    catalog_record_ttl: float = 10.0
+    """Seconds a slide's catalog record is trusted while its file is unchanged: between look-ups
+    only the file is checked (every ``fingerprint_ttl``); a changed or vanished file asks the
+    catalog at once. A slide removed from the catalog stops serving within this time."""
     catalog_outage_grace: float = 300.0
     """Seconds tiles of an already-open slide keep flowing from its last good catalog lookup
     while the catalog database is unreachable (the file is still checked by its fingerprint);

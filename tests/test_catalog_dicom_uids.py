@@ -22,12 +22,10 @@ from slideserver.api.app import create_app
 from slideserver.catalog.base import SlideQuery
 from slideserver.catalog.cases import BlockIn, CaseOrder, PatientIn, SlideIn, SpecimenIn
 from slideserver.catalog.dicom_uids import (
-    UID_NAMESPACE,
     case_study_uid,
     scan_columns,
     series_uid,
     study_uid,
-    uuid5_int,
 )
 from slideserver.catalog.discovery import slide_id_from_hash
 from slideserver.catalog.migrations import alembic_config, upgrade
@@ -133,11 +131,6 @@ def test_the_columns_keep_the_uids_dicomweb_always_gave() -> None:
     )
     assert study_uid(slide, "S24-00001") == case_study_uid("S24-00001")
     assert study_uid(slide, None) != study_uid(slide, None, research=True)
-
-
-@pytest.mark.parametrize("name", ["", "series:abc", "study:S24-1", "slide-study:é/ß", "x" * 300])
-def test_the_fast_derivation_is_uuid5(name: str) -> None:
-    assert uuid5_int(name) == uuid.uuid5(UID_NAMESPACE, name).int
 
 
 def order(accession: str, barcode: str) -> CaseOrder:

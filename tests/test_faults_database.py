@@ -66,6 +66,7 @@ def postgres_app(tiny_slides: Any) -> Iterator[tuple[Any, Any]]:
             roots=(tiny_slides.root,),
             database_url=server.create_database("faults"),
             fingerprint_ttl=0.001,  # every tile request past the first looks the slide up again
+            catalog_record_ttl=0,
             auth="tokens",
         )
         app = create_app(settings)
@@ -135,6 +136,7 @@ def test_an_open_slide_stops_after_the_outage_grace(tiny_slides: Any) -> None:
             roots=(tiny_slides.root,),
             database_url=server.create_database("grace"),
             fingerprint_ttl=0.001,
+            catalog_record_ttl=0,
             catalog_outage_grace=0,
         )
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
@@ -274,6 +276,7 @@ def sqlite_app(small_disk: Path, tiny_slides: Any) -> Iterator[tuple[Any, Path]]
         database_url=f"sqlite:///{database}",
         database_min_free_bytes=256 * 1024,
         fingerprint_ttl=0.001,
+        catalog_record_ttl=0,
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client, database

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -136,6 +137,50 @@ def test_a_view_names_the_record_fingerprint_grid_and_info(samples_root: Path) -
     assert (view.info.width, view.info.height) == SVS_SIZE
     assert view.grid.tile_size == 256
     assert again is view  # trusted for fingerprint_ttl: no second lookup
+
+
+def _catalog_reads_of_two_views(
+    tiny_slides: Any, between: Callable[[Path], None], **settings: Any
+) -> int:
+    """View a tiny slide, let its view expire, call ``between``, view it again: how many
+    times the catalog was asked for its record."""
+    path = tiny_slides("one.tif")
+    asked: list[str] = []
+
+    async def body(service: TileService) -> int:
+        sid = service.catalog.search(SlideQuery(limit=10)).items[0].id
+        read = service.catalog.get
+
+        def counting_get(slide_id: str) -> Any:
+            asked.append(slide_id)
+            return read(slide_id)
+
+        service.catalog.get = counting_get  # type: ignore[method-assign]
+        await service.view(sid)
+        await asyncio.sleep(0.05)  # past fingerprint_ttl: the view is checked again
+        between(path)
+        await service.view(sid)
+        return len(asked)
+
+    return run(tiny_slides.root, body, fingerprint_ttl=0.01, **settings)
+
+
+def test_within_the_record_ttl_an_expired_view_checks_the_file_not_the_catalog(
+    tiny_slides: Any,
+) -> None:
+    assert _catalog_reads_of_two_views(tiny_slides, lambda p: None, catalog_record_ttl=3600) == 1
+
+
+def test_a_changed_file_asks_the_catalog_at_once(tiny_slides: Any) -> None:
+    def touch(path: Path) -> None:
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+
+    assert _catalog_reads_of_two_views(tiny_slides, touch, catalog_record_ttl=3600) == 2
+
+
+def test_past_the_record_ttl_the_catalog_is_asked_again(tiny_slides: Any) -> None:
+    assert _catalog_reads_of_two_views(tiny_slides, lambda p: None, catalog_record_ttl=0.01) == 2
 
 
 def test_an_unknown_slide_is_not_found(samples_root: Path) -> None:
