@@ -32,6 +32,14 @@ PG_CONNECT_TIMEOUT = 5
 """Seconds a PostgreSQL connection attempt may take (an unreachable host fails in bounded time)."""
 PG_STATEMENT_TIMEOUT_MS = 60_000
 """Longest statement PostgreSQL runs for us before cancelling it (a hung lock, a runaway scan)."""
+PG_POOL_SIZE = 10
+"""Connections each engine keeps open. Busy processes use more than a few at once (worker threads
+ask for sessions, slides and audit rows together); beyond the kept ones, a connection is opened
+for one request and closed after it (a new PostgreSQL backend each time: under the shift-change
+peak, a fork every few requests)."""
+PG_POOL_OVERFLOW = 5
+"""Connections an engine may open beyond :data:`PG_POOL_SIZE`: 15 in all, as before, so three
+engines (catalog, security, annotations) of two instances stay within PostgreSQL's default 100."""
 PG_POOL_TIMEOUT = 10
 """Seconds a request waits for a free pooled connection before the catalog counts as unavailable."""
 
@@ -70,8 +78,8 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             pool_pre_ping=True,
-            pool_size=5,
-            max_overflow=10,
+            pool_size=PG_POOL_SIZE,
+            max_overflow=PG_POOL_OVERFLOW,
             pool_timeout=PG_POOL_TIMEOUT,
             connect_args=_postgres_connect_args(parsed.query),
         )
