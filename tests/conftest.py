@@ -95,6 +95,28 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database nothing has migrated yet, per backend (PostgreSQL: created, then dropped)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = f"fresh_{uuid.uuid4().hex[:12]}"
+    url = str(server.create_database(name))
+    try:
+        yield url
+    finally:
+        admin = create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture
 def tiny_slides(tmp_path: Path) -> object:
     """A factory of tiny real slide files: ``make(relpath, tag, barcode=None, root=None)``.

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import insert, select, text
 from starlette.testclient import TestClient
 
 from slideserver.api.app import create_app
@@ -41,24 +41,6 @@ SCAN_UIDS = ("dicom_study_uid", "dicom_series_uid", "research_study_uid", "resea
 GHOSTS = 2000
 """Catalog rows of slides no search here should open."""
 JANE = PatientIn("MRN-0012345", name="DOE^JANE")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database nothing has migrated yet, per backend (PostgreSQL: created, then dropped)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    server = request.getfixturevalue("postgres_server")
-    name = f"catalog_{uuid.uuid4().hex[:12]}"
-    url = str(server.create_database(name))
-    try:
-        yield url
-    finally:
-        admin = create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def old_scan_row(index: int, ev_accession: str | None) -> dict[str, Any]:

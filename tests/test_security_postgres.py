@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -49,24 +49,6 @@ def _settings(samples_root: Path, url: str, **overrides: object) -> Any:
 
 
 # --- fixtures ---
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database nothing has migrated yet, per backend (PostgreSQL: created, then dropped)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    server = request.getfixturevalue("postgres_server")
-    name = f"security_{uuid.uuid4().hex[:12]}"
-    url = str(server.create_database(name))
-    try:
-        yield url
-    finally:
-        admin = create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture
