@@ -36,7 +36,7 @@ from slideserver.settings import Settings
 from tests.dicom_wsi import LEVELS, write_slide
 from tests.dicom_wsi import WIDTH as DICOM_WIDTH
 from tests.test_dicomweb_api import parts, value
-from tests.test_dicomweb_jpeg2000 import gradient, stored_frame, stored_tile
+from tests.test_dicomweb_jpeg2000 import base_level, gradient, stored_frame, stored_tile
 
 WIDTH, HEIGHT, TILE = 1024, 768, 256
 LOSSLESS_WIDTH = 768
@@ -120,14 +120,6 @@ def client(svs: Path, dicom_originals: list[Any]) -> Iterator[TestClient]:
         yield test_client
 
 
-def level_zero(client: TestClient, width: int = WIDTH) -> tuple[str, dict[str, Any]]:
-    """The URL of the level-0 instance of the slide ``width`` wide, and its QIDO result."""
-    instances = client.get("/dicomweb/instances", params={"includefield": "all"}).json()
-    (item,) = [i for i in instances if value(i, "00480006") == width]  # TotalPixelMatrixColumns
-    study, series, sop = (value(item, t) for t in ("0020000D", "0020000E", "00080018"))
-    return f"/dicomweb/studies/{study}/series/{series}/instances/{sop}", item
-
-
 def openslide_level(path: Path) -> np.ndarray[Any, np.dtype[np.int_]]:
     with openslide.OpenSlide(path) as slide:
         region = slide.read_region((0, 0), 0, slide.level_dimensions[0]).convert("RGB")
@@ -135,7 +127,7 @@ def openslide_level(path: Path) -> np.ndarray[Any, np.dtype[np.int_]]:
 
 
 def test_ycbcr_levels_are_offered_as_stored_jpeg2000_labelled_ybr_ict(client: TestClient) -> None:
-    url, item = level_zero(client)
+    url, item = base_level(client, WIDTH)
     assert item["00083002"]["Value"] == [JPEG2000, ExplicitVRLittleEndian]
     (metadata,) = client.get(f"{url}/metadata").json()
     assert value(metadata, "00280004") == "YBR_ICT"  # Photometric Interpretation
@@ -144,7 +136,7 @@ def test_ycbcr_levels_are_offered_as_stored_jpeg2000_labelled_ybr_ict(client: Te
 def test_frames_are_the_stored_codestreams_with_only_the_transform_flag_set(
     client: TestClient, svs: Path
 ) -> None:
-    url, _ = level_zero(client)
+    url, _ = base_level(client, WIDTH)
     accept = f'multipart/related; type="image/jp2"; transfer-syntax={JPEG2000}'
     response = client.get(f"{url}/frames/1,6", headers={"Accept": accept})
     assert response.status_code == 200
@@ -159,7 +151,7 @@ def test_frames_are_the_stored_codestreams_with_only_the_transform_flag_set(
 
 
 def test_pydicom_decodes_the_instance_to_openslides_pixels(client: TestClient, svs: Path) -> None:
-    url, _ = level_zero(client)
+    url, _ = base_level(client, WIDTH)
     ds = pydicom.dcmread(io.BytesIO(client.get(url).content))
     assert ds.file_meta.TransferSyntaxUID == JPEG2000
     assert ds.PhotometricInterpretation == "YBR_ICT"
@@ -174,7 +166,7 @@ def test_pydicom_decodes_the_instance_to_openslides_pixels(client: TestClient, s
 def test_wsidicom_reads_the_series_to_openslides_pixels(
     client: TestClient, svs: Path, tmp_path: Path
 ) -> None:
-    url, _ = level_zero(client)
+    url, _ = base_level(client, WIDTH)
     series = url.rsplit("/instances/", 1)[0]
     for index, instance in enumerate(client.get(f"{series}/metadata").json()):
         sop = value(instance, "00080018")
@@ -187,7 +179,7 @@ def test_wsidicom_reads_the_series_to_openslides_pixels(
 def test_a_level_that_cannot_be_relabelled_exactly_is_offered_uncompressed(
     client: TestClient, svs: Path
 ) -> None:
-    url, item = level_zero(client, LOSSLESS_WIDTH)
+    url, item = base_level(client, LOSSLESS_WIDTH)
     assert item["00083002"]["Value"] == [ExplicitVRLittleEndian]
     (metadata,) = client.get(f"{url}/metadata").json()
     assert value(metadata, "00280004") == "RGB"
@@ -202,7 +194,7 @@ def test_a_level_that_cannot_be_relabelled_exactly_is_offered_uncompressed(
 def test_ybr_full_jpeg2000_dicom_frames_go_out_relabelled_as_ict(
     client: TestClient, svs: Path, dicom_originals: list[np.ndarray[Any, np.dtype[np.uint8]]]
 ) -> None:
-    url, item = level_zero(client, DICOM_WIDTH)
+    url, item = base_level(client, DICOM_WIDTH)
     assert item["00083002"]["Value"] == [JPEG2000, ExplicitVRLittleEndian]
     accept = f'multipart/related; type="image/jp2"; transfer-syntax={JPEG2000}'
     ((_, frame),) = parts(client.get(f"{url}/frames/2", headers={"Accept": accept}))
