@@ -26,6 +26,7 @@ from slideserver.api.frames_lane import FramesLane
 from slideserver.dicom import uids
 from tests.conftest import _security_settings, make_tokens
 from tests.helpers import SVS
+from tests.test_api_tile_pipeline import CountingLane
 
 PATHS = ("lane", "routed")
 SLIM = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
@@ -119,21 +120,6 @@ def _comparable(response: Any) -> tuple[list[tuple[str, str]], bytes]:
         body = body.replace(boundary, b"BOUNDARY")
         headers = [(k, v.replace(boundary.decode(), "BOUNDARY")) for k, v in headers]
     return headers, body
-
-
-class CountingLane:
-    """The lane, counting the requests it answers (so a case cannot slip past it)."""
-
-    def __init__(self, lane: FramesLane) -> None:
-        self.lane = lane
-        self.answered = 0
-
-    def match(self, scope: Any) -> bool:
-        return self.lane.match(scope)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.answered += 1
-        await self.lane(scope, receive, send)
 
 
 def test_the_two_paths_are_two_apps(envs: dict[str, Env]) -> None:

@@ -21,6 +21,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from slideserver.api.app import create_app
+from slideserver.api.frames_lane import FramesLane
 from slideserver.api.tile_lane import TileLane
 from slideserver.readers.registry import ReaderRegistry, default_registry
 from slideserver.readers.tiff.reader import TiffReader
@@ -231,7 +232,7 @@ def test_the_two_paths_are_two_apps(envs: dict[str, Env]) -> None:
 class CountingLane:
     """The lane, counting the requests it answers (so a case cannot slip past it)."""
 
-    def __init__(self, lane: TileLane) -> None:
+    def __init__(self, lane: TileLane | FramesLane) -> None:
         self.lane = lane
         self.answered = 0
 
