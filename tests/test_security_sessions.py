@@ -187,3 +187,36 @@ def test_behind_a_tls_proxy_the_session_cookie_is_secure(
     with TestClient(create_app(settings)) as client:
         login = client.post("/api/session", headers=_bearer(token))
         assert login.status_code == 200 and "; Secure" in login.headers["set-cookie"]
+
+
+def test_a_verified_cookie_is_refused_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signer remembers cookies it verified, and still honours their expiry."""
+    from slideserver.security import session
+    from slideserver.security.principals import Principal
+
+    signer = session.SessionSigner("a-secret", max_age=60)
+    principal = Principal(subject="token:viewer", role="pathologist", method="token")
+    cookie = signer.issue(principal, "sid-1")
+    first = signer.verify(cookie)
+    assert first is not None and first.subject == "token:viewer" and first.session_id == "sid-1"
+    assert signer.verify(cookie) == first  # the remembered answer
+    later = session.time.time() + 61
+    monkeypatch.setattr(session.time, "time", lambda: later)
+    assert signer.verify(cookie) is None
+
+
+def test_an_altered_copy_of_a_verified_cookie_is_refused() -> None:
+    """Only the exact value that passed is remembered: a changed payload is checked in full."""
+    from slideserver.security.principals import Principal
+    from slideserver.security.session import SessionSigner
+
+    signer = SessionSigner("a-secret", max_age=60)
+    cookie = signer.issue(Principal(subject="token:viewer", role="pathologist"), "sid-1")
+    assert signer.verify(cookie) is not None
+    payload, _, mac = cookie.partition(".")
+    admin = SessionSigner("a-secret", max_age=60).issue(
+        Principal(subject="token:viewer", role="admin"), "sid-1"
+    )
+    assert signer.verify(f"{admin.partition('.')[0]}.{mac}") is None
+    assert signer.verify(f"{payload}.{mac[:-2]}xx") is None
+    assert SessionSigner("another-secret", max_age=60).verify(cookie) is None

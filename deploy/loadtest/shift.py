@@ -68,13 +68,19 @@ class Pathologist(FastHttpUser):
         ) as answer:
             if answer.status_code != 200 or "set-cookie" not in answer.headers:
                 answer.failure(f"sign-in answered {answer.status_code}")
+            cookie = str(answer.headers.get("set-cookie", "")).split(";", 1)[0]
+        # The session cookie goes in a header, as a browser attaches it: locust's cookie jar
+        # (Python's http.cookiejar, run for every request) was a tenth of the load
+        # generator's CPU, which it takes from the cluster on this machine.
+        self.client.client.cookiejar = None
+        self.headers = {**_HEADERS, "Cookie": cookie}
 
     @task
     def open_case_and_pan(self) -> None:
         accession = next(self.cases)
         started = time.perf_counter()
         with self.client.get(
-            f"/api/cases/{accession}", headers=_HEADERS, name="case", catch_response=True
+            f"/api/cases/{accession}", headers=self.headers, name="case", catch_response=True
         ) as answer:
             if answer.status_code != 200:
                 answer.failure(f"case answered {answer.status_code}")
@@ -88,7 +94,7 @@ class Pathologist(FastHttpUser):
             group.spawn(
                 self.client.get,
                 f"/api/slides/{slide['id']}/thumbnail?max=256",
-                headers=_HEADERS,
+                headers=self.headers,
                 name="thumbnail",
             )
         group.join()
@@ -99,7 +105,7 @@ class Pathologist(FastHttpUser):
         """Open one slide in the viewer: descriptor, the whole-slide view, then pan deep."""
         started = time.perf_counter()
         sid = slide["id"]
-        answer = self.client.get(f"/dz/{sid}.dzi", headers=_HEADERS, name="dzi")
+        answer = self.client.get(f"/dz/{sid}.dzi", headers=self.headers, name="dzi")
         match = _DZI.search(answer.text or "")
         if answer.status_code != 200 or match is None:
             return
@@ -108,7 +114,7 @@ class Pathologist(FastHttpUser):
         home = max(0, top - math.ceil(math.log2(max(slide["width"], slide["height"]) / 1024)))
         with self.client.get(
             f"/dz/{sid}_files/{home}/0_0.jpeg",
-            headers=_HEADERS,
+            headers=self.headers,
             name="first tile",
             catch_response=True,
         ) as tile:
@@ -126,7 +132,7 @@ class Pathologist(FastHttpUser):
                     group.spawn(
                         self.client.get,
                         f"/dz/{sid}_files/{top}/{c}_{r}.jpeg",
-                        headers=_HEADERS,
+                        headers=self.headers,
                         name="pan tile",
                     )
             group.join()

@@ -195,17 +195,10 @@ class SqlCatalog:
             return cases.has_case(conn, accession)
 
     def case_with_slides(self, accession: str) -> tuple[CaseView, list[SlideRecord], bool] | None:
-        """The case, its slides' records and whether the LIS sent it: one connection.
-
-        What opening a case asks for; separate calls cost a connection check-out each (a ping
-        and a rollback: round trips that a busy database server makes slow).
-        """
+        """The case, its slides' records and whether the LIS sent it: one connection, three
+        statements (what opening a case asks for, :func:`cases.get_case_linked`)."""
         with self.engine.connect() as conn:
-            found = cases.get_case_linked(conn, self._root_names, accession)
-            if found is None:
-                return None
-            case, linked = found
-            return case, slides.get_many(conn, self.roots, [v.id for v in case.slides]), linked
+            return cases.get_case_linked(conn, self._root_names, accession)
 
     def cases_of_patient(self, identifier: str) -> list[CaseView]:
         """Return every case of the patient with that MRN."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, or_, select, update
 
+from slideserver.catalog.base import SlideRecord
 from slideserver.catalog.cases import (
     ACTIVE,
     PENDING,
@@ -37,6 +38,7 @@ from slideserver.catalog.schema import (
     scans,
     specimens,
 )
+from slideserver.catalog.store.slides import RECORD_COLUMNS, AnyRow, to_record
 from slideserver.db.engine import now
 from slideserver.db.upsert import get_or_create
 
@@ -421,28 +423,27 @@ def record_message(conn: Connection, source: str, raw: str, status: str, detail:
     )
 
 
-def _patient_in(row: Any) -> PatientIn:
-    return PatientIn(
-        identifier=row.identifier,
-        issuer=row.issuer,
-        name=row.name,
-        birth_date=row.birth_date,
-        sex=row.sex,
-        identifier_type=row.identifier_type or "",
-    )
-
-
-_SLIDE_COLUMNS = (
-    scans.c.slide_id,
-    scans.c.name,
-    scans.c.status,
-    scans.c.format,
-    scans.c.width,
-    scans.c.height,
-    scans.c.mpp_x,
-    scans.c.relpath,
-    scans.c.ev_study_uid,
-    scans.c.ev_series_uid,
+_SLIDE_COLUMNS = (*RECORD_COLUMNS, scans.c.ev_study_uid, scans.c.ev_series_uid)
+"""A case's scans: what their slide views and their full records (:func:`to_record`) need."""
+_PATIENT_COLUMNS = tuple(
+    patients.c[name].label(f"patient_{name}")
+    for name in ("identifier", "issuer", "name", "birth_date", "sex", "identifier_type")
+)
+"""A case's patient, selected with the case (:func:`_case_view` reads them)."""
+_CASE_SLIDES = (
+    glass_slides.outerjoin(scans, scans.c.glass_slide_id == glass_slides.c.id)
+    .outerjoin(cases, cases.c.id == glass_slides.c.case_id)
+    .outerjoin(patients, patients.c.id == cases.c.patient_id)
+    .outerjoin(specimens, specimens.c.id == glass_slides.c.specimen_id)
+    .outerjoin(blocks, blocks.c.id == glass_slides.c.block_id)
+)
+"""A case's glass slides with their scans and links (a slide record's joins, from the glass)."""
+_EVIDENCE_SLIDES = (
+    scans.outerjoin(glass_slides, glass_slides.c.id == scans.c.glass_slide_id)
+    .outerjoin(cases, cases.c.id == glass_slides.c.case_id)
+    .outerjoin(patients, patients.c.id == cases.c.patient_id)
+    .outerjoin(specimens, specimens.c.id == glass_slides.c.specimen_id)
+    .outerjoin(blocks, blocks.c.id == glass_slides.c.block_id)
 )
 
 
@@ -454,16 +455,25 @@ def get_case(conn: Connection, roots: list[str], accession: str) -> CaseView | N
 
 def get_case_linked(
     conn: Connection, roots: list[str], accession: str
-) -> tuple[CaseView, bool] | None:
-    """Return the case and whether the LIS sent it (else the files alone describe it)."""
+) -> tuple[CaseView, list[SlideRecord], bool] | None:
+    """Return the case, its slides' records, and whether the LIS sent it (else the files alone
+    describe it).
+
+    Opening a case is the busiest read of a shift's start: three statements (case with its
+    patient, specimens with their blocks, glass slides with their scans and records), each
+    a round trip that a busy database server answers late.
+    """
     accession = accession.strip().upper()
     case = conn.execute(
-        select(cases).where(cases.c.accession == accession).order_by(cases.c.id)
+        select(cases, *_PATIENT_COLUMNS)
+        .select_from(cases.outerjoin(patients, patients.c.id == cases.c.patient_id))
+        .where(cases.c.accession == accession)
+        .order_by(cases.c.id)
     ).first()
     if case is None:
-        view = _evidence_case(conn, roots, accession)
-        return None if view is None else (view, False)
-    return _case_view(conn, roots, case), True
+        found = _evidence_case(conn, roots, accession)
+        return None if found is None else (*found, False)
+    return (*_case_view(conn, roots, case), True)
 
 
 def has_case(conn: Connection, accession: str) -> bool:
@@ -472,50 +482,61 @@ def has_case(conn: Connection, accession: str) -> bool:
     return conn.execute(query).first() is not None
 
 
-def _case_view(conn: Connection, roots: list[str], case: Row[Any]) -> CaseView:
+def _case_view(
+    conn: Connection, roots: list[str], case: AnyRow
+) -> tuple[CaseView, list[SlideRecord]]:
+    """The view of a case row (selected with :data:`_PATIENT_COLUMNS`) and its slides' records."""
     patient = None
     if case.patient_id is not None:
-        prow = conn.execute(select(patients).where(patients.c.id == case.patient_id)).one()
-        patient = _patient_in(prow)
-    specimen_rows = conn.execute(
-        select(specimens).where(specimens.c.case_id == case.id).order_by(specimens.c.label)
-    ).all()
-    block_rows = conn.execute(
-        select(blocks)
-        .where(blocks.c.specimen_id.in_([s.id for s in specimen_rows]))
-        .order_by(blocks.c.label)
+        patient = PatientIn(
+            identifier=case.patient_identifier,
+            issuer=case.patient_issuer,
+            name=case.patient_name,
+            birth_date=case.patient_birth_date,
+            sex=case.patient_sex,
+            identifier_type=case.patient_identifier_type or "",
+        )
+    tree = conn.execute(
+        select(
+            specimens.c.id,
+            specimens.c.label,
+            specimens.c.description,
+            blocks.c.id.label("block_id"),
+            blocks.c.label.label("block_label"),
+        )
+        .select_from(specimens.outerjoin(blocks, blocks.c.specimen_id == specimens.c.id))
+        .where(specimens.c.case_id == case.id)
+        .order_by(specimens.c.label, specimens.c.id, blocks.c.label)
     ).all()
     rows = conn.execute(
         select(
             *_SLIDE_COLUMNS,
-            glass_slides.c.id.label("glass_id"),
-            glass_slides.c.barcode,
-            glass_slides.c.stain,
             glass_slides.c.specimen_id,
             glass_slides.c.block_id,
         )
-        .select_from(glass_slides.outerjoin(scans, scans.c.glass_slide_id == glass_slides.c.id))
+        .select_from(_CASE_SLIDES)
         .where(glass_slides.c.case_id == case.id)
         .where(or_(scans.c.id.is_(None), scans.c.root.in_(roots)))
         .order_by(scans.c.relpath, glass_slides.c.barcode)
     ).all()
-    labels = {s.id: s.label for s in specimen_rows}
-    block_labels = {b.id: b.label for b in block_rows}
+    labels = {t.id: t.label for t in tree}
+    block_labels = {t.block_id: t.block_label for t in tree if t.block_id is not None}
     by_block: dict[int, list[SlideView]] = defaultdict(list)
     slides: list[SlideView] = []
+    records: list[SlideRecord] = []
     expected: list[str] = []
     for row in rows:
         if row.slide_id is None:
-            if row.barcode:
-                expected.append(row.barcode)
+            if row.case_barcode:
+                expected.append(row.case_barcode)
             continue
         view = SlideView(
             id=row.slide_id,
             name=row.name,
             specimen=labels.get(row.specimen_id),
             block=block_labels.get(row.block_id),
-            stain=row.stain,
-            barcode=row.barcode,
+            stain=row.case_stain,
+            barcode=row.case_barcode,
             status=row.status,
             format=row.format,
             width=row.width,
@@ -525,21 +546,25 @@ def _case_view(conn: Connection, roots: list[str], case: Row[Any]) -> CaseView:
             series_uid=row.ev_series_uid,
         )
         slides.append(view)
+        records.append(to_record(row))
         if row.block_id is not None:
             by_block[row.block_id].append(view)
+    specimen_rows: dict[int, list[AnyRow]] = {}
+    for t in tree:
+        specimen_rows.setdefault(t.id, []).append(t)
     specimen_views = tuple(
         SpecimenView(
-            id=s.label,
-            description=s.description,
+            id=rows_of[0].label,
+            description=rows_of[0].description,
             blocks=tuple(
-                BlockView(b.label, tuple(by_block[b.id]))
-                for b in block_rows
-                if b.specimen_id == s.id
+                BlockView(b.block_label, tuple(by_block[b.block_id]))
+                for b in rows_of
+                if b.block_id is not None
             ),
         )
-        for s in specimen_rows
+        for rows_of in specimen_rows.values()
     )
-    return CaseView(
+    found = CaseView(
         accession=case.accession,
         accession_issuer=case.issuer,
         patient=patient,
@@ -548,21 +573,16 @@ def _case_view(conn: Connection, roots: list[str], case: Row[Any]) -> CaseView:
         expected_barcodes=tuple(sorted(expected)),
         status=case.status,
     )
+    return found, records
 
 
-def _evidence_case(conn: Connection, roots: list[str], accession: str) -> CaseView | None:
+def _evidence_case(
+    conn: Connection, roots: list[str], accession: str
+) -> tuple[CaseView, list[SlideRecord]] | None:
     """Build a provisional case from the scans whose own evidence names ``accession``."""
     rows = conn.execute(
-        select(
-            *_SLIDE_COLUMNS,
-            scans.c.ev_specimen,
-            scans.c.ev_block,
-            scans.c.ev_stain,
-            scans.c.ev_barcode,
-            scans.c.ev_patient_id,
-            scans.c.ev_patient_name,
-            scans.c.ev_patient_birth_date,
-        )
+        select(*_SLIDE_COLUMNS)
+        .select_from(_EVIDENCE_SLIDES)
         .where(
             and_(
                 scans.c.ev_accession == accession,
@@ -613,7 +633,8 @@ def _evidence_case(conn: Connection, roots: list[str], accession: str) -> CaseVi
         )
         for label in sorted(tree)
     )
-    return CaseView(accession, "", patient, specimen_views, tuple(slides))
+    case = CaseView(accession, "", patient, specimen_views, tuple(slides))
+    return case, [to_record(r) for r in rows]
 
 
 def cases_of_patient(conn: Connection, roots: list[str], identifier: str) -> list[CaseView]:
@@ -635,11 +656,12 @@ def cases_of_patient(conn: Connection, roots: list[str], identifier: str) -> lis
     views: list[CaseView] = []
     if patient_ids:
         case_rows = conn.execute(
-            select(cases)
+            select(cases, *_PATIENT_COLUMNS)
+            .select_from(cases.outerjoin(patients, patients.c.id == cases.c.patient_id))
             .where(cases.c.patient_id.in_(patient_ids), cases.c.accession.is_not(None))
             .order_by(cases.c.accession)
         ).all()
-        views.extend(_case_view(conn, roots, c) for c in case_rows)
+        views.extend(_case_view(conn, roots, c)[0] for c in case_rows)
     known = {v.accession for v in views}
     loose = (
         conn.execute(
@@ -658,7 +680,7 @@ def cases_of_patient(conn: Connection, roots: list[str], identifier: str) -> lis
     )
     for accession in loose:
         if accession not in known:
-            view = _evidence_case(conn, roots, accession)
-            if view is not None:
-                views.append(view)
+            found = _evidence_case(conn, roots, accession)
+            if found is not None:
+                views.append(found[0])
     return views

@@ -34,7 +34,7 @@ SORTS = {
 }
 """Sort keys ``GET /api/slides?sort=`` accepts; prefix ``-`` for descending."""
 
-_COLUMNS = (
+RECORD_COLUMNS = (
     scans.c.slide_id,
     scans.c.name,
     scans.c.relpath,
@@ -69,6 +69,7 @@ _COLUMNS = (
     patients.c.name.label("patient_name"),
     patients.c.birth_date.label("patient_birth_date"),
 )
+"""What :func:`to_record` reads: a scan's columns and its case links (outer-joined)."""
 
 _JOINED = (
     scans.outerjoin(glass_slides, glass_slides.c.id == scans.c.glass_slide_id)
@@ -87,13 +88,17 @@ stain_of_scan = func.coalesce(glass_slides.c.stain, scans.c.ev_stain)
 def base_query(roots: Sequence[Path]) -> Select[Any]:
     """Return the select of slide rows (with case links) under ``roots``."""
     return (
-        select(*_COLUMNS)
+        select(*RECORD_COLUMNS)
         .select_from(_JOINED)
         .where(scans.c.root.in_([str(Path(r).absolute()) for r in roots]))
     )
 
 
-def to_record(row: Row[Any]) -> SlideRecord:
+AnyRow = Row[*tuple[Any, ...]]
+"""A result row of any width (selects of many columns are typed by each column)."""
+
+
+def to_record(row: AnyRow) -> SlideRecord:
     """Build the public record of one joined row."""
     root = Path(row.root)
     path = root / row.relpath
@@ -124,7 +129,7 @@ def to_record(row: Row[Any]) -> SlideRecord:
     )
 
 
-def case_links(row: Row[Any]) -> dict[str, Any] | None:
+def case_links(row: AnyRow) -> dict[str, Any] | None:
     """Return ``extra["case"]`` for a joined row, or ``None`` when nothing names a case."""
     if row.case_accession is not None:
         patient = None
