@@ -15,6 +15,7 @@ from typing import Any
 
 from slideserver import __version__
 from slideserver.readers.base import quiet_backend_logs
+from slideserver.server.logs import configure_logging
 from slideserver.settings import ENV_PREFIX, Settings
 
 
@@ -586,14 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings_level = getattr(args, "log_level", None) or os.environ.get(
         ENV_PREFIX + "LOG_LEVEL", "info"
     )
-    logging.basicConfig(
-        level=settings_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # The format names no source line, thread or process: do not collect them for each record
-    # (the logging HOWTO's "Optimization"). The access log writes one record per tile, and
-    # this takes its cost from about 27 to 17 microseconds.
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    configure_logging(settings_level)
     quiet_backend_logs()
     result: int = args.func(args)
     return result

@@ -20,7 +20,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 
 from slideserver.db.engine import single_statement_reads
 from slideserver.errors import BackendUnavailable
@@ -40,6 +40,22 @@ def _epoch(value: datetime | None) -> float:
     if value is None:
         return float("inf")
     return (value.replace(tzinfo=UTC) if value.tzinfo is None else value).timestamp()
+
+
+_LIVE_QUERY = (
+    select(
+        sessions.c.expires_at,
+        sessions.c.revoked_at,
+        sessions.c.token_id,
+        api_tokens.c.id.label("token_row"),
+        api_tokens.c.expires_at.label("token_expires_at"),
+        api_tokens.c.revoked_at.label("token_revoked_at"),
+    )
+    .select_from(sessions.outerjoin(api_tokens, api_tokens.c.id == sessions.c.token_id))
+    .where(sessions.c.id_hash == bindparam("digest"))
+)
+"""A session's check, built once (its SQLAlchemy cache key memoized): run for every viewer
+each ``session_check_ttl``."""
 
 
 class SessionStore:
@@ -92,21 +108,9 @@ class SessionStore:
         if live is not None:
             return live
         digest = _hash(session_id)
-        query = (
-            select(
-                sessions.c.expires_at,
-                sessions.c.revoked_at,
-                sessions.c.token_id,
-                api_tokens.c.id.label("token_row"),
-                api_tokens.c.expires_at.label("token_expires_at"),
-                api_tokens.c.revoked_at.label("token_revoked_at"),
-            )
-            .select_from(sessions.outerjoin(api_tokens, api_tokens.c.id == sessions.c.token_id))
-            .where(sessions.c.id_hash == digest)
-        )
         try:
             with self._check.connect() as conn:
-                row = conn.execute(query).first()
+                row = conn.execute(_LIVE_QUERY, {"digest": digest}).first()
         except BackendUnavailable:
             if self._live_before_outage(digest):
                 return True

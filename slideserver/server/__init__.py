@@ -1,1 +1,2 @@
-"""Serving HTTP: the uvicorn runner and the protocol that writes each answer once."""
+"""Serving HTTP: the uvicorn runner, the protocol that writes each answer once, and the
+process's log records."""

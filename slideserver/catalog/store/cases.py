@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
 
 from slideserver.catalog.base import SlideRecord
 from slideserver.catalog.cases import (
@@ -430,14 +430,42 @@ _PATIENT_COLUMNS = tuple(
     for name in ("identifier", "issuer", "name", "birth_date", "sex", "identifier_type")
 )
 """A case's patient, selected with the case (:func:`_case_view` reads them)."""
-_CASE_SLIDES = (
-    glass_slides.outerjoin(scans, scans.c.glass_slide_id == glass_slides.c.id)
-    .outerjoin(cases, cases.c.id == glass_slides.c.case_id)
-    .outerjoin(patients, patients.c.id == cases.c.patient_id)
-    .outerjoin(specimens, specimens.c.id == glass_slides.c.specimen_id)
-    .outerjoin(blocks, blocks.c.id == glass_slides.c.block_id)
+_CASE_BY_ACCESSION = (
+    select(cases, *_PATIENT_COLUMNS)
+    .select_from(cases.outerjoin(patients, patients.c.id == cases.c.patient_id))
+    .where(cases.c.accession == bindparam("accession"))
+    .order_by(cases.c.id)
 )
-"""A case's glass slides with their scans and links (a slide record's joins, from the glass)."""
+"""A case with its patient. The case statements are built once: SQLAlchemy memoizes a kept
+statement's cache key, which it otherwise derives from the whole structure at each call."""
+_CASE_TREE = (
+    select(
+        specimens.c.id,
+        specimens.c.label,
+        specimens.c.description,
+        blocks.c.id.label("block_id"),
+        blocks.c.label.label("block_label"),
+    )
+    .select_from(specimens.outerjoin(blocks, blocks.c.specimen_id == specimens.c.id))
+    .where(specimens.c.case_id == bindparam("case_id"))
+    .order_by(specimens.c.label, specimens.c.id, blocks.c.label)
+)
+"""A case's specimens with their blocks."""
+_CASE_SLIDES = (
+    select(*_SLIDE_COLUMNS, glass_slides.c.specimen_id, glass_slides.c.block_id)
+    .select_from(
+        glass_slides.outerjoin(scans, scans.c.glass_slide_id == glass_slides.c.id)
+        .outerjoin(cases, cases.c.id == glass_slides.c.case_id)
+        .outerjoin(patients, patients.c.id == cases.c.patient_id)
+        .outerjoin(specimens, specimens.c.id == glass_slides.c.specimen_id)
+        .outerjoin(blocks, blocks.c.id == glass_slides.c.block_id)
+    )
+    .where(glass_slides.c.case_id == bindparam("case_id"))
+    .where(or_(scans.c.id.is_(None), scans.c.root.in_(bindparam("roots", expanding=True))))
+    .order_by(scans.c.relpath, glass_slides.c.barcode)
+)
+"""A case's glass slides with their scans under the roots and each scan's record columns (a
+slide record's joins, from the glass); a glass slide without a scan is an expected barcode."""
 _EVIDENCE_SLIDES = (
     scans.outerjoin(glass_slides, glass_slides.c.id == scans.c.glass_slide_id)
     .outerjoin(cases, cases.c.id == glass_slides.c.case_id)
@@ -464,12 +492,7 @@ def get_case_linked(
     a round trip that a busy database server answers late.
     """
     accession = accession.strip().upper()
-    case = conn.execute(
-        select(cases, *_PATIENT_COLUMNS)
-        .select_from(cases.outerjoin(patients, patients.c.id == cases.c.patient_id))
-        .where(cases.c.accession == accession)
-        .order_by(cases.c.id)
-    ).first()
+    case = conn.execute(_CASE_BY_ACCESSION, {"accession": accession}).first()
     if case is None:
         found = _evidence_case(conn, roots, accession)
         return None if found is None else (*found, False)
@@ -496,29 +519,8 @@ def _case_view(
             sex=case.patient_sex,
             identifier_type=case.patient_identifier_type or "",
         )
-    tree = conn.execute(
-        select(
-            specimens.c.id,
-            specimens.c.label,
-            specimens.c.description,
-            blocks.c.id.label("block_id"),
-            blocks.c.label.label("block_label"),
-        )
-        .select_from(specimens.outerjoin(blocks, blocks.c.specimen_id == specimens.c.id))
-        .where(specimens.c.case_id == case.id)
-        .order_by(specimens.c.label, specimens.c.id, blocks.c.label)
-    ).all()
-    rows = conn.execute(
-        select(
-            *_SLIDE_COLUMNS,
-            glass_slides.c.specimen_id,
-            glass_slides.c.block_id,
-        )
-        .select_from(_CASE_SLIDES)
-        .where(glass_slides.c.case_id == case.id)
-        .where(or_(scans.c.id.is_(None), scans.c.root.in_(roots)))
-        .order_by(scans.c.relpath, glass_slides.c.barcode)
-    ).all()
+    tree = conn.execute(_CASE_TREE, {"case_id": case.id}).all()
+    rows = conn.execute(_CASE_SLIDES, {"case_id": case.id, "roots": roots}).all()
     labels = {t.id: t.label for t in tree}
     block_labels = {t.block_id: t.block_label for t in tree if t.block_id is not None}
     by_block: dict[int, list[SlideView]] = defaultdict(list)

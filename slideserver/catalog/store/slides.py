@@ -13,13 +13,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, or_, select, union
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    union,
+)
 
 from slideserver.catalog.base import SlidePage, SlideQuery, SlideRecord
 from slideserver.catalog.schema import blocks, cases, glass_slides, patients, scans, specimens
@@ -171,8 +183,20 @@ def case_links(row: AnyRow) -> dict[str, Any] | None:
 
 def get(conn: Connection, roots: Sequence[Path], slide_id: str) -> SlideRecord | None:
     """Return one slide by public ID."""
-    row = conn.execute(base_query(roots).where(scans.c.slide_id == slide_id)).first()
+    query = _by_id(tuple(str(r) for r in roots))
+    row = conn.execute(query, {"slide_id": slide_id}).first()
     return None if row is None else to_record(row)
+
+
+@functools.cache
+def _by_id(roots: tuple[str, ...]) -> Select[Any]:
+    """The statement of :func:`get`, built once per set of roots.
+
+    SQLAlchemy derives a cache key from a statement's whole structure each time a new one is
+    executed; a kept statement has it memoized. Every viewed slide is looked up (its record,
+    its audit subjects), and the key of this many-column join cost more than the query.
+    """
+    return base_query([Path(r) for r in roots]).where(scans.c.slide_id == bindparam("slide_id"))
 
 
 def get_many(conn: Connection, roots: Sequence[Path], ids: Sequence[str]) -> list[SlideRecord]:
