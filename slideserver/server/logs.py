@@ -27,7 +27,7 @@ class SecondFormatter(logging.Formatter):
         if second != whole:  # one tuple, replaced whole: safe across threads
             text = time.strftime(self.default_time_format, self.converter(whole))
             self._second = (whole, text)
-        return self.default_msec_format % (text, record.msecs)
+        return f"{text},{int(record.msecs):03d}"  # logging's default_msec_format
 
 
 def configure_logging(level: str) -> None:
