@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,10 @@ def case_folder(samples: Path, folder: Path, cases: int) -> list[str]:
     """Hard-link the sample slides into ``cases`` cases (S26-00001...): every case its own slides.
 
     Links cost no disk; each slide has its own ID, so nothing is served from another case's
-    cache: what 200 pathologists opening different cases would cause.
+    cache: what 200 pathologists opening different cases would cause. A slide whose label
+    barcode names the sample's case (the Aperio sample's ``Barcode``) is copied with its
+    description naming its own case instead: the barcode outranks the file name, so a link
+    would leave it out of its case, in the sample's.
     """
     folder.mkdir(parents=True, exist_ok=True)
     sources = {}
@@ -37,10 +41,30 @@ def case_folder(samples: Path, folder: Path, cases: int) -> list[str]:
         accession = f"S26-{index:05d}"
         accessions.append(accession)
         for tail, source in sources.items():
-            target = folder / f"{accession}_{tail}"
-            if not target.exists():
-                os.link(source, target)
+            place_slide(source, folder / f"{accession}_{tail}", accession)
     return accessions
+
+
+def place_slide(source: Path, target: Path, accession: str) -> None:
+    """Put ``source`` at ``target`` for case ``accession``: a hard link, or a relabelled copy."""
+    import tifffile
+
+    sample_accession = source.name.split("_", 1)[0]
+    with tifffile.TiffFile(source) as tiff:
+        description = tiff.pages.first.description
+    if f"Barcode = {sample_accession}" not in description:
+        if not target.exists():
+            os.link(source, target)
+        return
+    if len(accession) != len(sample_accession):  # rewritten in place: the same length
+        raise ValueError(f"{accession} and {sample_accession} differ in length")
+    own = description.replace(sample_accession, accession)
+    if target.exists() and not target.samefile(source) and tifffile.tiffcomment(target) == own:
+        return
+    partial = target.with_name(target.name + ".part")
+    shutil.copyfile(source, partial)
+    tifffile.tiffcomment(partial, own)
+    os.replace(partial, target)
 
 
 def create_tokens(database_url: str, pathologists: int) -> tuple[list[str], str]:

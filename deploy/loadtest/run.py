@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.cluster import Cluster
-from deploy.loadtest.fixtures import case_folder, create_tokens, order, send_orders
+from deploy.loadtest.fixtures import SLIDE_KINDS, case_folder, create_tokens, order, send_orders
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent.parent
@@ -80,6 +80,18 @@ def add_tile_sizes(base: str, token: str, slides: list[dict[str, object]]) -> No
         with urllib.request.urlopen(request, timeout=60) as answer:
             found = re.search(r'TileSize="(\d+)"', answer.read().decode())
         slide["tile"] = int(found.group(1)) if found else 254
+
+
+def check_cases(base: str, token: str, accessions: list[str], slides: int) -> None:
+    """Refuse to start unless every case lists its own slides, as a pathologist would see it."""
+    for accession in accessions:
+        request = urllib.request.Request(
+            f"{base}/api/cases/{accession}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            listed = len(json.load(answer)["slides"])
+        if listed != slides:
+            raise RuntimeError(f"case {accession} lists {listed} slides, not {slides}")
 
 
 def wait_indexed(base: str, token: str, expected: int, limit: float = 300) -> None:
@@ -319,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"waiting for the catalog to list the {3 * len(accessions)} slides")
         wait_indexed(cluster.url, tokens[0], 3 * len(accessions))
         send_orders(cluster.url, lis_token, accessions)
+        check_cases(cluster.url, tokens[0], accessions, len(SLIDE_KINDS))
         slides = slide_table(cluster.url, tokens[0])
         add_tile_sizes(cluster.url, tokens[0], slides)
         data = {
