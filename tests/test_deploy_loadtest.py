@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.loadtest.run import Row, read_stats, shift_verdict
+from deploy.loadtest.run import Row, Sampler, read_stats, shift_verdict, soak_table
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -78,3 +78,23 @@ def test_stats_are_read_from_locust_csv(tmp_path: Path) -> None:
     rows = read_stats(csv)
     assert rows[0] == Row("first tile", 7, 1, 21.0, 90.0, 120.0)
     assert dict(shift_verdict(rows))["no failed request"] is False
+
+
+def _sampler(threads: list[int]) -> Sampler:
+    """A ten-minute soak of one process sampled each minute: memory and files flat."""
+    sampler = Sampler({"slideserver-1": 1}, every=60.0, warmup=60.0)
+    sampler.samples = [
+        (60.0 * minute, {"slideserver-1": (400 * 1024, 120, count)})
+        for minute, count in enumerate(threads)
+    ]
+    return sampler
+
+
+def test_a_worker_pool_growing_and_shrinking_is_not_a_thread_leak() -> None:
+    _, checks = soak_table(_sampler([11, 40, 46, 35, 42, 38, 44, 37, 39, 41, 45]))
+    assert all(ok for text, ok in checks if "threads" in text)
+
+
+def test_threads_growing_through_the_run_fail_the_soak() -> None:
+    _, checks = soak_table(_sampler([11, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58]))
+    assert not any(ok for text, ok in checks if "threads" in text)
