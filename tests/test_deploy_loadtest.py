@@ -80,21 +80,34 @@ def test_stats_are_read_from_locust_csv(tmp_path: Path) -> None:
     assert dict(shift_verdict(rows))["no failed request"] is False
 
 
-def _sampler(threads: list[int]) -> Sampler:
-    """A ten-minute soak of one process sampled each minute: memory and files flat."""
+def _sampler(threads: list[int], files: list[int] | None = None) -> Sampler:
+    """A ten-minute soak of one process sampled each minute, memory flat."""
     sampler = Sampler({"slideserver-1": 1}, every=60.0, warmup=60.0)
+    open_files = files or [120] * len(threads)
     sampler.samples = [
-        (60.0 * minute, {"slideserver-1": (400 * 1024, 120, count)})
+        (60.0 * minute, {"slideserver-1": (400 * 1024, open_files[minute], count)})
         for minute, count in enumerate(threads)
     ]
     return sampler
 
 
+def _verdicts(sampler: Sampler, kind: str) -> list[bool]:
+    return [ok for text, ok in soak_table(sampler)[1] if kind in text]
+
+
 def test_a_worker_pool_growing_and_shrinking_is_not_a_thread_leak() -> None:
-    _, checks = soak_table(_sampler([11, 40, 46, 35, 42, 38, 44, 37, 39, 41, 45]))
-    assert all(ok for text, ok in checks if "threads" in text)
+    assert all(_verdicts(_sampler([11, 40, 46, 35, 42, 38, 44, 37, 39, 41, 45]), "threads"))
 
 
 def test_threads_growing_through_the_run_fail_the_soak() -> None:
-    _, checks = soak_table(_sampler([11, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58]))
-    assert not any(ok for text, ok in checks if "threads" in text)
+    assert not any(_verdicts(_sampler([11, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58]), "threads"))
+
+
+def test_connections_opened_and_closed_by_pools_are_not_a_file_leak() -> None:
+    files = [30, 165, 120, 150, 108, 140, 130, 125, 160, 118, 140]
+    assert all(_verdicts(_sampler([40] * 11, files), "open files"))
+
+
+def test_open_files_growing_through_the_run_fail_the_soak() -> None:
+    files = [30, 120, 130, 140, 150, 160, 170, 180, 190, 200, 210]
+    assert not any(_verdicts(_sampler([40] * 11, files), "open files"))
