@@ -38,7 +38,7 @@ from slideserver.catalog.schema import (
     scans,
     specimens,
 )
-from slideserver.catalog.store.slides import RECORD_COLUMNS, AnyRow, to_record
+from slideserver.catalog.store.slides import RECORD_COLUMNS, RECORD_JOINS, AnyRow, to_record
 from slideserver.db.engine import now
 from slideserver.db.upsert import get_or_create
 
@@ -466,13 +466,6 @@ _CASE_SLIDES = (
 )
 """A case's glass slides with their scans under the roots and each scan's record columns (a
 slide record's joins, from the glass); a glass slide without a scan is an expected barcode."""
-_EVIDENCE_SLIDES = (
-    scans.outerjoin(glass_slides, glass_slides.c.id == scans.c.glass_slide_id)
-    .outerjoin(cases, cases.c.id == glass_slides.c.case_id)
-    .outerjoin(patients, patients.c.id == cases.c.patient_id)
-    .outerjoin(specimens, specimens.c.id == glass_slides.c.specimen_id)
-    .outerjoin(blocks, blocks.c.id == glass_slides.c.block_id)
-)
 
 
 def get_case(conn: Connection, roots: list[str], accession: str) -> CaseView | None:
@@ -584,7 +577,7 @@ def _evidence_case(
     """Build a provisional case from the scans whose own evidence names ``accession``."""
     rows = conn.execute(
         select(*_SLIDE_COLUMNS)
-        .select_from(_EVIDENCE_SLIDES)
+        .select_from(RECORD_JOINS)
         .where(
             and_(
                 scans.c.ev_accession == accession,

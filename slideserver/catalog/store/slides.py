@@ -83,13 +83,14 @@ RECORD_COLUMNS = (
 )
 """What :func:`to_record` reads: a scan's columns and its case links (outer-joined)."""
 
-_JOINED = (
+RECORD_JOINS = (
     scans.outerjoin(glass_slides, glass_slides.c.id == scans.c.glass_slide_id)
     .outerjoin(cases, cases.c.id == glass_slides.c.case_id)
     .outerjoin(patients, patients.c.id == cases.c.patient_id)
     .outerjoin(specimens, specimens.c.id == glass_slides.c.specimen_id)
     .outerjoin(blocks, blocks.c.id == glass_slides.c.block_id)
 )
+"""The tables :data:`RECORD_COLUMNS` come from: each scan with its case links, if any."""
 
 accession_of_scan = func.coalesce(cases.c.accession, scans.c.ev_accession)
 """The case a scan belongs to: the LIS link, else what the file says."""
@@ -101,7 +102,7 @@ def base_query(roots: Sequence[Path]) -> Select[Any]:
     """Return the select of slide rows (with case links) under ``roots``."""
     return (
         select(*RECORD_COLUMNS)
-        .select_from(_JOINED)
+        .select_from(RECORD_JOINS)
         .where(scans.c.root.in_([str(Path(r).absolute()) for r in roots]))
     )
 
